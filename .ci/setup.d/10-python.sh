@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian services the integration tier starts itself, and the Python package with its test extras.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends pgbouncer redis-server prometheus >/dev/null
+# The Debian packages start their own daemons; the tests start private ones on free ports.
+for svc in pgbouncer redis-server prometheus; do
+  (service "$svc" stop || systemctl stop "$svc" || true) >/dev/null 2>&1
+done
+python3 -m pip install -q --upgrade pip
+python3 -m pip install -q -e '.[test,bench]'

@@ -1,0 +1,31 @@
+"""pgqueue: a Postgres-native task queue with a blocking request-reply RPC.
+
+The public surface is what ``__all__`` lists; every other module is internal and may change.
+"""
+
+from __future__ import annotations
+
+from pgqueue import admin
+from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
+from pgqueue.client import Client, Message
+from pgqueue.errors import PgQueueError
+from pgqueue.migrating import migrate
+from pgqueue.replies import CallResult
+from pgqueue.settings import ClientSettings, WorkerSettings
+from pgqueue.tasks import task
+
+__all__ = [
+    "GATE_FLAG",
+    "CallResult",
+    "Client",
+    "ClientSettings",
+    "FlagState",
+    "Message",
+    "PgQueueError",
+    "QueueStats",
+    "WorkerSettings",
+    "admin",
+    "migrate",
+    "parse_flag_value",
+    "task",
+]

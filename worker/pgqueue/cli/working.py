@@ -1,0 +1,39 @@
+"""``pgqueue worker``: consume queues with N child-process slots until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+
+from pgqueue.cli.common import CliError, add_settings_options, build_settings
+from pgqueue.errors import TaskRegistrationError
+from pgqueue.settings import WorkerSettings
+from pgqueue.supervisor import Worker
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="Consume queues: claim, run tasks in child processes, reply, retry, dead-letter.",
+        description=(
+            "Run a worker supervisor. It claims messages with one SKIP LOCKED statement, runs each "
+            "task in a child-process slot (killed at --task-time-limit), renews leases every "
+            "lease/3, and drains gracefully on SIGTERM. /metrics, /healthz and /readyz are served "
+            "on --metrics-port."
+        ),
+    )
+    add_settings_options(p, WorkerSettings)
+    p.set_defaults(handler=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = build_settings(WorkerSettings, args)
+    if not settings.dsn:
+        raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
+    if not settings.tasks:
+        raise CliError("--tasks", "name at least one module whose @task functions to run")
+    try:
+        worker = Worker(settings)
+    except TaskRegistrationError as exc:
+        raise CliError("--tasks", str(exc)) from None
+    worker.run()
+    return 0

@@ -1,0 +1,69 @@
+"""Prometheus series of the worker and the client (DESIGN §7; the names are part of the contract).
+
+Labels carry queue, task and outcome names only: never a payload, an argument or a secret. The
+worker serves these from its own HTTP endpoint; an application exposes the client series the way
+it exposes its other metrics (they live in the default registry).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Fine buckets at the low end: an RPC on a healthy database takes milliseconds.
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
+# Worker series.
+TASKS = Counter(
+    "pgqueue_tasks",
+    "Task runs finished, by outcome (completed, failed, retried, dead_lettered, timed_out, lost).",
+    ["queue", "task", "outcome"],
+)
+TASK_DURATION = Histogram(
+    "pgqueue_task_duration_seconds",
+    "Wall time of one task run in its child process.",
+    ["queue", "task"],
+    buckets=LATENCY_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "pgqueue_queue_wait_seconds",
+    "Time from enqueue to the start of the run.",
+    ["queue"],
+    buckets=LATENCY_BUCKETS,
+)
+RPC_LATENCY = Histogram(
+    "pgqueue_rpc_latency_seconds",
+    "Time from enqueue to the reply being stored, for request-reply messages.",
+    ["queue", "task"],
+    buckets=LATENCY_BUCKETS,
+)
+BUSY_SLOTS = Gauge("pgqueue_worker_busy_slots", "Child-process slots running a task now.")
+SLOTS = Gauge("pgqueue_worker_slots", "Child-process slots of this worker.")
+LEASE_RENEWALS = Counter("pgqueue_lease_renewals", "Leases extended while their task ran.")
+LEASE_LOST = Counter(
+    "pgqueue_lease_lost",
+    "Leases found lost (message gone or claimed by another worker) at renewal or ack.",
+)
+HEARTBEAT_AGE = Gauge(
+    "pgqueue_heartbeat_age_seconds", "Seconds since the supervisor loop last stamped its heartbeat."
+)
+DB_ERRORS = Counter(
+    "pgqueue_worker_database_errors", "Database operations that failed and were retried.", ["op"]
+)
+
+# Client series.
+CALL_DURATION = Histogram(
+    "pgqueue_call_duration_seconds",
+    "Duration of a blocking call as the caller saw it, by outcome (ok, task_error, timeout, "
+    "enqueue_error, malformed_reply).",
+    ["task", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+GATE_DECISIONS = Counter(
+    "pgqueue_gate_decisions",
+    "Routing decisions of the gate, by route (pg, fallback) and reason (enabled, disabled, "
+    "killswitch, error).",
+    ["route", "reason"],
+)

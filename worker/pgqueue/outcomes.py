@@ -1,0 +1,145 @@
+"""What happens to a claimed message: the pure decision table of DESIGN §3.4–3.9.
+
+The supervisor asks two questions of this module: may this message start at all (drop branches),
+and, once it ran, what do we write (ack with a reply, retry with backoff, or dead-letter). Keeping
+the answers pure keeps the rules readable in one place and testable without a database.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pgqueue.replies import ReplyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claimed message as the claim statement returned it."""
+
+    msg_id: int
+    queue: str
+    task_name: str
+    payload: Any
+    reply_key: str | None
+    priority: int
+    tenant: str
+    read_ct: int
+    waited: float
+    deadline_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A message that passed the checks: what the child process runs."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a child process reported for one run."""
+
+    ok: bool
+    result_json: str | None  # the JSON text of the return value, when ok
+    error: str  # "ExcType: message" when not ok
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    status: ReplyStatus
+    result_json: str | None
+    error: str
+    outcome: str  # metric label
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    delay: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+
+
+Action = Ack | Retry | DeadLetter
+
+
+def admit(
+    msg: Claimed, known_tasks: set[str] | frozenset[str], max_attempts: int
+) -> Work | DeadLetter:
+    """The drop branches (§3.7, §3.9): malformed, unknown task, too many attempts, deadline."""
+    payload = msg.payload
+    if not isinstance(payload, dict):
+        return DeadLetter(
+            f"malformed payload: expected a JSON object, got {type(payload).__name__}"
+        )
+    args = payload.get("args", [])
+    kwargs = payload.get("kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        return DeadLetter("malformed payload: 'args' must be a list and 'kwargs' an object")
+    if msg.task_name not in known_tasks:
+        return DeadLetter(f"unknown task {msg.task_name!r} on queue {msg.queue!r}")
+    if msg.read_ct > max_attempts:
+        return DeadLetter(
+            f"max attempts exceeded: claimed {msg.read_ct} times (max_attempts={max_attempts}); "
+            "its workers died or lost the lease each time"
+        )
+    if msg.reply_key is not None and msg.deadline_in is not None and msg.deadline_in <= 0:
+        return DeadLetter(
+            f"deadline passed: the caller stopped waiting {-msg.deadline_in:.3f}s before the "
+            "task could start"
+        )
+    return Work(args=args, kwargs=kwargs)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter on the upper half: attempt 1 → about base."""
+    raw = min(cap, base * (2 ** max(0, attempt - 1)))
+    return float(raw / 2 + random.uniform(0, raw / 2))  # noqa: S311 - jitter, not crypto
+
+
+def settle(
+    msg: Claimed,
+    run: RunResult,
+    *,
+    max_attempts: int,
+    max_result_bytes: int,
+    retry_backoff: float,
+    retry_backoff_max: float,
+) -> Action:
+    """What to write after a run (§3.4–3.6, §3.8)."""
+    request_reply = msg.reply_key is not None
+    if run.ok:
+        if not request_reply:
+            return Ack(ReplyStatus.COMPLETED, None, "", "completed")
+        text = run.result_json if run.result_json is not None else "null"
+        size = len(text.encode())
+        if size > max_result_bytes:
+            return Ack(
+                ReplyStatus.FAILED,
+                None,
+                f"reply not stored: result is {size} bytes, over the limit of {max_result_bytes}",
+                "reply_failed",
+            )
+        return Ack(ReplyStatus.COMPLETED, text, "", "completed")
+    if request_reply:
+        # One attempt: a re-run could spend real money twice; the caller decides.
+        return Ack(ReplyStatus.FAILED, None, run.error, "failed")
+    if msg.read_ct < max_attempts:
+        return Retry(backoff(msg.read_ct, retry_backoff, retry_backoff_max), run.error)
+    return DeadLetter(f"failed after {msg.read_ct} attempts: {run.error}")
+
+
+def encode_result(value: Any) -> tuple[str | None, str]:
+    """JSON text of a return value, or the reason it has none."""
+    try:
+        return json.dumps(value, allow_nan=False), ""
+    except (TypeError, ValueError) as exc:
+        return None, f"reply not stored: result is not JSON-serialisable: {exc}"

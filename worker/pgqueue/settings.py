@@ -1,0 +1,190 @@
+"""Settings of the pgqueue processes, each one pydantic model read from ``PGQUEUE_*`` env vars.
+
+Every field says its unit and default. The CLI builds the same models from its options (an option
+wins over its env var), so a bad value is reported once, naming the option, before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_queue_name(name: str) -> str:
+    """Queue names are identifiers: letters, digits and ``_ . : -``, at most 128 characters."""
+    if not QUEUE_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid queue name {name!r}: use letters, digits and _ . : - (1-128 characters, "
+            "starting with a letter or digit)"
+        )
+    return name
+
+
+class ConnectionSettings(BaseSettings):
+    """How to reach Postgres; shared by every process."""
+
+    model_config = SettingsConfigDict(env_prefix="PGQUEUE_", extra="ignore")
+
+    dsn: str = Field(
+        default="",
+        description="libpq connection string or URI. Empty: start the embedded Postgres (demo).",
+        repr=False,
+    )
+    pooled: bool = Field(
+        default=False,
+        description=(
+            "True when the DSN points at a transaction pooler (PgBouncer): no prepared statements, "
+            "no LISTEN; waiting falls back to polling. Default false."
+        ),
+    )
+    connect_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for a new connection. Default 5."
+    )
+
+
+class ClientSettings(ConnectionSettings):
+    """Settings of :class:`pgqueue.Client`."""
+
+    pool_size: int = Field(default=4, ge=1, description="Connections kept by a client. Default 4.")
+    poll_initial: float = Field(
+        default=0.002, gt=0, description="First wait between reply polls, seconds. Default 0.002."
+    )
+    poll_max: float = Field(
+        default=0.2, gt=0, description="Cap of the reply poll backoff, seconds. Default 0.2."
+    )
+    notify: bool = Field(
+        default=True,
+        description="Wake idle workers by NOTIFY in the enqueue's commit. Default true.",
+    )
+    default_timeout: float = Field(
+        default=30.0, gt=0, description="call() timeout when none is given, seconds. Default 30."
+    )
+
+
+class WorkerSettings(ConnectionSettings):
+    """Settings of ``pgqueue worker``; the operator derives the timing fields (DESIGN §5)."""
+
+    queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["default"],
+        description="Queues to consume, comma-separated in env. Default: default.",
+    )
+    tasks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Modules to import so their @task functions register, comma-separated.",
+    )
+    concurrency: int = Field(
+        default=2, ge=1, le=512, description="Child-process slots running tasks. Default 2."
+    )
+    task_time_limit: float = Field(
+        default=300.0,
+        gt=0,
+        description="Hard limit of one task run, seconds; then the child is killed. Default 300.",
+    )
+    lease: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Visibility lease of a claimed message, seconds; renewed every lease/3 while the task "
+            "runs, so a dead worker's messages return within one lease. Default 60."
+        ),
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts of a fire-and-forget task before it is dead-lettered. Default 5.",
+    )
+    retry_backoff: float = Field(
+        default=1.0, gt=0, description="First retry delay, seconds; doubles per attempt. Default 1."
+    )
+    retry_backoff_max: float = Field(
+        default=300.0, gt=0, description="Cap of the retry delay, seconds. Default 300."
+    )
+    batch_size: int = Field(
+        default=0,
+        ge=0,
+        description="Messages claimed per statement; 0 means the number of free slots. Default 0.",
+    )
+    poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Seconds between claims when the queues are empty; NOTIFY wakes the worker earlier "
+            "unless pooled. Default 1."
+        ),
+    )
+    result_ttl: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Retention of a stored reply, seconds (R ≥ caller timeout). Default 3600.",
+    )
+    max_result_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Largest JSON reply stored, bytes; larger is a failed reply. Default 1 MiB.",
+    )
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        description="After SIGTERM, seconds running tasks get to finish. Default 30.",
+    )
+    heartbeat_staleness: float = Field(
+        default=10.0,
+        gt=0,
+        description="/healthz is 503 when the supervisor heartbeat is older, seconds. Default 10.",
+    )
+    metrics_port: int = Field(
+        default=9100,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz and /readyz; 0 disables the server. Default 9100.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - pods are scraped from outside the pod
+        description="Address the metrics server binds. Default 0.0.0.0.",
+    )
+    notify: bool = Field(
+        default=True,
+        description="NOTIFY callers in the reply's own commit so they wake at once. Default true.",
+    )
+    worker_id: str = Field(
+        default="",
+        description="Name stamped on claimed rows; default host:pid.",
+    )
+
+    @field_validator("queues", "tasks", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one queue is required")
+        return [check_queue_name(q) for q in value]
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> WorkerSettings:
+        if self.retry_backoff_max < self.retry_backoff:
+            raise ValueError("retry_backoff_max must be ≥ retry_backoff")
+        return self
+
+
+class SweepSettings(ConnectionSettings):
+    """Settings of ``pgqueue sweep`` (the retention CronJob)."""
+
+    batch_size: int = Field(
+        default=1000, ge=1, description="Rows deleted per statement. Default 1000."
+    )
+    dead_letter_retention: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Dead letters older than this are deleted, seconds. Default 7 days.",
+    )

@@ -1,0 +1,274 @@
+-- Every query pgqueue runs, one named entry each ("-- name: NAME" opens an entry). Parameters are
+-- psycopg named placeholders; nothing here is ever formatted with user input.
+-- tests/unit/test_queries.py checks that every entry is used by the code and every use exists.
+
+-- name: enqueue
+-- One message. delay and deadline are seconds from now (deadline null: none). Idle workers are
+-- woken by a NOTIFY that is delivered with this very commit (and not at all if it rolls back).
+WITH ins AS (
+    INSERT INTO pgqueue.message (queue, task_name, payload, reply_key, priority, tenant, vt, deadline)
+    VALUES (%(queue)s, %(task_name)s, %(payload)s, %(reply_key)s, %(priority)s, %(tenant)s,
+            now() + make_interval(secs => %(delay)s),
+            now() + make_interval(secs => %(deadline)s))
+    RETURNING msg_id, queue
+)
+SELECT msg_id, CASE WHEN %(notify)s THEN pg_notify('pgqueue_enqueue', queue) END AS notified
+FROM ins;
+
+-- name: enqueue_many
+-- A batch in one statement: parallel arrays, one element per message; one NOTIFY per queue.
+WITH ins AS (
+    INSERT INTO pgqueue.message (queue, task_name, payload, reply_key, priority, tenant, vt)
+    SELECT q, t, p, r, pr, tn, now() + make_interval(secs => d)
+    FROM unnest(%(queues)s::text[], %(task_names)s::text[], %(payloads)s::jsonb[],
+                %(reply_keys)s::text[], %(priorities)s::smallint[], %(tenants)s::text[],
+                %(delays)s::float8[]) AS u(q, t, p, r, pr, tn, d)
+    RETURNING msg_id, queue
+),
+woken AS (
+    SELECT pg_notify('pgqueue_enqueue', q.queue)
+    FROM (SELECT DISTINCT queue FROM ins) q
+    WHERE %(notify)s
+)
+SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id;
+
+-- name: claim
+-- The claim, one statement: walk up to %(tenant_span)s tenants that have visible work (starting
+-- at %(tenant_cursor)s so that a queue with many tenants rotates through them), take each
+-- tenant's best rows, interleave them (priority first, then each tenant's rank, then FIFO), and
+-- lock what is free with SKIP LOCKED. The commit follows at once; no lock is held while tasks run.
+-- Committed asynchronously: a lost claim commit only makes the rows claimable again.
+WITH RECURSIVE tenants(tenant, n) AS (
+    (SELECT m.tenant, 1 FROM pgqueue.message m
+      WHERE m.queue = %(queue)s AND m.tenant >= %(tenant_cursor)s AND m.vt <= now()
+      ORDER BY m.tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.tenant FROM pgqueue.message m
+             WHERE m.queue = %(queue)s AND m.tenant > t.tenant AND m.vt <= now()
+             ORDER BY m.tenant LIMIT 1), t.n + 1
+    FROM tenants t
+    WHERE t.tenant IS NOT NULL AND t.n < %(tenant_span)s
+),
+candidates AS (
+    SELECT c.msg_id, c.priority,
+           row_number() OVER (PARTITION BY c.tenant ORDER BY c.priority DESC, c.msg_id) AS rank
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT m.msg_id, m.priority, m.tenant FROM pgqueue.message m
+        WHERE m.queue = %(queue)s AND m.tenant = t.tenant AND m.vt <= now()
+        ORDER BY m.priority DESC, m.msg_id
+        LIMIT %(limit)s
+    ) c
+    WHERE t.tenant IS NOT NULL
+),
+picked AS (
+    SELECT m.msg_id FROM pgqueue.message m
+    JOIN candidates c USING (msg_id)
+    WHERE m.vt <= now()
+    ORDER BY c.priority DESC, c.rank, c.msg_id
+    LIMIT %(limit)s
+    FOR UPDATE OF m SKIP LOCKED
+)
+UPDATE pgqueue.message m
+SET vt = now() + make_interval(secs => %(lease)s),
+    read_ct = m.read_ct + 1,
+    claimed_by = %(worker_id)s,
+    claimed_at = now()
+FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+WHERE m.msg_id = picked.msg_id
+RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority, m.tenant,
+          m.read_ct, m.enqueued_at,
+          extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
+          extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
+          (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) AS walked,
+          (SELECT max(tenant) FROM tenants) AS last_tenant;
+
+-- name: renew
+-- Extends the leases a worker still holds; rows not returned were lost (gone or re-claimed).
+UPDATE pgqueue.message m
+SET vt = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS held(msg_id, read_ct)
+WHERE m.msg_id = held.msg_id AND m.read_ct = held.read_ct
+RETURNING m.msg_id;
+
+-- name: release
+-- Hands claimed messages back at once (graceful shutdown): the attempt is not counted.
+UPDATE pgqueue.message m
+SET vt = now(), read_ct = m.read_ct - 1, claimed_by = NULL, claimed_at = NULL
+FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS held(msg_id, read_ct)
+WHERE m.msg_id = held.msg_id AND m.read_ct = held.read_ct
+RETURNING m.msg_id;
+
+-- name: ack
+-- Deletes the message and stores its reply (when it has a reply key) in one statement, fenced by
+-- the claim; the reply is first-write-wins. Returns a row only when this worker still held it.
+WITH acked AS (
+    DELETE FROM pgqueue.message
+    WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+    RETURNING msg_id, reply_key
+),
+stored AS (
+    INSERT INTO pgqueue.result (reply_key, status, result, error, expires_at)
+    SELECT a.reply_key, %(status)s::pgqueue.result_status, %(result)s::jsonb, %(error)s,
+           now() + make_interval(secs => %(result_ttl)s)
+    FROM acked a WHERE a.reply_key IS NOT NULL
+    ON CONFLICT (reply_key) DO NOTHING
+    RETURNING reply_key
+)
+SELECT a.msg_id, a.reply_key,
+       (SELECT count(*) FROM stored) AS stored,
+       CASE WHEN %(notify)s AND a.reply_key IS NOT NULL
+            THEN pg_notify('pgqueue_reply', a.reply_key) END AS notified
+FROM acked a;
+
+-- name: retry
+-- Fire-and-forget failure with attempts left: push the message out by the backoff.
+UPDATE pgqueue.message
+SET vt = now() + make_interval(secs => %(delay)s), claimed_by = NULL, claimed_at = NULL
+WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+RETURNING msg_id;
+
+-- name: dead_letter
+-- Moves a message to the dead-letter table with its reason, fenced by the claim, and gives a
+-- waiting caller a failed reply at once so it does not wait for its timeout.
+WITH moved AS (
+    DELETE FROM pgqueue.message
+    WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+    RETURNING *
+),
+kept AS (
+    INSERT INTO pgqueue.dead_letter
+        (msg_id, queue, task_name, payload, reply_key, priority, tenant, enqueued_at, read_ct, reason)
+    SELECT msg_id, queue, task_name, payload, reply_key, priority, tenant, enqueued_at, read_ct,
+           %(reason)s
+    FROM moved
+    RETURNING dl_id, reply_key
+),
+replied AS (
+    INSERT INTO pgqueue.result (reply_key, status, result, error, expires_at)
+    SELECT k.reply_key, 'failed', NULL, %(reason)s, now() + make_interval(secs => %(result_ttl)s)
+    FROM kept k WHERE k.reply_key IS NOT NULL
+    ON CONFLICT (reply_key) DO NOTHING
+    RETURNING reply_key
+)
+SELECT k.dl_id,
+       CASE WHEN %(notify)s AND k.reply_key IS NOT NULL
+            THEN pg_notify('pgqueue_reply', k.reply_key) END AS notified
+FROM kept k;
+
+-- name: take_reply
+-- The caller takes its reply (delete on read). Committed asynchronously: a lost delete leaves
+-- the row to the retention sweep, nothing more.
+DELETE FROM pgqueue.result r
+USING (SELECT set_config('synchronous_commit', 'off', true)) AS async
+WHERE r.reply_key = %(reply_key)s
+RETURNING r.status::text AS status, r.result, r.error;
+
+-- name: queue_stats
+-- Per queue: ready (visible now), in flight (claimed, lease running), delayed (not yet visible,
+-- never claimed or backing off), dead-lettered, and the age of the oldest ready message.
+WITH live AS (
+    SELECT queue,
+           count(*) FILTER (WHERE vt <= now()) AS ready,
+           count(*) FILTER (WHERE vt > now() AND claimed_by IS NOT NULL) AS in_flight,
+           count(*) FILTER (WHERE vt > now() AND claimed_by IS NULL) AS delayed,
+           coalesce(extract(epoch FROM now() - min(enqueued_at) FILTER (WHERE vt <= now())), 0)::float8
+               AS oldest_age
+    FROM pgqueue.message GROUP BY queue
+),
+dead AS (
+    SELECT queue, count(*) AS dead FROM pgqueue.dead_letter GROUP BY queue
+)
+SELECT coalesce(l.queue, d.queue) AS queue,
+       coalesce(l.ready, 0) AS ready, coalesce(l.in_flight, 0) AS in_flight,
+       coalesce(l.delayed, 0) AS delayed, coalesce(d.dead, 0) AS dead,
+       coalesce(l.oldest_age, 0) AS oldest_age
+FROM live l FULL JOIN dead d ON d.queue = l.queue
+ORDER BY 1;
+
+-- name: dlq_list
+SELECT dl_id, msg_id, queue, task_name, reply_key, priority, tenant, enqueued_at, read_ct,
+       reason, failed_at, payload
+FROM pgqueue.dead_letter
+WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+ORDER BY dl_id
+LIMIT %(limit)s;
+
+-- name: dlq_replay
+-- Puts a dead letter back on its queue as a fresh message (attempts start again).
+WITH gone AS (
+    DELETE FROM pgqueue.dead_letter WHERE dl_id = %(dl_id)s RETURNING *
+)
+INSERT INTO pgqueue.message (queue, task_name, payload, reply_key, priority, tenant)
+SELECT queue, task_name, payload, reply_key, priority, tenant FROM gone
+RETURNING msg_id;
+
+-- name: dlq_purge
+WITH gone AS (
+    DELETE FROM pgqueue.dead_letter
+    WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+    RETURNING 1
+)
+SELECT count(*) AS purged FROM gone;
+
+-- name: sweep_results
+-- One batch of expired replies; the sweeper loops until a batch comes back short.
+WITH batch AS (
+    SELECT reply_key FROM pgqueue.result
+    WHERE expires_at <= now()
+    ORDER BY expires_at
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+),
+gone AS (
+    DELETE FROM pgqueue.result r USING batch WHERE r.reply_key = batch.reply_key RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
+
+-- name: sweep_dead_letters
+WITH batch AS (
+    SELECT dl_id FROM pgqueue.dead_letter
+    WHERE failed_at <= now() - make_interval(secs => %(retention)s)
+    ORDER BY dl_id
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+),
+gone AS (
+    DELETE FROM pgqueue.dead_letter d USING batch WHERE d.dl_id = batch.dl_id RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
+
+-- name: flag_get
+SELECT key, enabled, value, updated_at, source FROM pgqueue.flag WHERE key = %(key)s;
+
+-- name: flag_set
+-- Writes a flag; updated_at moves only when the value changes, so it says when it last flipped.
+INSERT INTO pgqueue.flag AS f (key, enabled, value, source)
+VALUES (%(key)s, %(enabled)s, %(value)s, %(source)s)
+ON CONFLICT (key) DO UPDATE
+SET enabled = excluded.enabled,
+    value = excluded.value,
+    source = excluded.source,
+    updated_at = CASE WHEN f.enabled IS DISTINCT FROM excluded.enabled
+                        OR f.value IS DISTINCT FROM excluded.value
+                      THEN now() ELSE f.updated_at END
+RETURNING key, enabled, value, updated_at, source,
+          (xmax = 0) AS inserted;
+
+-- name: migration_lock
+-- Serialises concurrent `pgqueue migrate` runs (transaction-scoped, so pooler-safe).
+SELECT pg_advisory_xact_lock(hashtext('pgqueue.migrate'));
+
+-- name: schema_version_create
+CREATE SCHEMA IF NOT EXISTS pgqueue;
+CREATE TABLE IF NOT EXISTS pgqueue.schema_version (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: schema_versions
+SELECT version FROM pgqueue.schema_version ORDER BY version;
+
+-- name: schema_version_record
+INSERT INTO pgqueue.schema_version (version, name) VALUES (%(version)s, %(name)s);

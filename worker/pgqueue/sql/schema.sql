@@ -1,0 +1,70 @@
+-- The canonical pgqueue schema. Migrations under migrations/ must produce exactly this;
+-- tests/integration/test_schema.py compares the two catalogs.
+CREATE SCHEMA IF NOT EXISTS pgqueue;
+
+CREATE TABLE pgqueue.schema_version (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per pending unit of work. A row is visible to claimers when vt <= now(); a claim pushes
+-- vt out by the lease and bumps read_ct, and (msg_id, read_ct) fences every later write.
+CREATE TABLE pgqueue.message (
+    msg_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue        text NOT NULL,
+    task_name    text NOT NULL,
+    payload      jsonb NOT NULL,
+    reply_key    text,
+    priority     smallint NOT NULL DEFAULT 5 CHECK (priority BETWEEN 1 AND 10),
+    tenant       text NOT NULL DEFAULT '',
+    enqueued_at  timestamptz NOT NULL DEFAULT now(),
+    vt           timestamptz NOT NULL DEFAULT now(),
+    read_ct      integer NOT NULL DEFAULT 0,
+    deadline     timestamptz,
+    claimed_by   text,
+    claimed_at   timestamptz
+);
+-- Serves both the tenant walk and each tenant's (priority desc, msg_id) order in the claim.
+CREATE INDEX message_claim_idx ON pgqueue.message (queue, tenant, priority DESC, msg_id);
+
+CREATE TYPE pgqueue.result_status AS ENUM ('completed', 'failed');
+
+-- Replies of request-reply calls; first write wins (INSERT ... ON CONFLICT DO NOTHING).
+CREATE TABLE pgqueue.result (
+    reply_key   text PRIMARY KEY,
+    status      pgqueue.result_status NOT NULL,
+    result      jsonb,
+    error       text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX result_expires_idx ON pgqueue.result (expires_at);
+
+-- Every message that is dropped lands here with its reason; nothing is deleted silently.
+CREATE TABLE pgqueue.dead_letter (
+    dl_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    msg_id       bigint NOT NULL,
+    queue        text NOT NULL,
+    task_name    text NOT NULL,
+    payload      jsonb NOT NULL,
+    reply_key    text,
+    priority     smallint NOT NULL,
+    tenant       text NOT NULL,
+    enqueued_at  timestamptz NOT NULL,
+    read_ct      integer NOT NULL,
+    reason       text NOT NULL,
+    failed_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dead_letter_queue_idx ON pgqueue.dead_letter (queue, dl_id);
+CREATE INDEX dead_letter_failed_at_idx ON pgqueue.dead_letter (failed_at);
+
+-- Feature flags; the gate is key 'pg_queue_enabled'. value keeps the raw text a writer was given
+-- (a ConfigMap value, say) so a reader can warn about an unparseable one; enabled is its parse.
+CREATE TABLE pgqueue.flag (
+    key         text PRIMARY KEY,
+    enabled     boolean NOT NULL,
+    value       text NOT NULL DEFAULT '',
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    source      text NOT NULL DEFAULT ''
+);

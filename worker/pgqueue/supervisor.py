@@ -1,0 +1,500 @@
+"""The worker supervisor: claims, dispatches to child-process slots, renews leases, settles.
+
+One single-threaded loop owns every database write, so the rules of DESIGN §3 live in one place:
+claim only as many messages as there are free slots (nothing waits claimed-but-unstarted), renew
+the leases of running tasks every lease/3, kill a task at its hard limit, and settle each run
+fenced by (msg_id, read_ct). It sleeps in one ``wait`` on the slots' pipes, the LISTEN socket and
+a signal pipe, so a finished task, a new message or SIGTERM each wake it at once. Database
+outages are survived: pending writes are kept and retried, leases decide what another worker
+may take over meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing.connection
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from pgqueue import db, metrics, outcomes, serving, sqlfiles
+from pgqueue.replies import ReplyStatus
+from pgqueue.settings import WorkerSettings
+from pgqueue.slots import Running, Slot
+from pgqueue.tasks import import_task_modules
+
+log = logging.getLogger(__name__)
+
+ENQUEUE_CHANNEL = "pgqueue_enqueue"
+
+
+@dataclass
+class _Pending:
+    """A settle write that could not reach the database yet; retried until it lands or is fenced."""
+
+    msg: outcomes.Claimed
+    action: outcomes.Action
+    finished: float  # monotonic, for the RPC latency figure
+    attempts: int = 0
+
+
+@dataclass
+class _Cursor:
+    tenant: str = ""
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    settled: int = 0
+    lost: int = 0
+    cursors: dict[str, _Cursor] = field(default_factory=dict)
+
+
+class Worker:
+    """``pgqueue worker``: run until SIGTERM/SIGINT, then drain."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.s = settings
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.known = frozenset(import_task_modules(settings.tasks))
+        self.slots: list[Slot] = []
+        self.pending: list[_Pending] = []
+        self.stats = WorkerStats()
+        self.health = serving.Health(settings.heartbeat_staleness)
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._listen: psycopg.Connection[dict[str, Any]] | None = None
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._next_claim = 0.0
+        self._next_renew = 0.0
+        self._db_retry_at = 0.0
+        self._db_backoff = 0.2
+        self._queue_turn = 0
+        self.http_port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        if not self._stopping:
+            log.info(
+                "received %s: no new claims; running tasks get up to %.0fs",
+                signal.Signals(signum).name,
+                self.s.shutdown_grace,
+            )
+            self._stopping = True
+            self._stop_deadline = time.monotonic() + self.s.shutdown_grace
+            self.health.ready = False
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        if self.s.metrics_port:
+            server = serving.serve(self.health, self.s.metrics_host, self.s.metrics_port)
+            self.http_port = server.server_address[1]
+        self.slots = [Slot(i, self.s.tasks) for i in range(self.s.concurrency)]
+        metrics.SLOTS.set(len(self.slots))
+        log.info(
+            "worker %s: queues=%s slots=%d tasks=%d lease=%.0fs time_limit=%.0fs db=%s",
+            self.worker_id,
+            ",".join(self.s.queues),
+            len(self.slots),
+            len(self.known),
+            self.s.lease,
+            self.s.task_time_limit,
+            db.redact(self.s.dsn),
+        )
+        try:
+            self._loop()
+        finally:
+            for slot in self.slots:
+                slot.stop()
+            self._close_db()
+            log.info(
+                "worker %s stopped: %d claimed, %d settled, %d leases lost",
+                self.worker_id,
+                self.stats.claimed,
+                self.stats.settled,
+                self.stats.lost,
+            )
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.health.beat()
+            busy = [s for s in self.slots if s.busy]
+            metrics.BUSY_SLOTS.set(len(busy))
+            if self._stopping and not busy and not self.pending:
+                return
+            if self._stopping and now >= self._stop_deadline:
+                self._abandon(busy)
+                return
+            self._ensure_db(now)
+            self._flush_pending()
+            if now >= self._next_renew:
+                self._renew()
+            for slot in busy:
+                if slot.running is not None and now >= slot.running.kill_at:
+                    running, run = slot.kill(
+                        f"TimeLimitExceeded: killed after {self.s.task_time_limit:g}s"
+                    )
+                    metrics.TASKS.labels(
+                        running.msg.queue, running.msg.task_name, "timed_out"
+                    ).inc()
+                    self._settle(running, run)
+            if not self._stopping and now >= self._next_claim:
+                self._claim_and_dispatch()
+            self._sleep()
+
+    def _sleep(self) -> None:
+        now = time.monotonic()
+        wake_at = [self._next_renew, now + 1.0]
+        if not self._stopping:
+            wake_at.append(self._next_claim)
+        else:
+            wake_at.append(self._stop_deadline)
+        if self.pending or self._conn is None:
+            wake_at.append(self._db_retry_at)
+        for slot in self.slots:
+            if slot.running is not None:
+                wake_at.append(slot.running.kill_at)
+        timeout = max(0.0, min(wake_at) - now)
+        watched: list[Any] = [self._wake_r]
+        by_conn: dict[Any, Slot] = {}
+        for slot in self.slots:
+            if slot.busy:
+                watched += [slot.conn, slot.process.sentinel]
+                by_conn[slot.conn] = slot
+                by_conn[slot.process.sentinel] = slot
+        if self._listen is not None:
+            watched.append(self._listen.fileno())
+        ready = multiprocessing.connection.wait(watched, timeout)
+        done: set[int] = set()
+        for item in ready:
+            if item == self._wake_r:
+                os.read(self._wake_r, 1024)
+            elif self._listen is not None and item == self._listen.fileno():
+                self._drain_notifies()
+            else:
+                slot = by_conn[item]
+                if slot.busy and slot.index not in done:
+                    done.add(slot.index)
+                    running, run = slot.collect()
+                    self._settle(running, run)
+
+    # -- database connection ---------------------------------------------------------------
+
+    def _ensure_db(self, now: float) -> None:
+        if self._conn is not None and not self._conn.closed:
+            return
+        if now < self._db_retry_at:
+            return
+        try:
+            self._conn = db.connect(
+                self.s.dsn, pooled=self.s.pooled, connect_timeout=self.s.connect_timeout
+            )
+            if not self.s.pooled:
+                self._listen = db.connect(self.s.dsn, connect_timeout=self.s.connect_timeout)
+                self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
+            self._db_backoff = 0.2
+            self._next_claim = now
+            self.health.ready = not self._stopping
+            log.info("connected to %s", db.redact(self.s.dsn))
+        except psycopg.Error as exc:
+            self._db_down("connect", exc)
+
+    def _db_down(self, op: str, exc: BaseException) -> None:
+        metrics.DB_ERRORS.labels(op).inc()
+        if self._conn is not None or self._db_backoff <= 0.2:
+            log.warning("database unavailable during %s (%s); retrying", op, type(exc).__name__)
+        self._close_db()
+        self._db_retry_at = time.monotonic() + self._db_backoff
+        self._db_backoff = min(self._db_backoff * 2, 5.0)
+        self.health.ready = False
+
+    def _close_db(self) -> None:
+        for conn in (self._conn, self._listen):
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+        self._conn = None
+        self._listen = None
+
+    def _drain_notifies(self) -> None:
+        assert self._listen is not None
+        try:
+            for note in self._listen.notifies(timeout=0):
+                if note.payload in self.s.queues:
+                    self._next_claim = time.monotonic()
+        except psycopg.Error as exc:
+            self._db_down("listen", exc)
+
+    # -- claim and dispatch ------------------------------------------------------------------
+
+    def _claim_and_dispatch(self) -> None:
+        free = [s for s in self.slots if not s.busy]
+        if not free or self._conn is None:
+            self._next_claim = time.monotonic() + self.s.poll_interval
+            return
+        wanted = min(len(free), self.s.batch_size or len(free))
+        claimed: list[outcomes.Claimed] = []
+        queues = self.s.queues
+        for i in range(len(queues)):
+            queue = queues[(self._queue_turn + i) % len(queues)]
+            got = self._claim(queue, wanted - len(claimed))
+            if got is None:
+                return
+            claimed += got
+            if len(claimed) >= wanted:
+                break
+        self._queue_turn = (self._queue_turn + 1) % len(queues)
+        self.stats.claimed += len(claimed)
+        for msg in claimed:
+            self._dispatch(msg, free.pop())
+        # A full batch means more is waiting: claim again as soon as a slot frees up.
+        full = len(claimed) >= wanted
+        self._next_claim = time.monotonic() + (0.0 if full else self.s.poll_interval)
+
+    def _claim(self, queue: str, limit: int) -> list[outcomes.Claimed] | None:
+        assert self._conn is not None
+        cursor = self.stats.cursors.setdefault(queue, _Cursor())
+        params = {
+            "queue": queue,
+            "limit": limit,
+            "lease": self.s.lease,
+            "worker_id": self.worker_id,
+            "tenant_cursor": cursor.tenant,
+            "tenant_span": 64,
+        }
+        try:
+            rows = self._conn.execute(sqlfiles.query("claim"), params).fetchall()
+        except psycopg.OperationalError as exc:
+            self._db_down("claim", exc)
+            return None
+        if rows and rows[0]["walked"] >= 64:
+            cursor.tenant = str(rows[0]["last_tenant"])
+        else:
+            cursor.tenant = ""
+        return [
+            outcomes.Claimed(
+                msg_id=r["msg_id"],
+                queue=r["queue"],
+                task_name=r["task_name"],
+                payload=r["payload"],
+                reply_key=r["reply_key"],
+                priority=r["priority"],
+                tenant=r["tenant"],
+                read_ct=r["read_ct"],
+                waited=r["waited"],
+                deadline_in=r["deadline_in"],
+            )
+            for r in rows
+        ]
+
+    def _dispatch(self, msg: outcomes.Claimed, slot: Slot) -> None:
+        verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
+        if isinstance(verdict, outcomes.DeadLetter):
+            log.warning(
+                "dead-lettering msg_id=%d task=%s: %s", msg.msg_id, msg.task_name, verdict.reason
+            )
+            self._write(_Pending(msg, verdict, time.monotonic()))
+            return
+        metrics.QUEUE_WAIT.labels(msg.queue).observe(max(0.0, msg.waited))
+        slot.run(msg, verdict, self.s.task_time_limit)
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def _settle(self, running: Running, run: outcomes.RunResult) -> None:
+        msg = running.msg
+        metrics.TASK_DURATION.labels(msg.queue, msg.task_name).observe(run.duration)
+        action = outcomes.settle(
+            msg,
+            run,
+            max_attempts=self.s.max_attempts,
+            max_result_bytes=self.s.max_result_bytes,
+            retry_backoff=self.s.retry_backoff,
+            retry_backoff_max=self.s.retry_backoff_max,
+        )
+        if not run.ok:
+            log.info(
+                "task failed: msg_id=%d task=%s attempt=%d: %s",
+                msg.msg_id,
+                msg.task_name,
+                msg.read_ct,
+                run.error,
+            )
+        self._write(_Pending(msg, action, time.monotonic()))
+        self._next_claim = min(self._next_claim, time.monotonic())
+
+    def _write(self, item: _Pending) -> None:
+        if self._conn is None or not self._try_write(item):
+            self.pending.append(item)
+
+    def _flush_pending(self) -> None:
+        if not self.pending or self._conn is None:
+            return
+        waiting, self.pending = self.pending, []
+        for i, item in enumerate(waiting):
+            if not self._try_write(item):
+                self.pending.extend(waiting[i:])
+                return
+        log.info("database back: pending replies and acks written")
+
+    def _try_write(self, item: _Pending) -> bool:
+        """Write one settle action; False when the database is away (kept for a retry)."""
+        assert self._conn is not None
+        msg, action = item.msg, item.action
+        item.attempts += 1
+        try:
+            landed = self._execute(msg, action)
+        except psycopg.OperationalError as exc:
+            self._db_down("settle", exc)
+            if item.attempts == 3 and msg.reply_key is not None:
+                log.error(
+                    "reply not stored yet (database down): reply_key=%s task=%s msg_id=%d; "
+                    "kept in memory and retried, the lease decides if this worker dies",
+                    msg.reply_key,
+                    msg.task_name,
+                    msg.msg_id,
+                )
+            return False
+        except psycopg.Error as exc:
+            # The write itself is refused (e.g. a reply Postgres cannot store as jsonb): tell the
+            # caller why in a second transaction instead of leaving it to time out (§3.8).
+            if isinstance(action, outcomes.Ack) and action.result_json is not None:
+                log.warning("reply of msg_id=%d refused by the database: %s", msg.msg_id, exc)
+                fallback = outcomes.Ack(
+                    ReplyStatus.FAILED,
+                    None,
+                    f"reply not stored: the database refused it: {type(exc).__name__}: {exc}",
+                    "reply_failed",
+                )
+                return self._try_write(_Pending(msg, fallback, item.finished))
+            log.exception("settle of msg_id=%d failed", msg.msg_id)
+            return True
+        self.stats.settled += 1
+        if not landed:
+            self.stats.lost += 1
+            metrics.LEASE_LOST.inc()
+            log.warning(
+                "lease lost: msg_id=%d task=%s was re-claimed or removed; result ignored",
+                msg.msg_id,
+                msg.task_name,
+            )
+            metrics.TASKS.labels(msg.queue, msg.task_name, "lost").inc()
+            return True
+        outcome = (
+            action.outcome
+            if isinstance(action, outcomes.Ack)
+            else "retried"
+            if isinstance(action, outcomes.Retry)
+            else "dead_lettered"
+        )
+        metrics.TASKS.labels(msg.queue, msg.task_name, outcome).inc()
+        if isinstance(action, outcomes.Ack) and msg.reply_key is not None:
+            since_claim = time.monotonic() - item.finished
+            metrics.RPC_LATENCY.labels(msg.queue, msg.task_name).observe(
+                max(0.0, msg.waited) + since_claim
+            )
+        return True
+
+    def _execute(self, msg: outcomes.Claimed, action: outcomes.Action) -> bool:
+        assert self._conn is not None
+        fence = {"msg_id": msg.msg_id, "read_ct": msg.read_ct}
+        if isinstance(action, outcomes.Ack):
+            row = self._conn.execute(
+                sqlfiles.query("ack"),
+                {
+                    **fence,
+                    "status": action.status.value,
+                    "result": action.result_json,
+                    "error": action.error,
+                    "result_ttl": self.s.result_ttl,
+                    "notify": self.s.notify,
+                },
+            ).fetchone()
+        elif isinstance(action, outcomes.Retry):
+            row = self._conn.execute(
+                sqlfiles.query("retry"), {**fence, "delay": action.delay}
+            ).fetchone()
+        else:
+            row = self._conn.execute(
+                sqlfiles.query("dead_letter"),
+                {
+                    **fence,
+                    "reason": action.reason,
+                    "result_ttl": self.s.result_ttl,
+                    "notify": self.s.notify,
+                },
+            ).fetchone()
+        return row is not None
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _held(self) -> list[outcomes.Claimed]:
+        held = [s.running.msg for s in self.slots if s.running is not None]
+        return held + [p.msg for p in self.pending]
+
+    def _renew(self) -> None:
+        self._next_renew = time.monotonic() + self.s.lease / 3
+        held = self._held()
+        if not held or self._conn is None:
+            return
+        try:
+            rows = self._conn.execute(
+                sqlfiles.query("renew"),
+                {
+                    "lease": self.s.lease,
+                    "msg_ids": [m.msg_id for m in held],
+                    "read_cts": [m.read_ct for m in held],
+                },
+            ).fetchall()
+        except psycopg.OperationalError as exc:
+            self._db_down("renew", exc)
+            return
+        metrics.LEASE_RENEWALS.inc(len(rows))
+        kept = {r["msg_id"] for r in rows}
+        for m in held:
+            if m.msg_id not in kept:
+                metrics.LEASE_LOST.inc()
+                log.warning(
+                    "lease lost at renewal: msg_id=%d task=%s (re-claimed or removed)",
+                    m.msg_id,
+                    m.task_name,
+                )
+
+    def _abandon(self, busy: list[Slot]) -> None:
+        """Grace period over: kill what still runs and hand it back at once (not an attempt)."""
+        released: list[outcomes.Claimed] = []
+        for slot in busy:
+            if slot.running is not None:
+                running, _ = slot.kill("shutdown")
+                released.append(running.msg)
+        if released and self._conn is not None:
+            try:
+                self._conn.execute(
+                    sqlfiles.query("release"),
+                    {
+                        "msg_ids": [m.msg_id for m in released],
+                        "read_cts": [m.read_ct for m in released],
+                    },
+                )
+            except psycopg.Error as exc:
+                log.warning(
+                    "could not release %d messages (%s); their leases will", len(released), exc
+                )
+        log.warning(
+            "grace period over: %d running tasks killed and released to other workers",
+            len(released),
+        )
