@@ -35,3 +35,15 @@ images: images-base images-wheels ## Build the worker and operator images with p
 .PHONY: images-clean
 images-clean: ## Remove the dev images (the cached base rootfs stays)
 	-$(PODMAN) rmi $(WORKER_IMAGE) $(OPERATOR_IMAGE)
+
+HELM ?= $(shell bash hack/k8s-bin-dir.sh)/helm
+
+.PHONY: chart-lint
+chart-lint: ## helm lint --strict the operator chart (default, namespaced and ServiceMonitor values)
+	$(HELM) lint --strict charts/pgqueue-operator
+	$(HELM) lint --strict charts/pgqueue-operator --set 'watchNamespaces={a,b}'
+	$(HELM) lint --strict charts/pgqueue-operator --set metrics.serviceMonitor.enabled=true
+
+.PHONY: chart-package
+chart-package: ## Package the operator chart (the CRD link is resolved into the archive) into dist/
+	$(HELM) package charts/pgqueue-operator --destination dist
