@@ -1,0 +1,163 @@
+"""The worker Deployment: ``pgqueue worker`` pods tuned by the derived timings.
+
+Env follows the worker contract (``PGQUEUE_*``, DSN from the Secret by reference, never inlined).
+Probes hit the worker's own endpoints on the metrics port: ``/healthz`` fails when the supervisor
+heartbeat is older than H, ``/readyz`` when the worker cannot claim. The pod template carries a
+checksum of the config and of the Secret's DSN, so a Secret rotation rolls the pods.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pgqueue_operator.builders import common
+from pgqueue_operator.builders.common import Owner
+from pgqueue_operator.deriving import DerivedTimings
+from pgqueue_operator.models import PgQueueWorkerSpec
+
+CONTAINER = "worker"
+
+
+def dsn_env(spec: PgQueueWorkerSpec) -> dict[str, Any]:
+    return {
+        "name": "PGQUEUE_DSN",
+        "valueFrom": {
+            "secretKeyRef": {"name": spec.database.secret_name, "key": spec.database.key}
+        },
+    }
+
+
+def worker_env(spec: PgQueueWorkerSpec, derived: DerivedTimings) -> list[dict[str, Any]]:
+    """The worker's env, in a stable order (the checksum and diffs depend on it)."""
+    plain = {
+        "PGQUEUE_QUEUES": ",".join(spec.queues),
+        "PGQUEUE_TASKS": ",".join(spec.tasks),
+        "PGQUEUE_CONCURRENCY": str(spec.concurrency),
+        "PGQUEUE_TASK_TIME_LIMIT": common.seconds(derived.task_time_limit_seconds),
+        "PGQUEUE_LEASE": common.seconds(derived.lease_seconds),
+        "PGQUEUE_MAX_ATTEMPTS": str(spec.timing.max_attempts),
+        "PGQUEUE_RESULT_TTL": common.seconds(derived.result_ttl_seconds),
+        "PGQUEUE_SHUTDOWN_GRACE": common.seconds(derived.drain_seconds),
+        "PGQUEUE_HEARTBEAT_STALENESS": common.seconds(derived.heartbeat_staleness_seconds),
+        "PGQUEUE_POLL_INTERVAL": common.seconds(derived.poll_interval_seconds),
+        "PGQUEUE_METRICS_PORT": str(spec.metrics.port),
+        "PGQUEUE_POOLED": "true" if spec.database.pooled else "false",
+    }
+    return [
+        dsn_env(spec),
+        *({"name": k, "value": v} for k, v in plain.items()),
+        {"name": "PGQUEUE_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+
+
+def probes(spec: PgQueueWorkerSpec, derived: DerivedTimings) -> dict[str, Any]:
+    """Liveness every H/2 (the worker's /healthz already encodes H), readiness every 5 s."""
+    port = "metrics"
+    period = max(1, math.ceil(derived.heartbeat_staleness_seconds / 2))
+    return {
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": period,
+            "failureThreshold": 3,
+            "timeoutSeconds": 2,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": port},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+            "timeoutSeconds": 2,
+        },
+    }
+
+
+def build(
+    spec: PgQueueWorkerSpec,
+    derived: DerivedTimings,
+    owner: Owner,
+    *,
+    replicas: int,
+    secret_checksum: str,
+) -> dict[str, Any]:
+    """The Deployment; ``replicas`` is decided by the caller (spec, autoscaler, or 0 if paused)."""
+    env = worker_env(spec, derived)
+    pod = spec.pod
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "args": ["worker"],
+        "env": env,
+        "ports": [{"name": "metrics", "containerPort": spec.metrics.port, "protocol": "TCP"}],
+        **probes(spec, derived),
+        "securityContext": common.restricted_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
+    }
+    if pod.resources:
+        container["resources"] = dict(pod.resources)
+    pod_labels = {**pod.labels, **common.labels(owner, "worker")}
+    annotations = {
+        **pod.annotations,
+        common.CHECKSUM_ANNOTATION: common.checksum(env, spec.image, secret_checksum),
+    }
+    pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": derived.termination_grace_period_seconds,
+        "securityContext": common.pod_security_context(),
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if spec.migrate:
+        pod_spec["initContainers"] = [
+            {
+                "name": "migrate",
+                "image": spec.image,
+                "imagePullPolicy": spec.image_pull_policy,
+                "args": ["migrate"],
+                "env": [
+                    dsn_env(spec),
+                    {
+                        "name": "PGQUEUE_POOLED",
+                        "value": "true" if spec.database.pooled else "false",
+                    },
+                ],
+                "securityContext": common.restricted_security_context(),
+                **({"resources": dict(pod.resources)} if pod.resources else {}),
+            }
+        ]
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in pod.tolerations]
+    if pod.affinity:
+        pod_spec["affinity"] = dict(pod.affinity)
+    if pod.service_account_name:
+        pod_spec["serviceAccountName"] = pod.service_account_name
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
+    if pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in pod.image_pull_secrets]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": common.metadata(owner, common.worker_name(owner), "worker"),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": common.selector_labels(owner, "worker")},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,154 @@
+"""The kopf registrations, and nothing else: each handler hands its object to ``reconciling``.
+
+- create / update / resume of a PgQueueWorker → reconcile (children, status, gate);
+- a resync timer → reconcile again (heals drift of children and of the flag row);
+- a sample timer → queue depth into status and metrics, autoscaling;
+- ConfigMap events → gate sync of every PgQueueWorker whose ``spec.gate`` names it (an index);
+- Secret events → reconcile of every PgQueueWorker whose database Secret it is (pods roll).
+
+Failures become ``kopf.TemporaryError`` with the configured delay, after the status that explains
+them has been written; nothing propagates bare.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from pgqueue_operator import API_VERSION, GROUP, KIND, PLURAL, VERSION, metrics
+from pgqueue_operator.kube import Kube
+from pgqueue_operator.reconciling import Reconciler, Result, object_ref
+from pgqueue_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the handlers share; the Kubernetes client is created at operator start-up."""
+
+    config: OperatorSettings
+    reconciler: Reconciler | None = field(default=None)
+
+    def start(self) -> Reconciler:
+        from kubernetes import client  # noqa: PLC0415 - loaded once, at start-up
+        from kubernetes import config as kubeconfig  # noqa: PLC0415
+
+        try:
+            kubeconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubeconfig.ConfigException:
+            kubeconfig.load_kube_config()  # type: ignore[no-untyped-call]
+        self.reconciler = Reconciler(Kube(client.ApiClient()))
+        return self.reconciler
+
+    @property
+    def rec(self) -> Reconciler:
+        if self.reconciler is None:
+            raise kopf.TemporaryError("the operator is still starting", delay=1)
+        return self.reconciler
+
+
+def _emit(body: Mapping[str, Any], result: Result) -> None:
+    for event in result.events:
+        ref = kopf.Body(cast("kopf.RawBody", object_ref(body)))
+        kopf.event(ref, type=event.type, reason=event.reason, message=event.message)
+
+
+def _finish(body: Mapping[str, Any], result: Result, patch: kopf.Patch, delay: float) -> None:
+    if result.status:
+        patch.setdefault("status", {}).update(result.status)
+    _emit(body, result)
+    if result.retry:
+        raise kopf.TemporaryError(result.retry, delay=delay)
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runtime:
+    """Register every handler on ``registry``; returns the runtime they share."""
+    runtime = Runtime(config)
+    resource = (GROUP, VERSION, PLURAL)
+    delay = config.retry_delay
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="pgqueue.dev"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="pgqueue.dev", key="last-handled-configuration"
+        )
+        settings.posting.level = logging.INFO
+        settings.watching.reconnect_backoff = 1.0
+        runtime.start()
+
+    @kopf.index(*resource, registry=registry)
+    def gate_refs(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
+        configmap = (spec.get("gate") or {}).get("configMapName")
+        return {(namespace, configmap): name} if configmap else {}
+
+    @kopf.index(*resource, registry=registry)
+    def secret_refs(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
+        secret = (spec.get("database") or {}).get("secretName")
+        return {(namespace, secret): name} if secret else {}
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        _finish(body, runtime.rec.reconcile(body), patch, delay)
+
+    @kopf.timer(
+        *resource,
+        interval=config.resync_interval,
+        initial_delay=config.resync_interval,
+        registry=registry,
+    )
+    def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        _finish(body, runtime.rec.reconcile(body), patch, delay)
+
+    @kopf.timer(*resource, interval=config.sample_interval, registry=registry)
+    def sample(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        _finish(body, runtime.rec.sample(body), patch, delay)
+
+    @kopf.on.delete(*resource, optional=True, registry=registry)
+    def forget(namespace: str | None, name: str, **_: Any) -> None:
+        metrics.forget(namespace or "", name)
+
+    def _workers(index: kopf.Index[Any, str], namespace: str, name: str) -> list[dict[str, Any]]:
+        bodies = []
+        for worker in sorted(set(index.get((namespace, name), []))):
+            body = runtime.rec.kube.get(API_VERSION, KIND, namespace, worker)
+            if body is not None:
+                bodies.append(body)
+        return bodies
+
+    @kopf.on.event("", "v1", "configmaps", registry=registry)
+    def gate_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
+        namespace = namespace or ""
+        for body in _workers(kwargs["gate_refs"], namespace, name):
+            worker = body["metadata"]["name"]
+            result = runtime.rec.sync_gate(body)
+            patch = runtime.rec.gate_status_patch(body, result)
+            runtime.rec.kube.patch_status(namespace, worker, patch)
+            _emit(body, result)
+            if result.retry:  # event handlers are not retried; the resync timer heals it
+                log.warning("gate sync of %s/%s: %s", namespace, worker, result.retry)
+
+    @kopf.on.event("", "v1", "secrets", registry=registry)
+    def secret_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
+        if kwargs.get("type") is None:
+            return  # the initial listing: resume handlers reconcile everything anyway
+        namespace = namespace or ""
+        for body in _workers(kwargs["secret_refs"], namespace, name):
+            worker = body["metadata"]["name"]
+            result = runtime.rec.reconcile(body)
+            runtime.rec.kube.patch_status(namespace, worker, result.status)
+            _emit(body, result)
+            if result.retry:
+                log.warning("reconcile of %s/%s after a Secret change: %s", namespace, worker,
+                            result.retry)  # fmt: skip
+
+    return runtime

@@ -1,0 +1,149 @@
+"""The operator's few verbs over the Kubernetes API, on plain dicts.
+
+Children are written with server-side apply (field manager ``pgqueue-operator``, forced): one
+idempotent request creates or updates, returns the live object, and changes nothing when nothing
+differs, so reconciles are level-based and a restart mid-reconcile cannot duplicate anything.
+Secret values are returned to the caller and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from typing import Any
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from pgqueue_operator import GROUP, PLURAL, VERSION
+from pgqueue_operator.errors import ApplyError, SecretError
+
+FIELD_MANAGER = "pgqueue-operator"
+REQUEST_TIMEOUT = (5.0, 15.0)
+
+_COLLECTIONS: dict[tuple[str, str], str] = {
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
+    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
+    ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets",
+    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
+    ("batch/v1", "CronJob"): "/apis/batch/v1/namespaces/{ns}/cronjobs",
+    ("policy/v1", "PodDisruptionBudget"): "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): (
+        "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors"
+    ),
+    (f"{GROUP}/{VERSION}", "PgQueueWorker"): f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
+}
+
+
+class NotFound(Exception):
+    """The object (or its kind) does not exist."""
+
+
+def path_of(api_version: str, kind: str, namespace: str, name: str) -> str:
+    return _COLLECTIONS[(api_version, kind)].format(ns=namespace) + f"/{name}"
+
+
+class Kube:
+    """A thin dict-in, dict-out client over one ``kubernetes.client.ApiClient``."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One request; 404 raises :class:`NotFound`, other errors ``ApiException``."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method, url, headers, payload, post = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(
+            method, url, header_params=headers, body=payload, post_params=post,
+            _request_timeout=REQUEST_TIMEOUT,
+        )  # fmt: skip
+        data = response.read()  # type: ignore[no-untyped-call]
+        if response.status == 404:
+            raise NotFound(path)
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=response.reason, body=data)
+        if not data:
+            return {}
+        decoded: dict[str, Any] = json.loads(data)
+        return decoded
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path_of(api_version, kind, namespace, name))
+        except NotFound:
+            return None
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply; returns the live object."""
+        meta = manifest["metadata"]
+        path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        try:
+            return self.request(
+                "PATCH",
+                path,
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                body=manifest,
+                content_type="application/apply-patch+yaml",
+            )
+        except NotFound as exc:  # the kind itself is missing (e.g. no ServiceMonitor CRD)
+            raise ApplyError(f"{manifest['kind']} is not served by this cluster") from exc
+        except ApiException as exc:
+            raise ApplyError(
+                f"applying {manifest['kind']} {meta['namespace']}/{meta['name']} failed: "
+                f"{exc.status} {_api_message(exc)}"
+            ) from exc
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete if present; True when something was deleted. A missing kind counts as absent."""
+        try:
+            self.request("DELETE", path_of(api_version, kind, namespace, name))
+        except NotFound:
+            return False
+        return True
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of one Secret key; :class:`SecretError` names what is missing."""
+        secret = self.get("v1", "Secret", namespace, name)
+        if secret is None:
+            raise SecretError(f"Secret {namespace}/{name} not found")
+        encoded = (secret.get("data") or {}).get(key)
+        if encoded is None:
+            raise SecretError(f"Secret {namespace}/{name} has no key {key!r}")
+        try:
+            return base64.b64decode(encoded).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise SecretError(f"Secret {namespace}/{name} key {key!r} is not UTF-8 text") from None
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource of a PgQueueWorker (gone: ignored)."""
+        path = path_of(f"{GROUP}/{VERSION}", "PgQueueWorker", namespace, name) + "/status"
+        with contextlib.suppress(NotFound):
+            self.request(
+                "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+            )
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "").get("message", exc.reason))
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)

@@ -1,0 +1,509 @@
+"""The ``PgQueueWorker`` spec and status as pydantic models: the one source of the CRD schema.
+
+``crds/pgqueueworkers.pgqueue.dev.yaml`` is generated from these models (``make generate``; see
+:mod:`pgqueue_operator.crdgen`), so every range, enum, default and description below is what the
+API server enforces. Cross-field invariants (DESIGN §5) are CEL rules attached to the models with
+:func:`cel`; :mod:`pgqueue_operator.deriving` checks the same invariants again in Python, so an API
+server without CEL still never gets a deployment from an invalid spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Margins of DESIGN §5, shared by the CEL rules and by deriving.py.
+RETENTION_MARGIN_SECONDS = 60.0
+"""A reply is kept at least this long after its caller stopped waiting (R ≥ C + margin)."""
+MAX_NAME_LENGTH = 46
+"""CronJob names are at most 52 characters; the sweep CronJob is ``<name>-sweep``."""
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+QUEUE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]+$"
+DURATION = r"^[0-9]+(ms|s|m|h)$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry; ``field_path`` names the field in the error."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _rules(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+OPEN_OBJECT: dict[str, Any] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+"""Schema of pass-through Kubernetes objects (resources, affinity, a toleration)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class DatabaseRef(_Model):
+    """Where the workers' Postgres is: a Secret in the same namespace holding a libpq DSN."""
+
+    secret_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Name of the Secret (same namespace) holding the DSN.",
+    )
+    key: str = Field(
+        default="dsn",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIGMAP_KEY,
+        description="Key in the Secret whose value is the libpq DSN. Default dsn.",
+    )
+    pooled: bool = Field(
+        default=False,
+        description=(
+            "True when the DSN points at a transaction pooler (PgBouncer): no prepared "
+            "statements, no LISTEN. Default false."
+        ),
+    )
+
+
+class GateRef(_Model):
+    """The ConfigMap holding the gate (DESIGN §4); its value is copied into the flag table."""
+
+    config_map_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Name of the ConfigMap (same namespace) holding the gate value.",
+    )
+    key: str = Field(
+        default="pg_queue_enabled",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIGMAP_KEY,
+        description=(
+            "Key in the ConfigMap; true/on/yes/1 enable, false/off/no/0/empty disable, anything "
+            "else is treated as off with a Warning event. Default pg_queue_enabled."
+        ),
+    )
+
+
+class Autoscaling(_Model):
+    """Replicas from the queue backlog: ceil(backlog / targetBacklogPerReplica), clamped."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
+                ".minReplicas",
+            )
+        )
+    )
+
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Fewest replicas (0 allowed). Default 1."
+    )
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_backlog_per_replica: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="Ready plus in-flight messages one replica is expected to carry. Default 100.",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description=(
+            "Seconds the backlog must stay below the current replicas' capacity before scaling "
+            "down (scale-up is immediate). Default 300."
+        ),
+    )
+
+
+class Timing(_Model):
+    """Optional overrides of the timings derived from taskTimeLimitSeconds (DESIGN §5)."""
+
+    lease_seconds: float = Field(
+        default=60.0,
+        ge=3,
+        le=3600,
+        description=(
+            "Visibility lease L of a claimed message, seconds; renewed every L/3, so a dead "
+            "worker's messages return within one lease. Default 60."
+        ),
+    )
+    caller_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 86400,
+        description="How long callers wait for a reply, seconds. Default taskTimeLimitSeconds.",
+    )
+    heartbeat_staleness_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description=(
+            "Liveness staleness H: /healthz fails when the supervisor heartbeat is older, "
+            "seconds; independent of the task time limit. Default max(10, 5 × pollInterval)."
+        ),
+    )
+    poll_interval_seconds: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=60,
+        description="Seconds between claims when the queues are empty. Default 1.",
+    )
+    shutdown_grace_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=7 * 86400,
+        description=(
+            "Drain time D after SIGTERM for running tasks, seconds; at most taskTimeLimitSeconds. "
+            "Default taskTimeLimitSeconds."
+        ),
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Attempts of a fire-and-forget task before it is dead-lettered. Default 5.",
+    )
+
+
+class Retention(_Model):
+    """How long replies and dead letters are kept, and the sweep CronJob that deletes them."""
+
+    result_ttl_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 86400,
+        description=(
+            "Retention R of a stored reply, seconds; must be ≥ caller timeout + 60. "
+            "Default max(3600, caller timeout + 60)."
+        ),
+    )
+    dead_letter_retention_seconds: int = Field(
+        default=7 * 86400,
+        ge=60,
+        le=365 * 86400,
+        description="Dead letters older than this are deleted by the sweep, seconds. Default 7d.",
+    )
+    sweep_schedule: str | None = Field(
+        default=None,
+        min_length=9,
+        max_length=100,
+        description=(
+            "Cron schedule of the sweep. Default derived from the reply retention: about four "
+            "runs per retention period, between every minute and hourly."
+        ),
+    )
+    sweep_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Rows deleted per statement by the sweep. Default 1000.",
+    )
+
+
+class PodOverrides(_Model):
+    """Pass-through pod settings for the worker pods (and, where it applies, the sweep pods)."""
+
+    resources: dict[str, Any] | None = Field(
+        default=None,
+        description="Container resources (requests/limits), as in a Pod spec.",
+        json_schema_extra=OPEN_OBJECT,
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node selector labels, as in a Pod spec."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Tolerations, as in a Pod spec.",
+        json_schema_extra={"items": OPEN_OBJECT},
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="Affinity, as in a Pod spec.", json_schema_extra=OPEN_OBJECT
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on the worker pods."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the worker pods."
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="ServiceAccount of the worker pods. Default: the namespace's default.",
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, description="PriorityClass of the worker pods."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, max_length=16, description="Names of image pull Secrets."
+    )
+
+
+class DisruptionBudget(_Model):
+    """The PodDisruptionBudget of the worker pods."""
+
+    enabled: bool = Field(default=True, description="Create the PDB. Default true.")
+    max_unavailable: int = Field(
+        default=1, ge=0, le=1000, description="Worker pods that may be evicted at once. Default 1."
+    )
+
+
+class ServiceMonitorSpec(_Model):
+    """A prometheus-operator ServiceMonitor for the worker pods (needs its CRD installed)."""
+
+    enabled: bool = Field(default=False, description="Create the ServiceMonitor. Default false.")
+    interval: str = Field(
+        default="30s", pattern=DURATION, description="Scrape interval. Default 30s."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on the ServiceMonitor (e.g. the Prometheus selector).",
+    )
+
+
+class Metrics(_Model):
+    """The workers' metrics endpoint (/metrics, /healthz, /readyz share this port)."""
+
+    port: int = Field(
+        default=9100,
+        ge=1024,
+        le=65535,
+        description="Port of the worker's /metrics, /healthz and /readyz. Default 9100.",
+    )
+    service_monitor: ServiceMonitorSpec = Field(
+        default_factory=ServiceMonitorSpec,
+        description="Optional ServiceMonitor.",
+        json_schema_extra={"default": {}},
+    )
+
+
+_SPEC_RULES = _rules(
+    cel(
+        "!has(self.retention.resultTtlSeconds) || self.retention.resultTtlSeconds >= "
+        "(has(self.timing.callerTimeoutSeconds) ? self.timing.callerTimeoutSeconds "
+        f": self.taskTimeLimitSeconds) + {RETENTION_MARGIN_SECONDS}",
+        "retention.resultTtlSeconds must be at least the caller timeout (timing."
+        "callerTimeoutSeconds, default taskTimeLimitSeconds) plus "
+        f"{RETENTION_MARGIN_SECONDS:.0f} seconds",
+        ".retention.resultTtlSeconds",
+    ),
+    cel(
+        "!has(self.timing.shutdownGraceSeconds) || "
+        "self.timing.shutdownGraceSeconds <= self.taskTimeLimitSeconds",
+        "timing.shutdownGraceSeconds must not exceed taskTimeLimitSeconds (a task is killed at "
+        "its time limit, so a longer drain only delays shutdown)",
+        ".timing.shutdownGraceSeconds",
+    ),
+    cel(
+        "!has(self.timing.heartbeatStalenessSeconds) || "
+        "self.timing.heartbeatStalenessSeconds >= 3.0 * self.timing.pollIntervalSeconds",
+        "timing.heartbeatStalenessSeconds must be at least 3 × timing.pollIntervalSeconds",
+        ".timing.heartbeatStalenessSeconds",
+    ),
+    cel(
+        "self.timing.leaseSeconds >= 3.0 * self.timing.pollIntervalSeconds",
+        "timing.leaseSeconds must be at least 3 × timing.pollIntervalSeconds (the lease is "
+        "renewed every leaseSeconds/3)",
+        ".timing.leaseSeconds",
+    ),
+)
+
+
+class PgQueueWorkerSpec(_Model):
+    """A fleet of pgqueue workers consuming some queues of one database."""
+
+    model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
+
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Worker image; its entrypoint is `pgqueue` and it holds the task modules.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy. Default IfNotPresent."
+    )
+    queues: list[str] = Field(
+        min_length=1,
+        max_length=64,
+        description="Queues to consume.",
+        json_schema_extra={"items": {"type": "string", "pattern": QUEUE_NAME, "maxLength": 128}},
+    )
+    tasks: list[str] = Field(
+        min_length=1,
+        max_length=64,
+        description="Python modules to import so their @task functions register.",
+        json_schema_extra={"items": {"type": "string", "pattern": MODULE_NAME, "maxLength": 256}},
+    )
+    concurrency: int = Field(
+        default=2, ge=1, le=512, description="Child-process task slots per pod. Default 2."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Worker pods when autoscaling is not set (the scale subresource). Default 1.",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Scale replicas from the queue backlog instead of `replicas`."
+    )
+    database: DatabaseRef = Field(description="The Secret holding the Postgres DSN.")
+    task_time_limit_seconds: float = Field(
+        gt=0,
+        le=7 * 86400,
+        description=(
+            "Hard limit T of one task run, seconds; the other timings derive from it (see "
+            "status.derived)."
+        ),
+    )
+    timing: Timing = Field(
+        default_factory=Timing,
+        description="Overrides of the derived timings.",
+        json_schema_extra={"default": {}},
+    )
+    retention: Retention = Field(
+        default_factory=Retention,
+        description="Reply and dead-letter retention, and the sweep CronJob.",
+        json_schema_extra={"default": {}},
+    )
+    gate: GateRef | None = Field(
+        default=None,
+        description="The gate ConfigMap whose value the operator copies into the flag table.",
+    )
+    paused: bool = Field(
+        default=False,
+        description="Scale to zero and suspend the sweep, keeping everything else. Default false.",
+    )
+    migrate: bool = Field(
+        default=True,
+        description="Run `pgqueue migrate` as an init container of each worker pod. Default true.",
+    )
+    pod: PodOverrides = Field(
+        default_factory=PodOverrides,
+        description="Pod overrides: resources, node selection, tolerations, ...",
+        json_schema_extra={"default": {}},
+    )
+    pod_disruption_budget: DisruptionBudget = Field(
+        default_factory=DisruptionBudget,
+        description="PodDisruptionBudget of the workers.",
+        json_schema_extra={"default": {}},
+    )
+    metrics: Metrics = Field(
+        default_factory=Metrics,
+        description="Worker metrics port and optional ServiceMonitor.",
+        json_schema_extra={"default": {}},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Status: written by the operator only; the schema documents it (and keeps unknown fields, so a
+# newer operator's fields survive a rollback).
+
+
+class Condition(_Model):
+    """A condition, as in the Kubernetes API conventions."""
+
+    type: str = Field(description="Ready, Progressing, Degraded, GateSynced or Paused.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason of the last transition.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: str = Field(description="When the status last flipped (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition was computed from."
+    )
+
+
+class Derived(_Model):
+    """The timings derived from the spec (DESIGN §5), as written into the pods."""
+
+    task_time_limit_seconds: float = Field(description="T: hard limit of one task run.")
+    lease_seconds: float = Field(description="L: visibility lease of a claimed message.")
+    renew_interval_seconds: float = Field(description="L/3: lease renewal period.")
+    legacy_visibility_timeout_seconds: float = Field(
+        description="VT = T + margin: the lease a worker without renewal would need."
+    )
+    heartbeat_staleness_seconds: float = Field(description="H: liveness staleness.")
+    poll_interval_seconds: float = Field(description="Idle claim period.")
+    drain_seconds: float = Field(description="D: drain time after SIGTERM (≤ T).")
+    termination_grace_period_seconds: int = Field(description="Pod grace period ≥ D + margin.")
+    caller_timeout_seconds: float = Field(description="C: how long callers wait.")
+    result_ttl_seconds: float = Field(description="R: reply retention (≥ C + margin).")
+    sweep_schedule: str = Field(description="Cron schedule of the sweep.")
+
+
+class GateStatus(_Model):
+    """The gate as last copied into the database."""
+
+    enabled: bool = Field(description="Whether the flag was written as on.")
+    value: str = Field(description="The raw ConfigMap value.")
+    state: Literal["on", "off"] = Field(description="on or off (the printer column).")
+    source: str = Field(description="configmap <ns>/<name>@<resourceVersion>.")
+    synced_at: str = Field(description="When it was written (RFC 3339).")
+
+
+class QueueDepth(_Model):
+    """Depth of one queue at the last sample."""
+
+    queue: str = Field(description="Queue name.")
+    ready: int = Field(description="Visible messages waiting for a worker.")
+    in_flight: int = Field(description="Claimed messages (lease running).")
+    delayed: int = Field(description="Messages not yet visible (retry backoff, scheduled).")
+    dead: int = Field(description="Dead letters of this queue.")
+    oldest_age_seconds: float = Field(description="Age of the oldest ready message, seconds.")
+
+
+class AutoscalingStatus(_Model):
+    """The autoscaler's memory between samples."""
+
+    desired_replicas: int = Field(description="Replicas the autoscaler set.")
+    below_since: str | None = Field(
+        default=None, description="Since when fewer replicas would do (scale-down delay start)."
+    )
+    last_scale_time: str | None = Field(default=None, description="Last change of replicas.")
+
+
+class PgQueueWorkerStatus(_Model):
+    """Observed state of a PgQueueWorker."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded, GateSynced, Paused.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    replicas: int | None = Field(default=None, description="Worker pods wanted.")
+    ready_replicas: int | None = Field(default=None, description="Worker pods ready.")
+    selector: str | None = Field(default=None, description="Label selector of the worker pods.")
+    derived: Derived | None = Field(default=None, description="Derived timings (DESIGN §5).")
+    gate: GateStatus | None = Field(default=None, description="The gate as last synced.")
+    depth: list[QueueDepth] = Field(
+        default_factory=list, description="Per-queue depth at the last sample."
+    )
+    backlog: int | None = Field(
+        default=None, description="Ready plus in-flight messages over all queues."
+    )
+    sampled_at: str | None = Field(default=None, description="When depth was sampled.")
+    autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler state.")
+    last_sweep: str | None = Field(
+        default=None, description="Last successful sweep (from the CronJob)."
+    )
