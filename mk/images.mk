@@ -45,5 +45,5 @@ chart-lint: ## helm lint --strict the operator chart (default, namespaced and Se
 	$(HELM) lint --strict charts/pgqueue-operator --set metrics.serviceMonitor.enabled=true
 
 .PHONY: chart-package
-chart-package: ## Package the operator chart (the CRD link is resolved into the archive) into dist/
-	$(HELM) package charts/pgqueue-operator --destination dist
+chart-package: ## Package the operator chart (the CRD link resolved into the archive) into the cache (PGQUEUE_CACHE/charts)
+	$(HELM) package charts/pgqueue-operator --destination $(PGQUEUE_CACHE)/charts

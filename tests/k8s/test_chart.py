@@ -199,7 +199,9 @@ def test_rendered_manifests_accepted_by_api_server(
         assert "ServiceMonitor" in kinds
         assert "servicemonitor.monitoring.coreos.com/" in proc.stdout
     if values == "namespaced":
-        assert proc.stdout.count("role.rbac.authorization.k8s.io/") == 2
+        applied = proc.stdout.splitlines()
+        assert sum(line.startswith("role.rbac.authorization.k8s.io/") for line in applied) == 2
+        assert sum(line.startswith("rolebinding.rbac.") for line in applied) == 2
 
 
 @pytest.mark.parametrize("mode", ["cluster", "namespaced"])
