@@ -100,7 +100,6 @@ def crd() -> dict[str, Any]:
                 f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
                 f"metadata.name must be at most {MAX_NAME_LENGTH} characters (the sweep "
                 "CronJob is named <name>-sweep)",
-                ".metadata.name",
             )
         ],
     }

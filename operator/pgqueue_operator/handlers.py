@@ -72,7 +72,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
     resource = (GROUP, VERSION, PLURAL)
     delay = config.retry_delay
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix="pgqueue.dev"
@@ -84,19 +84,25 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         settings.watching.reconnect_backoff = 1.0
         runtime.start()
 
-    @kopf.index(*resource, registry=registry)
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In-cluster ServiceAccount or $KUBECONFIG, whichever the kubernetes client finds.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
+    @kopf.index(*resource, id="gate_refs", registry=registry)
     def gate_refs(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
         configmap = (spec.get("gate") or {}).get("configMapName")
         return {(namespace, configmap): name} if configmap else {}
 
-    @kopf.index(*resource, registry=registry)
+    @kopf.index(*resource, id="secret_refs", registry=registry)
     def secret_refs(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
         secret = (spec.get("database") or {}).get("secretName")
         return {(namespace, secret): name} if secret else {}
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, registry=registry)
+    @kopf.on.resume(*resource, id="reconcile", registry=registry)
+    @kopf.on.create(*resource, id="reconcile", registry=registry)
+    @kopf.on.update(*resource, id="reconcile", registry=registry)
     def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         _finish(body, runtime.rec.reconcile(body), patch, delay)
 
@@ -104,16 +110,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         *resource,
         interval=config.resync_interval,
         initial_delay=config.resync_interval,
+        id="resync",
         registry=registry,
     )
     def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         _finish(body, runtime.rec.reconcile(body), patch, delay)
 
-    @kopf.timer(*resource, interval=config.sample_interval, registry=registry)
+    @kopf.timer(*resource, interval=config.sample_interval, id="sample", registry=registry)
     def sample(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         _finish(body, runtime.rec.sample(body), patch, delay)
 
-    @kopf.on.delete(*resource, optional=True, registry=registry)
+    @kopf.on.delete(*resource, optional=True, id="forget", registry=registry)
     def forget(namespace: str | None, name: str, **_: Any) -> None:
         metrics.forget(namespace or "", name)
 
@@ -125,7 +132,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
                 bodies.append(body)
         return bodies
 
-    @kopf.on.event("", "v1", "configmaps", registry=registry)
+    @kopf.on.event("", "v1", "configmaps", id="gate_changed", registry=registry)
     def gate_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
         namespace = namespace or ""
         for body in _workers(kwargs["gate_refs"], namespace, name):
@@ -137,7 +144,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
             if result.retry:  # event handlers are not retried; the resync timer heals it
                 log.warning("gate sync of %s/%s: %s", namespace, worker, result.retry)
 
-    @kopf.on.event("", "v1", "secrets", registry=registry)
+    @kopf.on.event("", "v1", "secrets", id="secret_changed", registry=registry)
     def secret_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
         if kwargs.get("type") is None:
             return  # the initial listing: resume handlers reconcile everything anyway

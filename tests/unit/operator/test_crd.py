@@ -75,7 +75,7 @@ def test_cel_rules_cover_the_cross_field_invariants() -> None:
     assert (
         autoscaling["x-kubernetes-validations"][0]["rule"] == "self.minReplicas <= self.maxReplicas"
     )
-    assert root["x-kubernetes-validations"][0]["fieldPath"] == ".metadata.name"
+    assert "metadata.name" in root["x-kubernetes-validations"][0]["message"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.stem for s in SAMPLES])
