@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+from tests.support.kubeapi import KubeCluster
 from tests.support.workers import http_get, wait_until
 
 import pgqueue
 from pgqueue.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "pgqueueworkers.pgqueue.dev.yaml"
+SAMPLE = REPO / "crds" / "samples" / "minimal.yaml"
 WORKER_IMAGE = "localhost/pgqueue-worker:dev"
 OPERATOR_IMAGE = "localhost/pgqueue-operator:dev"
 WORKER_SIZE_LIMIT = 250 * 1000 * 1000  # bytes, as podman counts them
@@ -178,3 +182,72 @@ def test_worker_image_serves_rpc_and_stops_cleanly(
     assert exit_code in (0, 143), f"exit code {exit_code}:\n{output}"
     assert "received SIGTERM" in output, output
     assert "stopped:" in output, output
+
+
+def test_operator_image_reconciles_a_sample_against_the_api_server(
+    images: Images,
+    kube: KubeCluster,
+    kube_namespace: str,
+    pg_dsn: str,
+    container_name: str,
+    tmp_path: Path,
+) -> None:
+    """The operator image, given a kubeconfig, turns crds/samples/minimal.yaml into children."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/" + CRD.stem)
+    sample = yaml.safe_load(SAMPLE.read_text())
+    name = sample["metadata"]["name"]
+    secret = sample["spec"]["database"]["secretName"]
+    kube.kubectl(
+        "create", "secret", "generic", secret, "-n", kube_namespace, f"--from-literal=dsn={pg_dsn}"
+    )
+    kube.kubectl("apply", "-n", kube_namespace, "-f", str(SAMPLE))
+
+    # The image runs as uid 10001: hand it a readable copy of the (0600, root-owned) kubeconfig.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_bytes(kube.kubeconfig.read_bytes())
+    kubeconfig.chmod(0o644)
+    health, metrics = free_port(), free_port()
+    podman(
+        "run", "--detach", "--name", container_name, "--network", "host",
+        "--volume", f"{kubeconfig}:/home/pgqueue/.kube/config:ro",
+        "--env", "KUBECONFIG=/home/pgqueue/.kube/config",
+        images.operator,
+        "run", "--namespace", kube_namespace,
+        "--health-port", str(health), "--metrics-port", str(metrics), "--log-format", "json",
+    )  # fmt: skip
+
+    def logs() -> str:
+        out = podman("logs", container_name, check=False)
+        return out.stdout + out.stderr
+
+    def healthy() -> bool:
+        state = podman("inspect", "--format", "{{.State.Running}}", container_name).stdout.strip()
+        if state != "true":
+            raise AssertionError(f"operator container exited:\n{logs()}")
+        return http_get(f"http://127.0.0.1:{health}/healthz")[0] == 200
+
+    wait_until(healthy, 60, "the operator container's /healthz")
+    waited = kube.kubectl(
+        "wait", "-n", kube_namespace, f"pgqueueworkers.pgqueue.dev/{name}",
+        "--for=jsonpath={.status.observedGeneration}=1", "--timeout=90s",
+        check=False, timeout=120,
+    )  # fmt: skip
+    assert waited.returncode == 0, waited.stderr + logs()
+    kube.kubectl("get", "deployment", f"{name}-worker", "-n", kube_namespace)
+    kube.kubectl("get", "cronjob", f"{name}-sweep", "-n", kube_namespace)
+    status = json.loads(
+        kube.kubectl("get", "pqw", name, "-n", kube_namespace, "-o", "json").stdout
+    )["status"]
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert degraded["status"] == "False", degraded
+    assert http_get(f"http://127.0.0.1:{metrics}/metrics")[0] == 200
+
+    started = time.monotonic()
+    podman("stop", "--time", str(STOP_GRACE), container_name, timeout=STOP_GRACE + 30)
+    elapsed = time.monotonic() - started
+    exit_code = int(
+        podman("inspect", "--format", "{{.State.ExitCode}}", container_name).stdout.strip()
+    )
+    assert elapsed < STOP_GRACE, f"podman stop took {elapsed:.1f}s:\n{logs()}"
+    assert exit_code in (0, 143), f"exit code {exit_code}:\n{logs()}"
