@@ -9,6 +9,7 @@ ServiceAccount. The CRD in the chart must be the repository's one source, not a 
 from __future__ import annotations
 
 import json
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,18 @@ def test_chart_crd_is_the_repository_crd(kube: KubeCluster, kube_namespace: str)
     docs = render(kube, release_name(), kube_namespace, "--include-crds")
     crds = by_kind(docs, "CustomResourceDefinition")
     assert crds == [yaml.safe_load(CRD_SOURCE.read_text())]
+
+
+def test_packaged_chart_holds_the_crd_itself(kube: KubeCluster, tmp_path: Path) -> None:
+    """`helm package` resolves the link: the archive carries the CRD file, not a dangling link."""
+    kube.helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("pgqueue-operator-*.tgz")
+    with tarfile.open(archive) as tar:
+        member = tar.getmember(f"pgqueue-operator/crds/{CRD_SOURCE.name}")
+        assert member.isfile()
+        packed = tar.extractfile(member)
+        assert packed is not None
+        assert packed.read() == CRD_SOURCE.read_bytes()
 
 
 VALUE_SETS: dict[str, list[str]] = {
