@@ -1,0 +1,1 @@
+"""Test support: fixtures and helper processes shared by the tiers."""
