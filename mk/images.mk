@@ -33,8 +33,9 @@ images: images-base images-wheels ## Build the worker and operator images with p
 		--filter reference=$(WORKER_IMAGE) --filter reference=$(OPERATOR_IMAGE)
 
 .PHONY: images-clean
-images-clean: ## Remove the dev images (the cached base rootfs stays)
+images-clean: ## Remove the dev images and dangling build layers (the cached base rootfs stays)
 	-$(PODMAN) rmi $(WORKER_IMAGE) $(OPERATOR_IMAGE)
+	$(PODMAN) image prune --force
 
 HELM ?= $(shell bash hack/k8s-bin-dir.sh)/helm
 
