@@ -1,0 +1,11 @@
+# Benchmarks: pgqueue side by side with Celery, PgQueuer and a raw SKIP LOCKED loop (issue #7).
+BENCH_OUT ?= docs/benchmarks
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: ## Full benchmarks (tens of minutes); results, tables and plots into docs/benchmarks/
+	$(PYTHON) -m pgqueue.cli bench --preset full --out $(BENCH_OUT) $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: ## Every benchmark scenario at a tiny size into /tmp (what CI runs, via pytest)
+	$(PYTHON) -m pgqueue.cli bench --preset smoke --out $${TMPDIR:-/tmp}/pgqueue-bench-smoke $(BENCH_ARGS)

@@ -1,0 +1,123 @@
+"""Every benchmark scenario at a tiny size, through the real CLI: the harness must start its
+servers, produce well-formed figures and plots, and leave no process behind. Speed targets are
+reported in the output, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMS = {
+    "drain": ["pgqueue", "pgqueuer", "raw_skip_locked"],
+    "rpc_latency": ["pgqueue_direct", "pgqueue_poll", "celery"],
+    "rpc_throughput": ["pgqueue", "celery"],
+}
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "--log-level", "WARNING", "bench",
+         "--preset", "smoke", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=840, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return json.loads((out / "results.json").read_text()), out
+
+
+@pytest.mark.timeout(900)
+def test_every_scenario_reports_well_formed_figures(smoke: tuple[dict[str, Any], Path]) -> None:
+    results, _ = smoke
+    scenarios = results["scenarios"]
+    assert set(scenarios) == {"drain", "rpc_latency", "rpc_throughput", "backlog", "fairness"}
+    runs = results["params"]["runs"]
+    for name, systems in SYSTEMS.items():
+        assert len(scenarios[name]["runs"]) == runs
+        for system in systems:
+            summary = scenarios[name]["summary"][system]
+            if name == "drain":
+                assert _positive(summary["median"])
+                assert summary["min"] <= summary["max"]
+            elif name == "rpc_latency":
+                p50, p99 = summary["p50_ms"]["median"], summary["p99_ms"]["median"]
+                assert _positive(p50)
+                assert p50 <= p99
+            else:
+                assert _positive(summary["calls_per_s"]["median"])
+                assert _positive(summary["p50_ms"]["median"])
+    assert scenarios["rpc_latency"]["poll_only_path"] in {
+        "pgbouncer-transaction",
+        "direct-with-pooled-flags",
+    }
+    backlog = scenarios["backlog"]
+    assert [s["rows"] for s in backlog["sizes"].values()] == results["params"]["backlog_sizes"]
+    for size in backlog["sizes"].values():
+        assert _positive(size["claim_p50_ms"]["median"])
+        assert "Update on message" in size["explain_claim"]
+    churn = backlog["churn"]
+    assert _positive(churn["before"]["table_bytes"])
+    assert _positive(churn["after"]["table_bytes"])
+    assert churn["messages_through"] > 0
+    fairness = scenarios["fairness"]["summary"]
+    assert _positive(fairness["p50_ms"]["median"])
+
+
+@pytest.mark.timeout(900)
+def test_targets_are_reported_not_asserted(smoke: tuple[dict[str, Any], Path]) -> None:
+    results, out = smoke
+    targets = results["targets"]
+    assert len(targets) == 5
+    for target in targets:
+        assert isinstance(target["met"], bool)
+        assert _positive(target["ratio_median"])
+    text = (out / "results.md").read_text()
+    assert "## Targets" in text
+    assert "met" in text or "MISSED" in text
+    assert results["versions"]["pgqueuer"] != "absent"
+
+
+@pytest.mark.timeout(900)
+def test_plots_are_written(smoke: tuple[dict[str, Any], Path]) -> None:
+    results, out = smoke
+    assert set(results["plots"]) == {"latency_cdf.png", "throughput.png", "backlog.png"}
+    for name in results["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(900)
+def test_nothing_is_left_running(smoke: tuple[dict[str, Any], Path]) -> None:
+    results, _ = smoke
+    workdir = results["workdir"]
+    assert not Path(workdir).exists()
+    assert _processes_mentioning(workdir) == []

@@ -1,0 +1,163 @@
+"""``pgqueue bench``: the side-by-side benchmarks (pgqueue, Celery, PgQueuer, raw SKIP LOCKED).
+
+A preset picks the sizes (``full`` for ``make bench``, ``smoke`` for CI); each size and duration
+can be cut by an option, and the parameters a run used are written with its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from pgqueue.cli.common import CliError
+
+DEFAULT_OUT = "docs/benchmarks"
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("must be at least one size ≥ 1")
+    return sizes
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
+# option -> (params field, type, help)
+_OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
+    "--runs": ("runs", _count, "Repetitions of each scenario (≥ 3 for the reported medians)."),
+    "--drain-jobs": ("drain_jobs", _count, "No-op jobs drained per system (full: 50000)."),
+    "--concurrency": (
+        "pgqueue_concurrency",
+        _count,
+        "pgqueue worker --concurrency in the drain, throughput, backlog and fairness runs (4).",
+    ),
+    "--rpc-calls": ("rpc_calls", _count, "Sequential timed calls per system (full: 2000)."),
+    "--rpc-warmup": ("rpc_warmup", _count, "Untimed warm-up calls before them (200)."),
+    "--callers": ("callers", _count, "Caller processes in the throughput scenario (8)."),
+    "--throughput-seconds": (
+        "throughput_seconds",
+        _seconds,
+        "Duration of each throughput measurement (15).",
+    ),
+    "--backlog-sizes": (
+        "backlog_sizes",
+        _sizes,
+        "Comma-separated backlog sizes (full: 10000,100000,1000000).",
+    ),
+    "--claim-samples": ("claim_samples", _count, "Timed claims per backlog size and run (300)."),
+    "--backlog-drain-seconds": (
+        "backlog_drain_seconds",
+        _seconds,
+        "Drain-rate window per backlog size (10).",
+    ),
+    "--churn-seconds": ("churn_seconds", _seconds, "Churn period of the bloat check (300)."),
+    "--fairness-big": ("fairness_big", _count, "Messages of the big tenant (50000)."),
+    "--fairness-calls": (
+        "fairness_small_calls",
+        _count,
+        "Sequential calls of the small tenant (200).",
+    ),
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="Benchmark pgqueue against Celery, PgQueuer and a raw SKIP LOCKED loop, side by side.",
+        description=(
+            "Start an embedded Postgres (fsync and synchronous_commit on), a private Redis and a "
+            "PgBouncer on loopback, run the scenarios with every consumer as a subprocess, and "
+            "write results.json, results.md and PNG plots. Targets are reported, not asserted. "
+            "Needs the extra: pip install 'pgqueue[bench]'."
+        ),
+    )
+    p.add_argument(
+        "--preset",
+        choices=["full", "smoke"],
+        default="full",
+        help="Sizes: full (make bench, tens of minutes) or smoke (CI, about two minutes).",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        dest="scenarios",
+        choices=["drain", "rpc_latency", "rpc_throughput", "backlog", "fairness"],
+        help="Run only this scenario (repeatable; default all).",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        help=f"Folder for results.json, results.md and the plots (default {DEFAULT_OUT}).",
+    )
+    p.add_argument(
+        "--celery-pool",
+        choices=["prefork", "solo"],
+        default=None,
+        help="Celery side of the throughput run: one prefork worker -c 2 (default) or 2 solo.",
+    )
+    p.add_argument(
+        "--no-pgbouncer",
+        action="store_true",
+        help="Run the poll-only RPC direct (pooled flags) instead of through PgBouncer.",
+    )
+    p.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="Keep the work folder (server data, process logs) after a successful run.",
+    )
+    for option, (_field, kind, help_text) in _OVERRIDES.items():
+        p.add_argument(option, type=kind, default=None, help=help_text)
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from pgqueue import bench  # noqa: PLC0415 - keeps the other commands light
+    except ImportError as exc:
+        raise CliError("bench", f"{exc}: pip install 'pgqueue[bench]'") from None
+    params = bench.PRESETS[args.preset]
+    changes: dict[str, object] = {}
+    for option, (field, _kind, _help) in _OVERRIDES.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is not None:
+            changes[field] = value
+    if args.scenarios:
+        changes["scenarios"] = tuple(dict.fromkeys(args.scenarios))
+    if args.celery_pool:
+        changes["celery_pool"] = args.celery_pool
+    if args.no_pgbouncer:
+        changes["use_pgbouncer"] = False
+    params = params.with_changes(**changes)
+    if params.runs < 3:
+        print(f"note: {params.runs} run(s): medians over fewer than 3 runs are indicative only")
+    results = bench.run(params, args.out, keep_workdir=args.keep_workdir)
+    print((args.out / "results.md").read_text())
+    print(f"written: {args.out}/results.json, results.md, {', '.join(results['plots'])}")
+    return 0
