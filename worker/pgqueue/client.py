@@ -262,6 +262,16 @@ class Client:
             if listener:
                 listener.unregister(reply_key)
 
+    def wait_for_reply(self, reply_key: str, timeout: float) -> CallResult:
+        """Wait for the reply stored under a reply key (for messages another process enqueued)."""
+        listener = self._reply_listener()
+        event = listener.register(reply_key) if listener else None
+        try:
+            return self._wait(reply_key, time.monotonic() + timeout, timeout, event)
+        finally:
+            if listener:
+                listener.unregister(reply_key)
+
     def _wait(
         self, reply_key: str, deadline: float, wait: float, event: threading.Event | None
     ) -> CallResult:

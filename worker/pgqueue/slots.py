@@ -30,6 +30,7 @@ def _slot_main(conn: multiprocessing.connection.Connection, modules: list[str]) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import_task_modules(modules)
+    conn.send("ready")  # imports done: from now on a run's clock measures the task alone
     while True:
         try:
             job = conn.recv()
@@ -69,9 +70,11 @@ class Slot:
         self.index = index
         self._modules = modules
         self.running: Running | None = None
+        self.ready = False
         self._start()
 
     def _start(self) -> None:
+        self.ready = False
         parent, child = _CTX.Pipe()
         self.conn = parent
         self.process: BaseProcess = _CTX.Process(
@@ -86,13 +89,32 @@ class Slot:
         return self.running is not None
 
     @property
+    def free(self) -> bool:
+        return self.ready and self.running is None
+
+    def mark_ready(self) -> bool:
+        """Consume the child's start-up message; False if the child died while starting."""
+        try:
+            self.ready = self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            self.restart()
+            return False
+        return self.ready
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid
 
-    def run(self, msg: outcomes.Claimed, work: outcomes.Work, time_limit: float) -> None:
+    def run(self, msg: outcomes.Claimed, work: outcomes.Work, time_limit: float) -> bool:
+        """Hand a task to the child; False (and a fresh child) if the idle child had died."""
         now = time.monotonic()
+        try:
+            self.conn.send((msg.task_name, work.args, work.kwargs, msg.reply_key is not None))
+        except (OSError, ValueError):
+            self.restart()
+            return False
         self.running = Running(msg, now, now + time_limit)
-        self.conn.send((msg.task_name, work.args, work.kwargs, msg.reply_key is not None))
+        return True
 
     def collect(self) -> tuple[Running, outcomes.RunResult]:
         """The finished run (call when the pipe is readable or the process died)."""

@@ -173,7 +173,7 @@ class Worker:
         watched: list[Any] = [self._wake_r]
         by_conn: dict[Any, Slot] = {}
         for slot in self.slots:
-            if slot.busy:
+            if slot.busy or not slot.ready:
                 watched += [slot.conn, slot.process.sentinel]
                 by_conn[slot.conn] = slot
                 by_conn[slot.process.sentinel] = slot
@@ -188,8 +188,13 @@ class Worker:
                 self._drain_notifies()
             else:
                 slot = by_conn[item]
-                if slot.busy and slot.index not in done:
-                    done.add(slot.index)
+                if slot.index in done:
+                    continue
+                done.add(slot.index)
+                if not slot.ready:
+                    if slot.mark_ready():
+                        self._next_claim = min(self._next_claim, time.monotonic())
+                elif slot.busy:
                     running, run = slot.collect()
                     self._settle(running, run)
 
@@ -243,7 +248,7 @@ class Worker:
     # -- claim and dispatch ------------------------------------------------------------------
 
     def _claim_and_dispatch(self) -> None:
-        free = [s for s in self.slots if not s.busy]
+        free = [s for s in self.slots if s.free]
         if not free or self._conn is None:
             self._next_claim = time.monotonic() + self.s.poll_interval
             return
@@ -311,7 +316,23 @@ class Worker:
             self._write(_Pending(msg, verdict, time.monotonic()))
             return
         metrics.QUEUE_WAIT.labels(msg.queue).observe(max(0.0, msg.waited))
-        slot.run(msg, verdict, self.s.task_time_limit)
+        if not slot.run(msg, verdict, self.s.task_time_limit):
+            log.warning(
+                "slot %d had died while idle; msg_id=%d handed back", slot.index, msg.msg_id
+            )
+            self._release([msg])
+
+    def _release(self, msgs: list[outcomes.Claimed]) -> None:
+        """Make claimed messages visible again at once, without counting an attempt."""
+        if not msgs or self._conn is None:
+            return
+        try:
+            self._conn.execute(
+                sqlfiles.query("release"),
+                {"msg_ids": [m.msg_id for m in msgs], "read_cts": [m.read_ct for m in msgs]},
+            )
+        except psycopg.Error as exc:
+            log.warning("could not release %d messages (%s); their leases will", len(msgs), exc)
 
     # -- settling ----------------------------------------------------------------------------
 
@@ -481,19 +502,7 @@ class Worker:
             if slot.running is not None:
                 running, _ = slot.kill("shutdown")
                 released.append(running.msg)
-        if released and self._conn is not None:
-            try:
-                self._conn.execute(
-                    sqlfiles.query("release"),
-                    {
-                        "msg_ids": [m.msg_id for m in released],
-                        "read_cts": [m.read_ct for m in released],
-                    },
-                )
-            except psycopg.Error as exc:
-                log.warning(
-                    "could not release %d messages (%s); their leases will", len(released), exc
-                )
+        self._release(released)
         log.warning(
             "grace period over: %d running tasks killed and released to other workers",
             len(released),

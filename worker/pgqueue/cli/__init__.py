@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigurationError as exc:
         fail(f"{args.command}: {config_error(exc)}")
     except (PgQueueError, psycopg.Error) as exc:
-        fail(f"{args.command}: {type(exc).__name__}: {exc}", code=1)
+        # libpq messages span lines; an operator's terminal and log get one.
+        fail(f"{args.command}: {type(exc).__name__}: {' '.join(str(exc).split())}", code=1)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     raise SystemExit(code or 0)

@@ -1,0 +1,145 @@
+"""Request-reply semantics on a real Postgres and real worker processes (DESIGN §3.4–3.9)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from pgqueue import Client
+from tests.support import runs
+from tests.support.workers import WorkerFactory, wait_until
+
+TASKS = "tests.support.core_tasks"
+
+
+@pytest.fixture
+def client(pg_dsn: str) -> Iterator[Client]:
+    runs.create_runs_table(pg_dsn)
+    with Client(pg_dsn) as c:
+        yield c
+
+
+def test_none_return_is_ok_with_null_value(
+    client: Client, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, tasks=TASKS, concurrency=1)
+    result = client.call("t.return_none", timeout=20)
+    assert result.ok
+    assert result.kind == "ok"
+    assert result.value is None
+
+
+def test_raising_task_fails_after_exactly_one_attempt(
+    client: Client, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, tasks=TASKS, concurrency=1, extra=["--max-attempts", "5"])
+    result = client.call("t.fail_record", ["rr-1"], timeout=20)
+    assert not result.ok
+    assert result.kind == "task_error"
+    assert result.error == "RuntimeError: failing on purpose for rr-1"
+    # One attempt: no retry is scheduled and nothing is dead-lettered.
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM test_runs WHERE key = 'rr-1'") == 1
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 0
+
+
+def test_values_round_trip_and_reply_is_taken_once(
+    client: Client, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=2)
+    payload = {"nested": [1, 2.5, "ü", None, True]}
+    result = client.call("demo.echo", [payload], {"k": "v"}, timeout=20)
+    assert result.ok, result
+    assert result.value == {"args": [payload], "kwargs": {"k": "v"}}
+    # The caller took its reply: nothing lingers in the result table.
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.result") == 0
+
+
+def test_unserialisable_result_fails_fast_without_rerun(
+    client: Client, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=1)
+    result = client.call("demo.unserialisable", timeout=20)
+    assert result.kind == "task_error"
+    assert "not JSON-serialisable" in result.error
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0
+
+
+def test_oversized_result_is_a_failed_reply(
+    client: Client, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=1, extra=["--max-result-bytes", "100"])
+    result = client.call("demo.echo", ["x" * 500], timeout=20)
+    assert result.kind == "task_error"
+    assert "over the limit of 100" in result.error
+
+
+def test_time_limit_kills_the_task_and_the_slot_serves_the_next(
+    client: Client, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, tasks=TASKS, concurrency=1, extra=["--task-time-limit", "1"])
+    slow = client.call("t.sleep", [60], timeout=30)
+    assert slow.kind == "task_error"
+    assert slow.error.startswith("TimeLimitExceeded")
+    nxt = client.call("t.pid", timeout=30)
+    assert nxt.ok and isinstance(nxt.value, int)
+
+
+def test_timeout_is_reported_and_a_late_start_is_dead_lettered(
+    client: Client, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    # No worker yet: the caller gives up; its message must not run once a worker appears.
+    result = client.call("t.record", ["late"], timeout=0.3)
+    assert result.kind == "timeout"
+    assert "no reply within 0.3s" in result.error
+    workers.start(pg_dsn, tasks=TASKS, concurrency=1)
+    wait_until(
+        lambda: runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 1,
+        20,
+        "the expired call to be dead-lettered",
+    )
+    reason = runs.scalar(pg_dsn, "SELECT reason FROM pgqueue.dead_letter")
+    assert reason.startswith("deadline passed")
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM test_runs") == 0
+
+
+def _insert_raw(dsn: str, task: str, payload: str, reply_key: str, deadline: str | None) -> None:
+    runs.query(
+        dsn,
+        "INSERT INTO pgqueue.message (queue, task_name, payload, reply_key, deadline) "
+        "VALUES ('default', %s, %s::jsonb, %s, now() + %s::interval) RETURNING msg_id",
+        (task, payload, reply_key, deadline or "1 hour"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "payload", "deadline", "reason"),
+    [
+        ("demo.echo", json.dumps("not an object"), None, "malformed payload"),
+        ("demo.echo", json.dumps({"args": {"no": "list"}}), None, "malformed payload"),
+        (
+            "no.such.task",
+            json.dumps({"args": [], "kwargs": {}}),
+            None,
+            "unknown task 'no.such.task'",
+        ),
+        ("demo.echo", json.dumps({"args": [], "kwargs": {}}), "-5 seconds", "deadline passed"),
+    ],
+)
+def test_drop_branches_dead_letter_and_fail_the_caller_fast(
+    pg_dsn: str, workers: WorkerFactory, task: str, payload: str, deadline: str | None, reason: str
+) -> None:
+    _insert_raw(pg_dsn, task, payload, "hand-made-key", deadline)
+    workers.start(pg_dsn, concurrency=1)
+    with Client(pg_dsn) as c:
+        # A caller waiting on this reply key gets the failed reply without waiting for a timeout.
+        result = c.wait_for_reply("hand-made-key", timeout=20)
+    assert result.kind == "task_error"
+    assert reason in result.error
+    letters = runs.query(pg_dsn, "SELECT task_name, reason, reply_key FROM pgqueue.dead_letter")
+    assert len(letters) == 1
+    assert reason in letters[0][1]
+    assert letters[0][2] == "hand-made-key"
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0
