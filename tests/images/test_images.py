@@ -178,6 +178,7 @@ def test_worker_image_serves_rpc_and_stops_cleanly(
     )
     logs = podman("logs", container_name)
     output = logs.stdout + logs.stderr
+    print(f"worker container: podman stop took {elapsed:.1f}s, exit code {exit_code}")
     assert elapsed < STOP_GRACE, f"podman stop took {elapsed:.1f}s (SIGKILL after {STOP_GRACE}s)"
     assert exit_code in (0, 143), f"exit code {exit_code}:\n{output}"
     assert "received SIGTERM" in output, output
