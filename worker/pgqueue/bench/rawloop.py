@@ -24,12 +24,17 @@ CREATE TABLE IF NOT EXISTS bench_raw.job (
 );
 """
 
+# The claim as a data-modifying CTE (locked once, materialised). The ``WHERE id IN (SELECT ...
+# FOR UPDATE SKIP LOCKED LIMIT n)`` spelling of ANCHORS.md hung here: in the second drain of a
+# full run both claimers sat for minutes in one statement (wait event LockManager) with 50,000
+# rows visible; the CTE form is also the one pgqueue's claim uses.
 CLAIM = """
-UPDATE bench_raw.job SET vt = now() + interval '60 seconds', read_ct = read_ct + 1
-WHERE id IN (
-    SELECT id FROM bench_raw.job WHERE vt <= now() ORDER BY id FOR UPDATE SKIP LOCKED LIMIT %s
+WITH picked AS (
+    SELECT id FROM bench_raw.job WHERE vt <= now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 )
-RETURNING id, payload
+UPDATE bench_raw.job j SET vt = now() + interval '60 seconds', read_ct = j.read_ct + 1
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.payload
 """
 
 ACK = "DELETE FROM bench_raw.job WHERE id = ANY(%s)"
@@ -46,7 +51,7 @@ def main(argv: list[str]) -> None:
     dsn, batch = argv[0], int(argv[1])
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, options="-c statement_timeout=30000") as conn:
         while not _stop:
             rows = conn.execute(CLAIM, (batch,)).fetchall()
             if not rows:

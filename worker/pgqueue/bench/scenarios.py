@@ -40,6 +40,8 @@ NOOP_PAYLOAD = json.dumps({"args": [], "kwargs": {}, "headers": {}, "tenant": ""
 _CTX = multiprocessing.get_context("spawn")
 
 Figures = dict[str, Any]
+STATEMENT_TIMEOUT_MS = 120_000
+STALL_SECONDS = 60.0
 
 
 def _payload(tenant: str) -> str:
@@ -47,8 +49,17 @@ def _payload(tenant: str) -> str:
 
 
 def _connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A helper connection of the harness; unprepared, since it may go through PgBouncer."""
-    return psycopg.connect(dsn, autocommit=autocommit, prepare_threshold=None)
+    """A helper connection of the harness; unprepared, since it may go through PgBouncer.
+
+    A statement timeout bounds every helper query, so a stuck server never hangs the run (a
+    blocked query would also hold off Ctrl-C until it returns). PgBouncer ignores it.
+    """
+    return psycopg.connect(
+        dsn,
+        autocommit=autocommit,
+        prepare_threshold=None,
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+    )
 
 
 def _count(dsn: str, query: str) -> int:
@@ -60,15 +71,25 @@ def _count(dsn: str, query: str) -> int:
 def _wait_empty(
     dsn: str, query: str, timeout: float, procs: list[Proc], params: tuple[Any, ...] = ()
 ) -> float:
-    """Seconds until ``query`` (a count) reads 0, polled every 50 ms on one connection."""
-    t0 = time.perf_counter()
+    """Seconds until ``query`` (a count) reads 0, polled every 50 ms on one connection.
+
+    Fails when the count has not moved for STALL_SECONDS (a stuck consumer) or after timeout.
+    """
+    t0 = last_move = time.perf_counter()
+    last = -1
     with _connect(dsn) as conn:
         while True:
             row = conn.execute(query.encode(), params).fetchone()
-            if row is not None and int(row[0]) == 0:
-                return time.perf_counter() - t0
-            if time.perf_counter() - t0 > timeout:
-                raise BenchError(f"backlog not drained within {timeout:g}s ({row} left)")
+            left = int(row[0]) if row is not None else -1
+            now = time.perf_counter()
+            if left == 0:
+                return now - t0
+            if left != last:
+                last, last_move = left, now
+            if now - last_move > STALL_SECONDS:
+                raise BenchError(f"no progress for {STALL_SECONDS:g}s ({left} left)")
+            if now - t0 > timeout:
+                raise BenchError(f"backlog not drained within {timeout:g}s ({left} left)")
             for proc in procs:
                 proc.check_alive()
             time.sleep(0.05)
@@ -367,10 +388,19 @@ class Bench:
                 run["pgqueuer"] = p.drain_jobs / took
                 if last:
                     self.profiles["drain.pgqueuer"] = top_statements(dsn_pqr)
-            with self.raw_workers(dsn_raw, p.drain_workers) as workers:
-                copy_raw(dsn_raw, p.drain_jobs)
-                took = _wait_empty(dsn_raw, "SELECT count(*) FROM bench_raw.job", timeout, workers)
-                run["raw_skip_locked"] = p.drain_jobs / took
+            try:
+                with self.raw_workers(dsn_raw, p.drain_workers) as workers:
+                    copy_raw(dsn_raw, p.drain_jobs)
+                    took = _wait_empty(
+                        dsn_raw, "SELECT count(*) FROM bench_raw.job", timeout, workers
+                    )
+                    run["raw_skip_locked"] = p.drain_jobs / took
+            except BenchError as exc:
+                # The ceiling is a reference, not a contender: note a failure, keep the run.
+                self.notes.append(f"drain run {r + 1}: raw loop failed: {exc}")
+                run["raw_skip_locked"] = math.nan
+                with _connect(dsn_raw) as conn:
+                    conn.execute("TRUNCATE bench_raw.job")
             log.info("drain run %d: %s", r + 1, {k: round(v) for k, v in run.items()})
             runs.append(run)
         return {
