@@ -27,8 +27,9 @@ class Claimed:
     priority: int
     tenant: str
     read_ct: int
-    waited: float
+    waited: float  # seconds from enqueue to the claim (database clock)
     deadline_in: float | None
+    claimed_at: float = 0.0  # monotonic clock of the worker when the claim returned
 
 
 @dataclass(frozen=True, slots=True)

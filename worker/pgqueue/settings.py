@@ -107,7 +107,15 @@ class WorkerSettings(ConnectionSettings):
     batch_size: int = Field(
         default=0,
         ge=0,
-        description="Messages claimed per statement; 0 means the number of free slots. Default 0.",
+        description="Most messages claimed per statement (0: free slots + prefetch). Default 0.",
+    )
+    prefetch: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Messages claimed beyond the free slots and held (lease renewed) until a slot frees: "
+            "more throughput for short tasks, more latency behind a long one. Default 0."
+        ),
     )
     poll_interval: float = Field(
         default=1.0,

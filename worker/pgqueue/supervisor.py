@@ -11,6 +11,7 @@ may take over meanwhile.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import multiprocessing.connection
@@ -41,8 +42,12 @@ class _Pending:
 
     msg: outcomes.Claimed
     action: outcomes.Action
-    finished: float  # monotonic, for the RPC latency figure
+    finished: float  # monotonic
     attempts: int = 0
+
+    @property
+    def claimed(self) -> float:
+        return self.msg.claimed_at
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Worker:
         self.known = frozenset(import_task_modules(settings.tasks))
         self.slots: list[Slot] = []
         self.pending: list[_Pending] = []
+        self.buffer: collections.deque[tuple[outcomes.Claimed, outcomes.Work]] = collections.deque()
         self.stats = WorkerStats()
         self.health = serving.Health(settings.heartbeat_staleness)
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
@@ -135,13 +141,17 @@ class Worker:
             self.health.beat()
             busy = [s for s in self.slots if s.busy]
             metrics.BUSY_SLOTS.set(len(busy))
+            if self._stopping and self.buffer:
+                # Claimed but not started: visible to other workers at once (§3.11).
+                self._release([msg for msg, _ in self.buffer])
+                self.buffer.clear()
             if self._stopping and not busy and not self.pending:
                 return
             if self._stopping and now >= self._stop_deadline:
                 self._abandon(busy)
                 return
             self._ensure_db(now)
-            self._flush_pending()
+            self._flush()
             if now >= self._next_renew:
                 self._renew()
             for slot in busy:
@@ -156,6 +166,7 @@ class Worker:
             if not self._stopping and now >= self._next_claim:
                 self._claim_and_dispatch()
             self._sleep()
+            self._flush()
 
     def _sleep(self) -> None:
         now = time.monotonic()
@@ -249,10 +260,13 @@ class Worker:
 
     def _claim_and_dispatch(self) -> None:
         free = [s for s in self.slots if s.free]
-        if not free or self._conn is None:
+        wanted = len(free) + self.s.prefetch - len(self.buffer)
+        if self.s.batch_size:
+            wanted = min(wanted, self.s.batch_size)
+        if wanted <= 0 or self._conn is None:
             self._next_claim = time.monotonic() + self.s.poll_interval
+            self._start_buffered()
             return
-        wanted = min(len(free), self.s.batch_size or len(free))
         claimed: list[outcomes.Claimed] = []
         queues = self.s.queues
         for i in range(len(queues)):
@@ -266,10 +280,29 @@ class Worker:
         self._queue_turn = (self._queue_turn + 1) % len(queues)
         self.stats.claimed += len(claimed)
         for msg in claimed:
-            self._dispatch(msg, free.pop())
+            verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
+            if isinstance(verdict, outcomes.DeadLetter):
+                log.warning(
+                    "dead-lettering msg_id=%d task=%s: %s",
+                    msg.msg_id,
+                    msg.task_name,
+                    verdict.reason,
+                )
+                self.pending.append(_Pending(msg, verdict, time.monotonic()))
+            else:
+                self.buffer.append((msg, verdict))
+        self._start_buffered()
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
         self._next_claim = time.monotonic() + (0.0 if full else self.s.poll_interval)
+
+    def _start_buffered(self) -> None:
+        for slot in self.slots:
+            if not self.buffer:
+                return
+            if slot.free:
+                msg, work = self.buffer.popleft()
+                self._dispatch(msg, work, slot)
 
     def _claim(self, queue: str, limit: int) -> list[outcomes.Claimed] | None:
         assert self._conn is not None
@@ -287,6 +320,7 @@ class Worker:
         except psycopg.OperationalError as exc:
             self._db_down("claim", exc)
             return None
+        now = time.monotonic()
         if rows and rows[0]["walked"] >= 64:
             cursor.tenant = str(rows[0]["last_tenant"])
         else:
@@ -303,20 +337,14 @@ class Worker:
                 read_ct=r["read_ct"],
                 waited=r["waited"],
                 deadline_in=r["deadline_in"],
+                claimed_at=now,
             )
             for r in rows
         ]
 
-    def _dispatch(self, msg: outcomes.Claimed, slot: Slot) -> None:
-        verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
-        if isinstance(verdict, outcomes.DeadLetter):
-            log.warning(
-                "dead-lettering msg_id=%d task=%s: %s", msg.msg_id, msg.task_name, verdict.reason
-            )
-            self._write(_Pending(msg, verdict, time.monotonic()))
-            return
+    def _dispatch(self, msg: outcomes.Claimed, work: outcomes.Work, slot: Slot) -> None:
         metrics.QUEUE_WAIT.labels(msg.queue).observe(max(0.0, msg.waited))
-        if not slot.run(msg, verdict, self.s.task_time_limit):
+        if not slot.run(msg, work, self.s.task_time_limit):
             log.warning(
                 "slot %d had died while idle; msg_id=%d handed back", slot.index, msg.msg_id
             )
@@ -355,101 +383,90 @@ class Worker:
                 msg.read_ct,
                 run.error,
             )
-        self._write(_Pending(msg, action, time.monotonic()))
+        self.pending.append(_Pending(msg, action, time.monotonic()))
         self._next_claim = min(self._next_claim, time.monotonic())
 
-    def _write(self, item: _Pending) -> None:
-        if self._conn is None or not self._try_write(item):
-            self.pending.append(item)
-
-    def _flush_pending(self) -> None:
+    def _flush(self) -> None:
+        """Write every settled outcome: all acks in one statement (one commit), then the rest."""
         if not self.pending or self._conn is None:
             return
-        waiting, self.pending = self.pending, []
-        for i, item in enumerate(waiting):
-            if not self._try_write(item):
-                self.pending.extend(waiting[i:])
-                return
-        log.info("database back: pending replies and acks written")
-
-    def _try_write(self, item: _Pending) -> bool:
-        """Write one settle action; False when the database is away (kept for a retry)."""
-        assert self._conn is not None
-        msg, action = item.msg, item.action
-        item.attempts += 1
+        batch, self.pending = self.pending, []
+        acks = [p for p in batch if isinstance(p.action, outcomes.Ack)]
+        others = [p for p in batch if not isinstance(p.action, outcomes.Ack)]
         try:
-            landed = self._execute(msg, action)
+            if acks:
+                self._write_acks(acks)
+                acks = []
+            while others:
+                self._write_other(others[0])
+                others.pop(0)
         except psycopg.OperationalError as exc:
+            self.pending = acks + others + self.pending
             self._db_down("settle", exc)
-            if item.attempts == 3 and msg.reply_key is not None:
-                log.error(
-                    "reply not stored yet (database down): reply_key=%s task=%s msg_id=%d; "
-                    "kept in memory and retried, the lease decides if this worker dies",
-                    msg.reply_key,
-                    msg.task_name,
-                    msg.msg_id,
-                )
-            return False
-        except psycopg.Error as exc:
-            # The write itself is refused (e.g. a reply Postgres cannot store as jsonb): tell the
-            # caller why in a second transaction instead of leaving it to time out (§3.8).
-            if isinstance(action, outcomes.Ack) and action.result_json is not None:
-                log.warning("reply of msg_id=%d refused by the database: %s", msg.msg_id, exc)
-                fallback = outcomes.Ack(
-                    ReplyStatus.FAILED,
-                    None,
-                    f"reply not stored: the database refused it: {type(exc).__name__}: {exc}",
-                    "reply_failed",
-                )
-                return self._try_write(_Pending(msg, fallback, item.finished))
-            log.exception("settle of msg_id=%d failed", msg.msg_id)
-            return True
-        self.stats.settled += 1
-        if not landed:
-            self.stats.lost += 1
-            metrics.LEASE_LOST.inc()
-            log.warning(
-                "lease lost: msg_id=%d task=%s was re-claimed or removed; result ignored",
-                msg.msg_id,
-                msg.task_name,
-            )
-            metrics.TASKS.labels(msg.queue, msg.task_name, "lost").inc()
-            return True
-        outcome = (
-            action.outcome
-            if isinstance(action, outcomes.Ack)
-            else "retried"
-            if isinstance(action, outcomes.Retry)
-            else "dead_lettered"
-        )
-        metrics.TASKS.labels(msg.queue, msg.task_name, outcome).inc()
-        if isinstance(action, outcomes.Ack) and msg.reply_key is not None:
-            since_claim = time.monotonic() - item.finished
-            metrics.RPC_LATENCY.labels(msg.queue, msg.task_name).observe(
-                max(0.0, msg.waited) + since_claim
-            )
-        return True
+            for item in acks + others:
+                item.attempts += 1
+                if item.attempts == 3 and item.msg.reply_key is not None:
+                    log.error(
+                        "reply not stored yet (database down): reply_key=%s task=%s msg_id=%d; "
+                        "kept in memory and retried, the lease decides if this worker dies",
+                        item.msg.reply_key,
+                        item.msg.task_name,
+                        item.msg.msg_id,
+                    )
+            return
+        if any(p.attempts for p in batch):
+            log.info("database back: pending replies and acks written")
 
-    def _execute(self, msg: outcomes.Claimed, action: outcomes.Action) -> bool:
+    def _write_acks(self, items: list[_Pending]) -> None:
         assert self._conn is not None
-        fence = {"msg_id": msg.msg_id, "read_ct": msg.read_ct}
-        if isinstance(action, outcomes.Ack):
-            row = self._conn.execute(
-                sqlfiles.query("ack"),
-                {
-                    **fence,
-                    "status": action.status.value,
-                    "result": action.result_json,
-                    "error": action.error,
-                    "result_ttl": self.s.result_ttl,
-                    "notify": self.s.notify,
-                },
-            ).fetchone()
-        elif isinstance(action, outcomes.Retry):
+        params = {
+            "msg_ids": [p.msg.msg_id for p in items],
+            "read_cts": [p.msg.read_ct for p in items],
+            "statuses": [p.action.status.value for p in items],  # type: ignore[union-attr]
+            "results": [p.action.result_json for p in items],  # type: ignore[union-attr]
+            "errors": [p.action.error for p in items],  # type: ignore[union-attr]
+            "result_ttl": self.s.result_ttl,
+            "notify": self.s.notify,
+        }
+        try:
+            rows = self._conn.execute(sqlfiles.query("ack"), params).fetchall()
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            if len(items) > 1:
+                # One reply spoils the batch: write them one by one to find it.
+                for item in items:
+                    self._write_acks([item])
+                return
+            self._reply_refused(items[0], exc)
+            return
+        self._landed(items, {r["msg_id"] for r in rows})
+
+    def _reply_refused(self, item: _Pending, exc: psycopg.Error) -> None:
+        """The database refused a reply (§3.8): tell the caller why, in a second transaction."""
+        action = item.action
+        if isinstance(action, outcomes.Ack) and action.result_json is not None:
+            log.warning("reply of msg_id=%d refused by the database: %s", item.msg.msg_id, exc)
+            fallback = outcomes.Ack(
+                ReplyStatus.FAILED,
+                None,
+                f"reply not stored: the database refused it: {type(exc).__name__}: {exc}",
+                "reply_failed",
+            )
+            self._write_acks([_Pending(item.msg, fallback, item.finished)])
+        else:
+            log.error("settle of msg_id=%d refused: %s; the lease decides", item.msg.msg_id, exc)
+
+    def _write_other(self, item: _Pending) -> None:
+        assert self._conn is not None
+        fence = {"msg_id": item.msg.msg_id, "read_ct": item.msg.read_ct}
+        action = item.action
+        if isinstance(action, outcomes.Retry):
             row = self._conn.execute(
                 sqlfiles.query("retry"), {**fence, "delay": action.delay}
             ).fetchone()
         else:
+            assert isinstance(action, outcomes.DeadLetter)
             row = self._conn.execute(
                 sqlfiles.query("dead_letter"),
                 {
@@ -459,13 +476,38 @@ class Worker:
                     "notify": self.s.notify,
                 },
             ).fetchone()
-        return row is not None
+        self._landed([item], {item.msg.msg_id} if row is not None else set())
+
+    def _landed(self, items: list[_Pending], kept: set[int]) -> None:
+        """Count what was written; a row that was not ours any more is a lost lease."""
+        for item in items:
+            msg, action = item.msg, item.action
+            self.stats.settled += 1
+            if msg.msg_id not in kept:
+                self.stats.lost += 1
+                metrics.LEASE_LOST.inc()
+                metrics.TASKS.labels(msg.queue, msg.task_name, "lost").inc()
+                log.warning(
+                    "lease lost: msg_id=%d task=%s was re-claimed or removed; result ignored",
+                    msg.msg_id,
+                    msg.task_name,
+                )
+                continue
+            if isinstance(action, outcomes.Ack):
+                outcome = action.outcome
+                if msg.reply_key is not None:
+                    metrics.RPC_LATENCY.labels(msg.queue, msg.task_name).observe(
+                        max(0.0, msg.waited) + time.monotonic() - item.claimed
+                    )
+            else:
+                outcome = "retried" if isinstance(action, outcomes.Retry) else "dead_lettered"
+            metrics.TASKS.labels(msg.queue, msg.task_name, outcome).inc()
 
     # -- leases ------------------------------------------------------------------------------
 
     def _held(self) -> list[outcomes.Claimed]:
         held = [s.running.msg for s in self.slots if s.running is not None]
-        return held + [p.msg for p in self.pending]
+        return held + [m for m, _ in self.buffer] + [p.msg for p in self.pending]
 
     def _renew(self) -> None:
         self._next_renew = time.monotonic() + self.s.lease / 3

@@ -101,7 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 result = client.call("demo.add", [i, i], timeout=10)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                assert result.ok and result.value == 2 * i, result
+                if not result.ok or result.value != 2 * i:
+                    raise RuntimeError(f"demo: unexpected reply {result}")
             print("latency ms: " + " ".join(f"{x:.1f}" for x in latencies))
             print(
                 f"p50 {statistics.median(latencies):.2f} ms, max {max(latencies):.2f} ms "
@@ -119,7 +120,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             client.enqueue("demo.fail", ["the demo failure"])
             _wait(lambda: bool(admin.dead_letters(dsn)), 30, "the dead letter")
             for letter in admin.dead_letters(dsn):
-                print(f"dead letter {letter.dl_id}: task={letter.task_name} reason={letter.reason!r}")
+                print(
+                    f"dead letter {letter.dl_id}: task={letter.task_name} reason={letter.reason!r}"
+                )
             failed = client.call("demo.fail", ["an RPC failure"], timeout=10)
             print(f"an RPC that raises: ok={failed.ok} kind={failed.kind} error={failed.error!r}")
 

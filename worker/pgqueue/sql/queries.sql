@@ -100,23 +100,30 @@ WHERE m.msg_id = held.msg_id AND m.read_ct = held.read_ct
 RETURNING m.msg_id;
 
 -- name: ack
--- Deletes the message and stores its reply (when it has a reply key) in one statement, fenced by
--- the claim; the reply is first-write-wins. Returns a row only when this worker still held it.
-WITH acked AS (
-    DELETE FROM pgqueue.message
-    WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
-    RETURNING msg_id, reply_key
+-- Deletes finished messages and stores their replies (those with a reply key) in one statement
+-- and one commit, however many finished together; each row is fenced by its claim and each reply
+-- is first-write-wins. Returns the msg_ids this worker still held (the others lost their lease).
+WITH done AS (
+    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(statuses)s::text[],
+                         %(results)s::text[], %(errors)s::text[])
+        AS d(msg_id, read_ct, status, result, error)
+),
+acked AS (
+    DELETE FROM pgqueue.message m
+    USING done d
+    WHERE m.msg_id = d.msg_id AND m.read_ct = d.read_ct
+    RETURNING m.msg_id, m.reply_key
 ),
 stored AS (
     INSERT INTO pgqueue.result (reply_key, status, result, error, expires_at)
-    SELECT a.reply_key, %(status)s::pgqueue.result_status, %(result)s::jsonb, %(error)s,
+    SELECT a.reply_key, d.status::pgqueue.result_status, d.result::jsonb, d.error,
            now() + make_interval(secs => %(result_ttl)s)
-    FROM acked a WHERE a.reply_key IS NOT NULL
+    FROM acked a JOIN done d USING (msg_id)
+    WHERE a.reply_key IS NOT NULL
     ON CONFLICT (reply_key) DO NOTHING
     RETURNING reply_key
 )
-SELECT a.msg_id, a.reply_key,
-       (SELECT count(*) FROM stored) AS stored,
+SELECT a.msg_id,
        CASE WHEN %(notify)s AND a.reply_key IS NOT NULL
             THEN pg_notify('pgqueue_reply', a.reply_key) END AS notified
 FROM acked a;
