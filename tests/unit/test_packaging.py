@@ -1,4 +1,4 @@
-"""The distribution ships every package: a wheel, unlike an editable install, has only those listed."""
+"""The wheel ships every package: unlike an editable install, it holds only those listed."""
 
 from __future__ import annotations
 
