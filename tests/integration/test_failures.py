@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -10,7 +12,7 @@ import pytest
 from pgqueue import CallResult, Client, ClientSettings, Message, PgQueueError
 from tests.support import runs
 from tests.support.postgres import PgServer
-from tests.support.workers import WorkerFactory, wait_until
+from tests.support.workers import WorkerFactory, http_get, wait_until
 
 TASKS = "tests.support.core_tasks"
 
@@ -159,4 +161,40 @@ def test_postgres_restart_under_load_loses_nothing(
     # Calls fail only in kinds the caller can act on, never by hanging or raising.
     assert {o.kind for o in outcomes} <= {"ok", "timeout", "enqueue_error"}
     assert worker.proc.poll() is None, "the worker reconnected by itself"
+    client.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_paused_worker_that_lost_its_lease_cannot_overwrite_or_ack(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    runs.create_runs_table(pg_dsn)
+    paused = workers.start(pg_dsn, tasks=TASKS, concurrency=1, extra=["--lease", "1"])
+    client = Client(pg_dsn)
+    outcome: list[CallResult] = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(client.call("t.record", ["fenced", 3.0], timeout=60))
+    )
+    caller.start()
+    wait_until(
+        lambda: runs.scalar(pg_dsn, "SELECT count(*) FROM test_runs WHERE phase='start'") == 1,
+        20,
+        "the first worker to start the task",
+    )
+    os.kill(paused.pid, signal.SIGSTOP)  # a GC pause, a partition: it stops renewing
+    try:
+        workers.start(pg_dsn, tasks=TASKS, concurrency=1, extra=["--lease", "1"])
+        caller.join(60)
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    assert outcome[0].ok, outcome
+    assert outcome[0].value == "fenced"
+    # Both ran it (at-least-once), but the paused worker's late ack is fenced off.
+    wait_until(lambda: "lease lost" in paused.log(), 20, "the paused worker to notice")
+    status, text = http_get(paused.url("/metrics"))
+    assert status == 200
+    lost = [line for line in text.splitlines() if line.startswith("pgqueue_lease_lost_total ")]
+    assert lost and float(lost[0].split()[1]) >= 1
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.result") == 0
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0
     client.close()
