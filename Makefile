@@ -30,7 +30,8 @@ fmt: ## Format and autofix
 	$(PYTHON) -m ruff check --fix worker operator tests
 
 .PHONY: test
-test: lint test-unit test-integration test-k8s test-images test-e2e test-bench-smoke ## Run every test tier (what CI runs)
+test: lint ## Run every test tier in one pytest session (what CI runs): shared servers, one summary
+	$(PYTEST) tests
 
 .PHONY: test-unit
 test-unit: ## Unit tier: no services
