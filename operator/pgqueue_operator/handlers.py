@@ -104,6 +104,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
     @kopf.on.create(*resource, id="reconcile", registry=registry)
     @kopf.on.update(*resource, id="reconcile", registry=registry)
     def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        metrics.revive(body.metadata.namespace or "", body.metadata.name or "")
         _finish(body, runtime.rec.reconcile(body), patch, delay)
 
     @kopf.timer(

@@ -61,18 +61,33 @@ SYNC_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+STAGES = ("reconcile", "gate", "sample")
 _lock = threading.Lock()
 _queues: dict[tuple[str, str], set[str]] = {}
+_forgotten: set[tuple[str, str]] = set()
+"""Deleted PgQueueWorkers: a sample still in flight when the object went must not revive them."""
+
+
+def revive(namespace: str, name: str) -> None:
+    """A PgQueueWorker of this name exists (again): record its series."""
+    with _lock:
+        _forgotten.discard((namespace, name))
 
 
 def record_depth(namespace: str, name: str, depths: Iterable[Depth]) -> None:
     depths = list(depths)
     with _lock:
+        if (namespace, name) in _forgotten:
+            return
         previous = _queues.get((namespace, name), set())
         current = {d.queue for d in depths}
         for gone in previous - current:
             _remove_queue(namespace, name, gone)
         _queues[(namespace, name)] = current
+        _set_depths(namespace, name, depths)
+
+
+def _set_depths(namespace: str, name: str, depths: list[Depth]) -> None:
     for d in depths:
         for state, value in (
             ("ready", d.ready),
@@ -86,7 +101,17 @@ def record_depth(namespace: str, name: str, depths: Iterable[Depth]) -> None:
 
 
 def record_gate(namespace: str, name: str, *, enabled: bool) -> None:
-    GATE_ENABLED.labels(namespace, name).set(1 if enabled else 0)
+    with _lock:
+        if (namespace, name) in _forgotten:
+            return
+        GATE_ENABLED.labels(namespace, name).set(1 if enabled else 0)
+
+
+def record_desired(namespace: str, name: str, replicas: int) -> None:
+    with _lock:
+        if (namespace, name) in _forgotten:
+            return
+        DESIRED_REPLICAS.labels(namespace, name).set(replicas)
 
 
 def _remove_queue(namespace: str, name: str, queue: str) -> None:
@@ -96,7 +121,7 @@ def _remove_queue(namespace: str, name: str, queue: str) -> None:
     _discard(DEAD_LETTERS, namespace, name, queue)
 
 
-def _discard(metric: Gauge, *labels: str) -> None:
+def _discard(metric: Gauge | Counter, *labels: str) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
 
@@ -104,8 +129,13 @@ def _discard(metric: Gauge, *labels: str) -> None:
 def forget(namespace: str, name: str) -> None:
     """Drop every series of a deleted PgQueueWorker."""
     with _lock:
+        _forgotten.add((namespace, name))
         queues = _queues.pop((namespace, name), set())
-    for queue in queues:
-        _remove_queue(namespace, name, queue)
-    _discard(GATE_ENABLED, namespace, name)
-    _discard(DESIRED_REPLICAS, namespace, name)
+        for queue in queues:
+            _remove_queue(namespace, name, queue)
+        _discard(GATE_ENABLED, namespace, name)
+        _discard(DESIRED_REPLICAS, namespace, name)
+        for state in ("on", "off"):
+            _discard(GATE_FLIPS, namespace, name, state)
+        for stage in STAGES:
+            _discard(SYNC_ERRORS, namespace, name, stage)

@@ -141,12 +141,15 @@ class Reconciler:
         try:
             dsn = self._dsn(owner.namespace, spec)
         except SecretError as exc:
+            metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "reconcile").inc()
             return self._degraded(result, status, "SecretNotFound", str(exc), generation, now)
         replicas = effective_replicas(spec, status)
         try:
             deployment = self._apply_children(spec, derived, owner, replicas, dsn)
         except ApplyError as exc:
+            metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "reconcile").inc()
             return self._degraded(result, status, "ApplyFailed", str(exc), generation, now)
+        log.debug("applied the children of %s/%s", owner.namespace, owner.name)
         cron = self.kube.get("batch/v1", "CronJob", owner.namespace, f"{owner.name}-sweep")
         last_sweep = ((cron or {}).get("status") or {}).get("lastSuccessfulTime")
         dep_status = deployment.get("status") or {}
@@ -223,6 +226,7 @@ class Reconciler:
         dsn: str,
     ) -> dict[str, Any]:
         """Apply every child; delete the optional ones that are disabled. Returns the Deployment."""
+        log.debug("applying the children of %s/%s", owner.namespace, owner.name)
         deployment = self.kube.apply(
             builders.deployment.build(
                 spec, derived, owner, replicas=replicas, secret_checksum=secret_checksum(dsn)
@@ -355,7 +359,7 @@ class Reconciler:
         previous = sampling.ScaleState.from_status(status.get("autoscaling"))
         decision = sampling.decide(spec.autoscaling, total, previous, now)
         result.status["autoscaling"] = decision.as_status()
-        metrics.DESIRED_REPLICAS.labels(owner.namespace, owner.name).set(decision.desired)
+        metrics.record_desired(owner.namespace, owner.name, decision.desired)
         if previous is None or decision.desired != previous.desired:
             log.info(
                 "autoscaling %s/%s: backlog %d -> %d replicas",

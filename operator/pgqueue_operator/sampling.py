@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pgqueue_operator.conditions import timestamp
 from pgqueue_operator.models import Autoscaling
 
 
@@ -85,10 +84,12 @@ class ScaleState:
     last_scale_time: dt.datetime | None = None
 
     def as_status(self) -> dict[str, Any]:
+        # Millisecond precision: the scale-down delay is measured from these, and a delay of a
+        # few seconds must not be cut short by truncation to whole seconds.
         return {
             "desiredReplicas": self.desired,
-            "belowSince": timestamp(self.below_since) if self.below_since else None,
-            "lastScaleTime": timestamp(self.last_scale_time) if self.last_scale_time else None,
+            "belowSince": _precise(self.below_since) if self.below_since else None,
+            "lastScaleTime": _precise(self.last_scale_time) if self.last_scale_time else None,
         }
 
     @classmethod
@@ -100,6 +101,10 @@ class ScaleState:
             below_since=_parse_time(status.get("belowSince")),
             last_scale_time=_parse_time(status.get("lastScaleTime")),
         )
+
+
+def _precise(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_time(text: Any) -> dt.datetime | None:
