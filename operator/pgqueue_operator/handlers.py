@@ -80,6 +80,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="pgqueue.dev", key="last-handled-configuration"
         )
+        # kopf puts a finalizer on every object with timers (to stop them cleanly on deletion).
+        settings.persistence.finalizer = "pgqueue.dev/finalizer"
         settings.posting.level = logging.INFO
         settings.watching.reconnect_backoff = 1.0
         runtime.start()

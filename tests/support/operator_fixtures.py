@@ -223,5 +223,10 @@ def operator_process(
     try:
         yield proc
     finally:
+        if proc.popen is not None and proc.popen.poll() is None:
+            # While the operator still runs, so it can remove its finalizer and the namespace
+            # deletion that follows is not left hanging.
+            kube.kubectl("-n", kube_namespace, "delete", "pgqueueworkers", "--all",
+                         "--wait=true", "--timeout=30s", check=False)  # fmt: skip
         proc.stop()
         sys.stderr.write(f"operator log: {proc.log_path}\n")

@@ -86,3 +86,28 @@ def test_state_round_trips_through_status() -> None:
     state = ScaleState(3, at(5), at(1))
     assert ScaleState.from_status(state.as_status()) == state
     assert ScaleState.from_status(None) is None
+
+
+def test_deleted_workers_series_are_removed_and_not_revived_by_a_late_sample() -> None:
+    from pgqueue_operator import metrics
+
+    def series() -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(metrics.REGISTRY).decode()
+
+    depth = [Depth("q", 5, 1, 0, 2, 3.0)]
+    metrics.record_depth("ns", "gone", depth)
+    metrics.record_gate("ns", "gone", enabled=True)
+    metrics.GATE_FLIPS.labels("ns", "gone", "on").inc()
+    assert (
+        'pgqueue_queue_depth{namespace="ns",pgqueueworker="gone",queue="q",state="ready"} 5.0'
+        in series()
+    )
+    metrics.forget("ns", "gone")
+    metrics.record_depth("ns", "gone", depth)  # a sample that was already running
+    assert 'pgqueueworker="gone"' not in series()
+    metrics.revive("ns", "gone")  # created again under the same name
+    metrics.record_depth("ns", "gone", depth)
+    assert 'pgqueueworker="gone"' in series()
+    metrics.forget("ns", "gone")
