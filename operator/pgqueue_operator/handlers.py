@@ -84,7 +84,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         settings.persistence.finalizer = "pgqueue.dev/finalizer"
         settings.posting.level = logging.INFO
         settings.watching.reconnect_backoff = 1.0
-        runtime.start()
+        if runtime.reconciler is None:
+            runtime.start()
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

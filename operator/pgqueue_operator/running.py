@@ -7,11 +7,16 @@ its liveness endpoint serving ``GET /healthz`` on the health port. The Prometheu
 
 from __future__ import annotations
 
+import sys
+
 import kopf
+from kubernetes.config import ConfigException
 from prometheus_client import start_http_server
 
 from pgqueue_operator import handlers, metrics
 from pgqueue_operator.settings import OperatorSettings
+
+EXIT_NO_CLUSTER = 1
 
 
 def run(settings: OperatorSettings) -> None:
@@ -23,7 +28,12 @@ def run(settings: OperatorSettings) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.REGISTRY)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, settings)
+    runtime = handlers.register(registry, settings)
+    try:
+        runtime.start()  # fail fast, in one line, when there are no Kubernetes credentials
+    except ConfigException as exc:
+        sys.stderr.write(f"pgqueue-operator: error: no Kubernetes credentials: {exc}\n")
+        raise SystemExit(EXIT_NO_CLUSTER) from None
     kopf.run(
         registry=registry,
         standalone=True,

@@ -540,3 +540,61 @@ def test_killed_operator_resumes_and_converges_without_duplicates(
     replicasets = json.loads(kube.kubectl("-n", ns, "get", "replicasets", "-o", "json").stdout)
     owners = {r["metadata"]["ownerReferences"][0]["name"] for r in replicasets["items"]}
     assert owners == {"minimal-worker"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Paused, and a missing Secret: Degraded with a reason, retried, healed once it exists.
+
+
+def test_paused_scales_to_zero_and_suspends_the_sweep(
+    kube: KubeCluster, kube_namespace: str, pg_dsn: str, operator_process: OperatorProcess
+) -> None:
+    ns = kube_namespace
+    setup_database(kube, ns, pg_dsn, gate=None)
+    apply(kube, ns, sample("minimal", replicas=2))
+    eventually(
+        "2 replicas",
+        lambda: (d := get(kube, ns, "deployment", "minimal-worker")) and d["spec"]["replicas"] == 2,
+        10,
+    )
+    kube.kubectl(
+        "-n", ns, "patch", "pqw", "minimal", "--type=merge", "-p", '{"spec": {"paused": true}}'
+    )
+
+    def paused() -> dict[str, Any] | None:
+        d = get(kube, ns, "deployment", "minimal-worker") or {}
+        c = get(kube, ns, "cronjob", "minimal-sweep") or {}
+        pqw = get(kube, ns, "pqw", "minimal")
+        ok = (
+            d["spec"]["replicas"] == 0
+            and c["spec"]["suspend"] is True
+            and (condition(pqw, "Paused") or {}).get("status") == "True"
+        )
+        return pqw if ok else None
+
+    pqw = eventually("paused: 0 replicas, sweep suspended, Paused=True", paused, 10)
+    assert condition(pqw, "Ready")["reason"] == "Paused"  # type: ignore[index]
+    assert pqw["status"]["replicas"] == 0  # type: ignore[index]
+
+
+def test_missing_secret_is_degraded_then_heals(
+    kube: KubeCluster, kube_namespace: str, pg_dsn: str, operator_process: OperatorProcess
+) -> None:
+    ns = kube_namespace
+    apply(kube, ns, sample("minimal"))
+
+    def degraded(reason: str, status: str) -> Callable[[], dict[str, Any] | None]:
+        def check() -> dict[str, Any] | None:
+            c = condition(get(kube, ns, "pqw", "minimal"), "Degraded") or {}
+            return c if c.get("status") == status and c.get("reason") == reason else None
+
+        return check
+
+    c = eventually("Degraded=True, SecretNotFound", degraded("SecretNotFound", "True"), 10)
+    assert "pgqueue-db" in c["message"]
+    assert get(kube, ns, "deployment", "minimal-worker") is None  # nothing deployed without it
+    eventually("a SecretNotFound Warning", lambda: events(kube, ns, "SecretNotFound"), 10)
+    setup_database(kube, ns, pg_dsn, gate=None)
+    eventually("Degraded=False after the Secret appears", degraded("Reconciled", "False"), 15)
+    assert get(kube, ns, "deployment", "minimal-worker") is not None
+    assert "Traceback" not in operator_process.logs()
