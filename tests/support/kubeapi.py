@@ -98,7 +98,7 @@ class KubeCluster:
 
     def api_client(self) -> Any:
         """A ``kubernetes.client.ApiClient`` configured from :attr:`kubeconfig`; close it after."""
-        from kubernetes import config  # noqa: PLC0415 - only the k8s tier pays for the import
+        from kubernetes import config
 
         # The kubernetes package is untyped; keep the Any at this one boundary.
         new_client: Any = config.new_client_from_config
