@@ -152,7 +152,7 @@ def _demo_gate(dsn: str, client: Client) -> None:
         return
     legacy = _LegacyTransport()
     gate = Gate(dsn, ttl=0.2)
-    router = RoutingDispatcher(pg=client, fallback=legacy, gate=gate)  # type: ignore[arg-type]
+    router = RoutingDispatcher(pg=client, fallback=legacy, gate=gate)
     for value in ("off", "on", "off"):
         admin.set_flag(dsn, admin.GATE_FLAG, enabled=value == "on", value=value, source="demo")
         t0 = time.monotonic()
