@@ -598,3 +598,29 @@ def test_missing_secret_is_degraded_then_heals(
     eventually("Degraded=False after the Secret appears", degraded("Reconciled", "False"), 15)
     assert get(kube, ns, "deployment", "minimal-worker") is not None
     assert "Traceback" not in operator_process.logs()
+
+
+def test_resync_timer_heals_drift_of_children_and_of_the_flag(
+    kube: KubeCluster, kube_namespace: str, pg_dsn: str, operator_process: OperatorProcess
+) -> None:
+    ns = kube_namespace
+    setup_database(kube, ns, pg_dsn, gate="true")
+    apply(kube, ns, sample("autoscaled", autoscaling=None, replicas=1))
+    eventually("the flag on", lambda: (r := flag(pg_dsn)) and r[0], 10)
+    eventually("the Deployment", lambda: get(kube, ns, "deployment", "autoscaled-worker"), 10)
+
+    # Someone scales the Deployment by hand and turns the gate off behind the ConfigMap's back.
+    kube.kubectl("-n", ns, "scale", "deployment", "autoscaled-worker", "--replicas=5")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgqueue.flag SET enabled = false, source = 'by hand'")
+
+    # The resync interval is 5 s in these tests (PGQUEUE_OPERATOR_RESYNC_INTERVAL).
+    eventually(
+        "the Deployment back at 1 replica",
+        lambda: (
+            (d := get(kube, ns, "deployment", "autoscaled-worker")) and d["spec"]["replicas"] == 1
+        ),
+        15,
+    )
+    row = eventually("the flag back on", lambda: (r := flag(pg_dsn)) and r[0] and r, 15)
+    assert row[2].startswith(f"configmap {ns}/pgqueue-gate@")
