@@ -27,7 +27,6 @@ from pgqueue_operator.errors import (
     ApplyError,
     DatabaseError,
     InvalidSpecError,
-    PgQueueOperatorError,
     SecretError,
 )
 from pgqueue_operator.kube import Kube
@@ -395,4 +394,4 @@ def _ready(spec: PgQueueWorkerSpec, replicas: int, ready: int) -> Change:
     return Change("Ready", "False", "PodsNotReady", f"{ready}/{replicas} pods ready")
 
 
-__all__ = ["Event", "PgQueueOperatorError", "Reconciler", "Result"]
+__all__ = ["Event", "Reconciler", "Result"]
