@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.support.postgres",
     "tests.support.workers",
     "tests.support.kubeapi",
+    "tests.support.celery_redis",
 ]
 
 _TIERS = {

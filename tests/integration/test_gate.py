@@ -1,0 +1,231 @@
+"""The gate under real conditions: real Celery + Redis as the legacy route, real Postgres, flips
+under load, a database outage, the kill-switch (issue 3's acceptance points)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from pgqueue import Client, admin
+from pgqueue.celery_adapter import CeleryDispatcher
+from pgqueue.embedded import EmbeddedPostgres
+from pgqueue.gating import Gate
+from pgqueue.metrics import GATE_DECISIONS
+from pgqueue.migrating import migrate
+from pgqueue.routing import RoutingDispatcher
+from tests.support import runs
+from tests.support.celery_redis import LegacyWorker
+from tests.support.workers import WorkerFactory, wait_until
+
+TASKS = "tests.support.gate_tasks"
+
+
+@dataclass
+class Routes:
+    dsn: str
+    client: Client
+    celery: CeleryDispatcher
+    gate: Gate
+    router: RoutingDispatcher
+
+
+@pytest.fixture
+def routes(pg_dsn: str, workers: WorkerFactory, legacy_worker: LegacyWorker) -> Iterator[Routes]:
+    runs.create_runs_table(pg_dsn)
+    workers.start(pg_dsn, tasks=TASKS, concurrency=4, env={"PGQUEUE_TEST_ROUTE": "pg"})
+    client = Client(pg_dsn)
+    celery = CeleryDispatcher(legacy_worker.app)
+    gate = Gate(pg_dsn, ttl=0.5)
+    try:
+        yield Routes(pg_dsn, client, celery, gate, RoutingDispatcher(client, celery, gate))
+    finally:
+        gate.close()
+        client.close()
+
+
+def _pgqueue_rows(dsn: str) -> int:
+    return sum(
+        runs.scalar(dsn, f"SELECT count(*) FROM pgqueue.{table}")
+        for table in ("message", "result", "dead_letter")
+    )
+
+
+def _decisions(route: str, reason: str) -> float:
+    return GATE_DECISIONS.labels(route, reason)._value.get()
+
+
+def test_gate_off_goes_to_celery_and_touches_no_pgqueue_table(routes: Routes) -> None:
+    admin.set_flag(routes.dsn, admin.GATE_FLAG, enabled=False, value="false", source="test")
+    results = [routes.router.call("gate.add", [i, 1], timeout=20) for i in range(5)]
+    assert [r.value for r in results] == [i + 1 for i in range(5)]
+    assert routes.router.call("gate.tagged", ["off-1"], timeout=20).value == {
+        "key": "off-1",
+        "route": "celery",
+    }
+    failed = routes.router.call("gate.explode", ["legacy boom"], timeout=20)
+    assert failed.kind == "task_error"
+    assert failed.error == "ValueError: legacy boom"
+    task_id = routes.router.enqueue("gate.tagged", ["off-ff"])
+    assert isinstance(task_id, str)
+    wait_until(
+        lambda: runs.scalar(routes.dsn, "SELECT count(*) FROM test_runs WHERE key='off-ff'") == 1,
+        20,
+        "the fire-and-forget Celery task",
+    )
+    assert _pgqueue_rows(routes.dsn) == 0
+
+
+def test_gate_on_goes_to_postgres_with_equal_results(routes: Routes) -> None:
+    admin.set_flag(routes.dsn, admin.GATE_FLAG, enabled=False, value="off", source="test")
+    legacy = [routes.router.call("gate.add", [i, 2], timeout=20) for i in range(5)]
+    admin.set_flag(routes.dsn, admin.GATE_FLAG, enabled=True, value="on", source="test")
+    wait_until(routes.gate.enabled, 5, "the gate to see the flip")
+    on_pg = [routes.router.call("gate.add", [i, 2], timeout=20) for i in range(5)]
+    assert [r.value for r in on_pg] == [r.value for r in legacy]
+    assert routes.router.call("gate.tagged", ["on-1"], timeout=20).value["route"] == "pg"
+    failed = routes.router.call("gate.explode", ["pg boom"], timeout=20)
+    assert (failed.kind, failed.error) == ("task_error", "ValueError: pg boom")
+    assert isinstance(routes.router.enqueue("gate.tagged", ["on-ff"]), int)
+
+
+@pytest.mark.timeout(240)
+def test_flipping_under_load_loses_and_duplicates_nothing(routes: Routes) -> None:
+    admin.set_flag(routes.dsn, admin.GATE_FLAG, enabled=False, value="off", source="test")
+    stop = threading.Event()
+    # Per call: (started, finished, route); every call has its own key.
+    log: list[tuple[float, float, str, str]] = []
+    errors: list[str] = []
+
+    def caller(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            key = f"t{n}-{i}"
+            started = time.monotonic()
+            result = routes.router.call("gate.tagged", [key], timeout=30)
+            if not result.ok:
+                errors.append(f"{key}: {result.kind} {result.error}")
+            else:
+                log.append((started, time.monotonic(), key, result.value["route"]))
+            i += 1
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    flips: list[tuple[float, str]] = []
+    try:
+        for k in range(20):
+            want = "pg" if k % 2 == 0 else "celery"
+            admin.set_flag(
+                routes.dsn,
+                admin.GATE_FLAG,
+                enabled=want == "pg",
+                value=str(want == "pg"),
+                source="t",
+            )
+            flipped = time.monotonic()
+            flips.append((flipped, want))
+            wait_until(
+                lambda f=flipped, w=want: (
+                    sum(1 for s, _, _, r in log if s > f + 0.05 and r == w) >= 8
+                ),
+                30,
+                f"calls on {want} after flip {k}",
+            )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not errors
+    keys = [key for _, _, key, _ in log]
+    assert len(keys) == len(set(keys)), "no call returned twice"
+    # Every call ran exactly once, on exactly the route it reported.
+    rows = runs.query(routes.dsn, "SELECT key, phase FROM test_runs WHERE key LIKE 't%%'")
+    ran = {}
+    for key, phase in rows:
+        assert key not in ran, f"{key} ran twice"
+        ran[key] = phase
+    assert {k: r for _, _, k, r in log} == {k: v for k, v in ran.items() if k in set(keys)}
+    # After each flip, how long until no caller started a call on the old route any more.
+    lags = []
+    for i, (at, want) in enumerate(flips):
+        until = flips[i + 1][0] if i + 1 < len(flips) else float("inf")
+        stale = [s - at for s, _, _, r in log if at <= s < until and r != want]
+        lags.append(max(stale, default=0.0))
+    print(f"\ngate flips: 20, calls: {len(log)}, propagation max {max(lags):.3f}s, "
+          f"median {sorted(lags)[len(lags) // 2]:.3f}s (ttl {routes.gate.ttl}s)")  # fmt: skip
+    assert max(lags) < routes.gate.ttl + 1.0
+
+
+def test_database_outage_fails_closed_warns_once_and_recovers(
+    routes: Routes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The gate reads its flag from a server of its own that the test takes away.
+    with EmbeddedPostgres() as flags_server:
+        migrate(flags_server.dsn)
+        admin.set_flag(flags_server.dsn, admin.GATE_FLAG, enabled=True, value="on", source="t")
+        gate = Gate(flags_server.dsn, ttl=0.1, connect_timeout=1)
+        router = RoutingDispatcher(routes.client, routes.celery, gate)
+        assert router.call("gate.tagged", ["before"], timeout=20).value["route"] == "pg"
+        errors_before = _decisions("fallback", "error")
+        flags_server.stop("immediate")
+        caplog.set_level(logging.WARNING, logger="pgqueue.gating")
+        during = [router.call("gate.tagged", [f"down{i}"], timeout=20) for i in range(10)]
+        assert {r.value["route"] for r in during} == {"celery"}
+        warnings = [r for r in caplog.records if r.name == "pgqueue.gating"]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert "routing to the fallback" in warnings[0].getMessage()
+        assert _decisions("fallback", "error") >= errors_before + 10
+        flags_server.start()
+        wait_until(
+            lambda: router.call("gate.tagged", ["after"], timeout=20).value["route"] == "pg",
+            20,
+            "routing to resume by itself",
+        )
+        gate.close()
+
+
+def test_kill_switch_routes_to_fallback_without_any_query(
+    routes: Routes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin.set_flag(routes.dsn, admin.GATE_FLAG, enabled=True, value="on", source="test")
+    monkeypatch.setenv("PGQUEUE_TRANSPORT_ENABLED", "false")
+    gate = Gate(routes.dsn, ttl=0.0)
+
+    def flag_reads() -> int:
+        with psycopg.connect(routes.dsn) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                "WHERE query LIKE '%%FROM pgqueue.flag WHERE key%%'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    before = flag_reads()
+    router = RoutingDispatcher(routes.client, routes.celery, gate)
+    for i in range(5):
+        assert router.call("gate.tagged", [f"k{i}"], timeout=20).value["route"] == "celery"
+    assert gate.reads == 0
+    assert flag_reads() == before
+    assert gate.decide().reason == "killswitch"
+    monkeypatch.setenv("PGQUEUE_TRANSPORT_ENABLED", "true")
+    assert gate.decide().route == "pg"
+    gate.close()
+    assert flag_reads() > before
+
+
+def test_unparseable_value_is_off_with_a_warning_naming_it(
+    pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=True, value="yes please", source="t")
+    caplog.set_level(logging.WARNING, logger="pgqueue.gating")
+    with Gate(pg_dsn, ttl=0.0) as gate:
+        assert gate.decide().route == "fallback"
+        assert gate.decide().route == "fallback"
+    messages = [r.getMessage() for r in caplog.records if r.name == "pgqueue.gating"]
+    assert len(messages) == 1
+    assert "'yes please'" in messages[0]
