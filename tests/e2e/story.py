@@ -32,7 +32,13 @@ import yaml
 from prometheus_client import start_http_server
 
 from pgqueue import Client
-from tests.support.e2e_pods import PodProcess, plan_pod, python_entrypoints
+from tests.support.e2e_pods import (
+    PodProcess,
+    forward_pod,
+    has_kubelet,
+    plan_pod,
+    python_entrypoints,
+)
 from tests.support.e2e_prometheus import (
     Prometheus,
     promtool_check_metrics,
@@ -227,6 +233,18 @@ class Application:
 # The story.
 
 
+def pod_dsn(dsn: str, host: str) -> str:
+    """``dsn`` with its host (and port) replaced by ``host[:port]``; unchanged when empty."""
+    if not host:
+        return dsn
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    name, _, port = host.partition(":")
+    info["host"] = name
+    if port:
+        info["port"] = port
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
 @dataclass
 class Flip:
     to: bool
@@ -270,6 +288,12 @@ class Story:
     figures: dict[str, Any] = field(default_factory=dict)
     helm_installed: bool = False
     name: str = "minimal"
+    decisions_before: dict[str, float] = field(default_factory=dict)
+    real_pods: bool = False
+    """A kubelet runs the pods (kind): they are port-forwarded, not started here."""
+    pod_dsn: str = ""
+    """The DSN written into the Secret: ``dsn``, on kind with ``PGQUEUE_E2E_POD_PG_HOST``
+    (``host[:port]`` of the same server as seen from inside the cluster)."""
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -341,9 +365,13 @@ class Story:
                 {"name": "PGQUEUE_OPERATOR_RESYNC_INTERVAL", "value": "5"},
                 {"name": "PGQUEUE_OPERATOR_RETRY_DELAY", "value": "1"},
             ]
+            self.real_pods = has_kubelet(self.kube)
+            self.pod_dsn = pod_dsn(self.dsn, os.environ.get("PGQUEUE_E2E_POD_PG_HOST", ""))
+            self.note("pods run by " + ("the kubelet" if self.real_pods else "this story"))
             started = time.monotonic()
             self.kube.helm(
                 "install", RELEASE, str(CHART), "--namespace", self.namespace,
+                "--set", "image.tag=dev",  # what `make images` builds
                 "--set", f"watchNamespaces={{{self.namespace}}}",
                 "--set", "grafana.dashboard.enabled=true",
                 "--set-json", f"extraEnv={json.dumps(extra_env)}",
@@ -405,7 +433,25 @@ class Story:
         eventually(f"Prometheus to scrape all {wanted} targets", all_up, 30, 0.2)
 
     def run_pod(self, pod: dict[str, Any], extra_env: dict[str, str]) -> PodProcess:
-        """Run a pod's init containers to completion, then its container until stopped."""
+        """Run a pod's init containers to completion, then its container until stopped.
+
+        With a kubelet (kind) the pod runs already: wait until it is Running, forward its ports.
+        """
+        if self.real_pods:
+            name = pod["metadata"]["name"]
+            eventually(
+                f"pod {name} to run",
+                lambda: (
+                    ((self.get("pod", name) or {}).get("status") or {}).get("phase") == "Running"
+                ),
+                180,
+                0.5,
+            )
+            forwarded = forward_pod(self.kube, pod, self.workdir / "pods").start()
+            self.stack.callback(forwarded.stop)
+            ready = forwarded.wait_ready(timeout=120)
+            self.note(f"pod {forwarded.name} ready in {ready:.1f}s (forwarded {forwarded.ports})")
+            return forwarded
         for init in pod["spec"].get("initContainers") or []:
             proc = plan_pod(
                 self.kube, {**pod, "spec": {**pod["spec"], "containers": [init]}},
@@ -442,7 +488,7 @@ class Story:
             "2. kubectl apply a PgQueueWorker and the gate ConfigMap (off); run the pods"
         ):
             self.kubectl(
-                "create", "secret", "generic", "pgqueue-db", f"--from-literal=dsn={self.dsn}"
+                "create", "secret", "generic", "pgqueue-db", f"--from-literal=dsn={self.pod_dsn}"
             )
             self.kubectl(
                 "create", "configmap", "pgqueue-gate", "--from-literal=pg_queue_enabled=false"
@@ -485,12 +531,12 @@ class Story:
                 ),
                 30,
             )
-            env = self.workers[0].env
+            env = plan_pod(self.kube, pods[0], self.workdir / "pods").env  # what the pod runs
             check(
                 float(env["PGQUEUE_LEASE"]) == derived["leaseSeconds"] == LEASE_SECONDS,
                 f"the running worker's lease {env['PGQUEUE_LEASE']} is not the derived one",
             )
-            check(env["PGQUEUE_DSN"] == self.dsn, "the worker's DSN is not the Secret's")
+            check(env["PGQUEUE_DSN"] == self.pod_dsn, "the worker's DSN is not the Secret's")
             self.note(
                 "derived settings the workers run with: "
                 + ", ".join(
@@ -506,6 +552,7 @@ class Story:
                 )
             )
             eventually("the operator to write the gate flag (off)", self._flag_is(False), 30)
+            assert self.prometheus is not None
             self.prometheus.reload(self.scrape_jobs())
             self.await_targets_up()
             self.note(f"prometheus scraping {self.target_summary()}")
@@ -548,10 +595,19 @@ class Story:
             f"{j['job_name']} ({sum(len(s['targets']) for s in j['static_configs'])})" for j in jobs
         )
 
+    def gate_decisions(self) -> dict[str, float]:
+        """The application's gate decisions by route, as Prometheus last scraped them."""
+        assert self.prometheus is not None
+        found = self.prometheus.query(
+            'sum by (route) (pgqueue_gate_decisions_total{job="application"})'
+        )
+        return {s["metric"]["route"]: float(s["value"][1]) for s in found}
+
     # -- 3 ----------------------------------------------------------------------------------
 
     def step3_gate_off(self) -> None:
         with self.step("3. the application calls through RoutingDispatcher: gate off → Celery"):
+            self.decisions_before = self.gate_decisions()  # this process may have made others
             self.app = Application(self.dsn, self.broker)
             self.stack.callback(self.app.close)
             self.app.start_loop()
@@ -615,12 +671,9 @@ class Story:
         with self.step("4. kubectl patch the gate: on, off, on again; no call lost"):
             for enabled in (True, False, True):
                 self.flip(enabled)
-            count = len(self.app.snapshot())
-            eventually(
-                "20 more calls on Postgres",
-                lambda: len(self.app.snapshot()) >= count + 20 or None,
-                60,
-            )  # type: ignore[union-attr]
+            app = self.app
+            count = len(app.snapshot())
+            eventually("20 more calls on Postgres", lambda: len(app.snapshot()) >= count + 20, 60)
             self.app.stop_loop()
             calls = self.app.snapshot()
             wrong = [c for c in calls if not (c.ok and c.value == c.expected)]
@@ -676,31 +729,38 @@ class Story:
                 30,
                 0.25,
             )
-            quantiles = {}
+            quantiles: dict[str, float] = {}
             for ref, expr, legend in panel("RPC latency quantiles", panels).targets:
                 value = scalar(prom.query(expr))
                 check(
                     value is not None and not math.isnan(value) and value > 0,
                     f"{legend} ({ref}) has no value: {expr}",
                 )
+                assert value is not None
                 quantiles[legend] = value
             check(
                 quantiles["p50"] <= quantiles["p95"] <= quantiles["p99"] < LEASE_SECONDS,
                 f"RPC latency quantiles out of order or over a lease: {quantiles}",
             )
-            gate_decisions = prom.query("sum by (route) (pgqueue_gate_decisions_total)")
-            decided = {s["metric"]["route"]: float(s["value"][1]) for s in gate_decisions}
+            made = {"pg": pg_calls, "fallback": sum(c.route == "celery" for c in calls)}
+
+            def decided() -> dict[str, float] | None:
+                now = self.gate_decisions()
+                delta = {r: now.get(r, 0.0) - self.decisions_before.get(r, 0.0) for r in made}
+                return delta if delta == made else None
+
+            eventually(f"the gate decisions to count the calls made {made}", decided, 30, 0.25)
             self.note(f"queue depth: {DELAYED_MESSAGES} delayed; replies stored: {pg_calls}")
             self.note(
                 "RPC latency p50/p95/p99: "
                 + " / ".join(f"{quantiles[k] * 1000:.1f} ms" for k in ("p50", "p95", "p99"))
             )
-            self.note(f"gate decisions (application, cumulative): {decided}")
+            self.note(f"gate decisions (application): {made}, one per call")
             self.figures["promql"] = {
                 "queue_depth_delayed": DELAYED_MESSAGES,
                 "rpc_replies_stored": pg_calls,
                 "rpc_latency_s": {k: round(v, 4) for k, v in quantiles.items()},
-                "gate_decisions": decided,
+                "gate_decisions": made,
             }
             empty = [
                 p.title
@@ -832,18 +892,31 @@ class Story:
                 },
                 "spec": template["spec"],
             }
-            job = plan_pod(self.kube, pod, self.workdir / "pods", resolve=python_entrypoints)
-            job.start()
-            self.stack.callback(job.stop)
-            assert job.popen is not None
-            code = job.popen.wait(timeout=120)
-            check(code == 0, f"the sweep exited {code}:\n{job.tail()}")
+            if self.real_pods:  # the Job controller and a kubelet run it
+                job_name = f"{self.name}-sweep-manual"
+                self.kubectl("create", "job", f"--from=cronjob/{self.name}-sweep", job_name)
+                eventually(
+                    f"job {job_name} to succeed",
+                    lambda: ((self.get("job", job_name) or {}).get("status") or {}).get(
+                        "succeeded"
+                    ),
+                    180,
+                    0.5,
+                )
+            else:
+                job = plan_pod(self.kube, pod, self.workdir / "pods", resolve=python_entrypoints)
+                job.start()
+                self.stack.callback(job.stop)
+                assert job.popen is not None
+                code = job.popen.wait(timeout=120)
+                check(code == 0, f"the sweep exited {code}:\n{job.tail()}")
             left = stored()
             check(not left & set(expired), f"{len(left & set(expired))} expired replies survived")
             check(set(fresh) <= left, f"{len(set(fresh) - left)} fresh replies were deleted")
             self.figures["sweep"] = {"deleted": len(expired), "kept": len(fresh)}
             self.note(
-                f"`pgqueue {job.argv[-1]}` from the CronJob ({cronjob['spec']['schedule']}): "
+                f"`pgqueue {' '.join(pod['spec']['containers'][0]['args'])}` from the CronJob "
+                f"({cronjob['spec']['schedule']}): "
                 f"{len(expired)} expired replies deleted, {len(fresh)} fresh kept"
             )
 
@@ -874,12 +947,11 @@ class Story:
                 "poddisruptionbudget": f"{self.name}-worker",
             }
             for kind, name in kinds.items():
-                eventually(
-                    f"{kind}/{name} to be collected",
-                    lambda k=kind, n=name: self.get(k, n) is None,
-                    90,
-                    0.25,
-                )  # type: ignore[misc]
+
+                def gone(kind: str = kind, name: str = name) -> bool:
+                    return self.get(kind, name) is None
+
+                eventually(f"{kind}/{name} to be collected", gone, 90, 0.25)
             selector = f"app.kubernetes.io/instance={self.name}"
             eventually(
                 "the worker pods to be collected",

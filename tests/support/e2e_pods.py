@@ -247,3 +247,64 @@ def python_entrypoints(argv: list[str]) -> list[str]:
     if argv and argv[0] in modules:
         return [sys.executable, "-m", modules[argv[0]], *argv[1:]]
     return argv
+
+
+# ---------------------------------------------------------------------------------------------
+# Real pods (a cluster with a kubelet, e.g. kind): the same handle, over `kubectl port-forward`.
+
+
+def has_kubelet(kube: KubeCluster) -> bool:
+    """True when the cluster has nodes, so Pods really run and must not be started here."""
+    out = kube.kubectl("get", "nodes", "-o", "name", check=False)
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+@dataclass
+class ForwardedPod(PodProcess):
+    """A Pod a kubelet runs; the local process is its ``kubectl port-forward``."""
+
+    kube: KubeCluster | None = None
+
+    def kill(self) -> None:
+        """Force-delete the Pod: the kubelet SIGKILLs its containers at once."""
+        assert self.kube is not None
+        self.kube.kubectl(
+            "-n", self.namespace, "delete", "pod", self.name,
+            "--grace-period=0", "--force", "--wait=false",
+        )  # fmt: skip
+        super().stop(grace=5)
+
+
+def forward_pod(kube: KubeCluster, pod: dict[str, Any], log_dir: Path) -> ForwardedPod:
+    """A handle on a running Pod whose container ports are forwarded to free loopback ports."""
+    meta = pod["metadata"]
+    container = pod["spec"]["containers"][0]
+    ports: dict[str, int] = {}
+    pairs: list[str] = []
+    for port in container.get("ports") or []:
+        local = free_port()
+        ports[str(port["containerPort"])] = local
+        if "name" in port:
+            ports[port["name"]] = local
+        pairs.append(f"{local}:{port['containerPort']}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return ForwardedPod(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        labels=dict(meta.get("labels") or {}),
+        container=container,
+        ports=ports,
+        argv=[
+            kube.tool("kubectl"),
+            "--kubeconfig",
+            str(kube.kubeconfig),
+            "-n",
+            meta["namespace"],
+            "port-forward",
+            f"pod/{meta['name']}",
+            *pairs,
+        ],
+        env=dict(os.environ),
+        log_path=log_dir / f"{meta['name']}.port-forward.log",
+        kube=kube,
+    )
