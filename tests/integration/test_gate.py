@@ -3,7 +3,11 @@ under load, a database outage, the kill-switch (issue 3's acceptance points)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +42,8 @@ class Routes:
 @pytest.fixture
 def routes(pg_dsn: str, workers: WorkerFactory, legacy_worker: LegacyWorker) -> Iterator[Routes]:
     runs.create_runs_table(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(_NOTE_WRITES)
     workers.start(pg_dsn, tasks=TASKS, concurrency=4, env={"PGQUEUE_TEST_ROUTE": "pg"})
     client = Client(pg_dsn)
     celery = CeleryDispatcher(legacy_worker.app)
@@ -49,11 +55,35 @@ def routes(pg_dsn: str, workers: WorkerFactory, legacy_worker: LegacyWorker) -> 
         client.close()
 
 
-def _pgqueue_rows(dsn: str) -> int:
-    return sum(
+# Every row written into a pgqueue table (but the flag the test sets, and the schema version) is
+# noted by a trigger, so even a message enqueued and acked at once, or a reply taken, is seen.
+_NOTE_WRITES = """
+CREATE TABLE public.pgqueue_writes (tbl text NOT NULL, op text NOT NULL);
+CREATE FUNCTION public.note_pgqueue_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.pgqueue_writes VALUES (TG_TABLE_NAME, TG_OP);
+    RETURN NULL;
+END $$;
+DO $$
+DECLARE t text;
+BEGIN
+    FOR t IN SELECT table_name FROM information_schema.tables
+             WHERE table_schema = 'pgqueue' AND table_type = 'BASE TABLE'
+               AND table_name NOT IN ('flag', 'schema_version')
+    LOOP
+        EXECUTE format('CREATE TRIGGER note_write AFTER INSERT OR UPDATE ON pgqueue.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION public.note_pgqueue_write()', t);
+    END LOOP;
+END $$;
+"""
+
+
+def _pgqueue_writes(dsn: str) -> int:
+    rows = sum(
         runs.scalar(dsn, f"SELECT count(*) FROM pgqueue.{table}")
         for table in ("message", "result", "dead_letter")
     )
+    return rows + int(runs.scalar(dsn, "SELECT count(*) FROM public.pgqueue_writes"))
 
 
 def _decisions(route: str, reason: str) -> float:
@@ -78,7 +108,7 @@ def test_gate_off_goes_to_celery_and_touches_no_pgqueue_table(routes: Routes) ->
         20,
         "the fire-and-forget Celery task",
     )
-    assert _pgqueue_rows(routes.dsn) == 0
+    assert _pgqueue_writes(routes.dsn) == 0
 
 
 def test_gate_on_goes_to_postgres_with_equal_results(routes: Routes) -> None:
@@ -92,6 +122,7 @@ def test_gate_on_goes_to_postgres_with_equal_results(routes: Routes) -> None:
     failed = routes.router.call("gate.explode", ["pg boom"], timeout=20)
     assert (failed.kind, failed.error) == ("task_error", "ValueError: pg boom")
     assert isinstance(routes.router.enqueue("gate.tagged", ["on-ff"]), int)
+    assert _pgqueue_writes(routes.dsn) > 0, "the write detector sees the Postgres route"
 
 
 @pytest.mark.timeout(240)
@@ -150,7 +181,8 @@ def test_flipping_under_load_loses_and_duplicates_nothing(routes: Routes) -> Non
     for key, phase in rows:
         assert key not in ran, f"{key} ran twice"
         ran[key] = phase
-    assert {k: r for _, _, k, r in log} == {k: v for k, v in ran.items() if k in set(keys)}
+    assert set(ran) == set(keys), "every call ran, and nothing ran that no caller got back"
+    assert {k: r for _, _, k, r in log} == ran, "each call ran on the route it reported"
     # After each flip, how long until no caller started a call on the old route any more.
     lags = []
     for i, (at, want) in enumerate(flips):
@@ -229,3 +261,67 @@ def test_unparseable_value_is_off_with_a_warning_naming_it(
     messages = [r.getMessage() for r in caplog.records if r.name == "pgqueue.gating"]
     assert len(messages) == 1
     assert "'yes please'" in messages[0]
+
+
+def _pgq(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "gate", *args],
+        capture_output=True,
+        text=True,
+        env={**env, "PGQUEUE_DSN": dsn},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_gate_cli_flips_the_flag_the_gate_reads(pg_dsn: str) -> None:
+    never = _pgq(pg_dsn, "status", "--json")
+    assert (never.returncode, json.loads(never.stdout)) == (0, None), never.stderr
+    with Gate(pg_dsn, ttl=0.0) as gate:
+        assert gate.decide().route == "fallback"
+        on = _pgq(pg_dsn, "on", "--json", "--source", "runbook 42")
+        assert on.returncode == 0, on.stderr
+        record = json.loads(on.stdout)
+        assert record["enabled"] is True
+        assert record["value"] == "on"
+        assert record["effective"] == "on"
+        assert record["source"] == "runbook 42"
+        assert record["changed"] is True
+        assert gate.decide().route == "pg"
+        again = json.loads(_pgq(pg_dsn, "on", "--json").stdout)
+        assert again["changed"] is False
+        assert again["updated_at"] == record["updated_at"], "updated_at says when it flipped"
+        off = _pgq(pg_dsn, "off")
+        assert off.returncode == 0, off.stderr
+        assert gate.decide().route == "fallback"
+    status = _pgq(pg_dsn, "status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == "gate pg_queue_enabled: off"
+    assert "value:   'off'" in status.stdout
+    assert "enabled: false" in status.stdout
+    assert "source:  cli " in status.stdout
+    assert "changed: " in status.stdout
+    # A hand-written bad value is shown as what the gate makes of it: off.
+    admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=True, value="yes please", source="hand")
+    shown = _pgq(pg_dsn, "status")
+    assert shown.stdout.splitlines()[0] == "gate pg_queue_enabled: off"
+    assert "unparseable, so off" in shown.stdout
+    assert json.loads(_pgq(pg_dsn, "status", "--json").stdout)["effective"] == "off"
+
+
+def test_gate_cli_without_a_database_fails_in_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "gate", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "pgqueue: error: gate: --dsn: no database given (set PGQUEUE_DSN or pass --dsn)"
+    ]

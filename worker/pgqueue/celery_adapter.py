@@ -2,7 +2,17 @@
 
 With the gate off, a call is exactly the ``send_task(...).get(timeout)`` the application made
 before the migration — same task name, arguments, queue and result backend — only its outcome is
-mapped onto :class:`pgqueue.CallResult` so the caller's code does not change with the route.
+mapped onto :class:`pgqueue.CallResult` so the caller's code does not change with the route:
+
+- the task raised → ``task_error``, error ``"<ExceptionType>: <message>"`` (as on Postgres);
+- no reply within the timeout → ``timeout``; waiting failed (result backend unreachable) →
+  ``timeout`` too, with the cause in ``error``: the task was sent and may still run;
+- ``send_task`` failed (broker unreachable) → ``enqueue_error``: nothing was sent.
+
+Options are passed on only when given: ``queue`` → ``queue``, ``priority`` → ``priority`` (on the
+broker's own scale, not translated), ``delay`` → ``countdown``; ``tenant`` has no Celery
+equivalent and is ignored. ``send_options`` (constructor) are added to every ``send_task``, for
+options the application passed before (``routing_key``, ``expires`` ...).
 """
 
 from __future__ import annotations
@@ -15,19 +25,40 @@ from pgqueue import metrics
 from pgqueue.replies import CallResult
 
 
-class CeleryDispatcher:
-    """``call`` and ``enqueue`` over a Celery app."""
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
-    def __init__(self, app: Any, *, default_timeout: float = 30.0) -> None:
+
+class CeleryDispatcher:
+    """``call`` and ``enqueue`` over a Celery app (``app.send_task``)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        default_timeout: float = 30.0,
+        send_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.app = app
         self.default_timeout = default_timeout
+        self.send_options = dict(send_options or {})
 
     def _send(
-        self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None, queue: str | None
+        self,
+        task: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        queue: str | None,
+        priority: int | None,
+        delay: float | None,
     ) -> Any:
-        options: dict[str, Any] = {}
+        options = dict(self.send_options)
         if queue is not None:
             options["queue"] = queue
+        if priority is not None:
+            options["priority"] = priority
+        if delay:
+            options["countdown"] = delay
         return self.app.send_task(task, args=list(args), kwargs=dict(kwargs or {}), **options)
 
     def call(
@@ -38,25 +69,37 @@ class CeleryDispatcher:
         *,
         queue: str | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,  # ignored: no Celery equivalent
     ) -> CallResult:
+        """Send the task and wait for its result; never raises for transport or task errors."""
         from celery.exceptions import TimeoutError as CeleryTimeout  # noqa: PLC0415
 
         started = time.monotonic()
         wait = self.default_timeout if timeout is None else timeout
         try:
-            async_result = self._send(task, args, kwargs, queue)
+            async_result = self._send(task, args, kwargs, queue, priority, None)
         except Exception as exc:
-            result = CallResult.failure("", "enqueue_error", f"{type(exc).__name__}: {exc}")
+            result = CallResult.failure("", "enqueue_error", _describe(exc))
         else:
             key = str(async_result.id)
             try:
-                value = async_result.get(timeout=wait)
+                value = async_result.get(timeout=wait, propagate=False)
+                succeeded = bool(async_result.successful())
             except CeleryTimeout:
                 result = CallResult.failure(key, "timeout", f"no reply within {wait:g}s")
             except Exception as exc:
-                result = CallResult.failure(key, "task_error", f"{type(exc).__name__}: {exc}")
+                result = CallResult.failure(
+                    key, "timeout", f"waiting for the reply failed: {_describe(exc)}"
+                )
             else:
-                result = CallResult.success(key, value)
+                if succeeded:
+                    result = CallResult.success(key, value)
+                elif isinstance(value, BaseException):
+                    result = CallResult.failure(key, "task_error", _describe(value))
+                else:
+                    state = async_result.state
+                    result = CallResult.failure(key, "task_error", f"task ended in state {state}")
         metrics.CALL_DURATION.labels(task, result.kind).observe(time.monotonic() - started)
         return result
 
@@ -67,6 +110,9 @@ class CeleryDispatcher:
         kwargs: Mapping[str, Any] | None = None,
         *,
         queue: str | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,  # ignored: no Celery equivalent
+        delay: float | None = None,
     ) -> str:
-        """Send without waiting; returns the Celery task id."""
-        return str(self._send(task, args, kwargs, queue).id)
+        """Send without waiting; returns the Celery task id. Raises what ``send_task`` raises."""
+        return str(self._send(task, args, kwargs, queue, priority, delay).id)

@@ -2,7 +2,13 @@
 Postgres or to the legacy transport by the gate, decided per call.
 
 Application code holds one dispatcher and never changes with the route; a flip of the flag (or the
-kill-switch) moves every caller within the gate's TTL, and back just as fast.
+kill-switch) moves every caller within the gate's TTL, and back just as fast. Options the caller
+leaves out are not passed on, so each route applies its own defaults: a call routed to Celery is
+the very ``send_task`` the application made before (its queue comes from Celery's routing, not
+from pgqueue's ``"default"``).
+
+``enqueue`` returns the route's own id: a Postgres ``msg_id`` (int) or a Celery task id (str).
+Ids are only meaningful to the system that issued them; the type tells which one.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class Dispatcher(Protocol):
         *,
         queue: str = ...,
         timeout: float | None = ...,
+        priority: int = ...,
+        tenant: str = ...,
     ) -> CallResult: ...
 
     def enqueue(
@@ -37,11 +45,22 @@ class Dispatcher(Protocol):
         kwargs: Mapping[str, Any] | None = ...,
         *,
         queue: str = ...,
-    ) -> Any: ...
+        priority: int = ...,
+        tenant: str = ...,
+        delay: float = ...,
+    ) -> int | str: ...
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    return {name: value for name, value in options.items() if value is not None}
 
 
 class RoutingDispatcher:
-    """Send each call to ``pg`` when the gate is on, to ``fallback`` otherwise."""
+    """Send each call to ``pg`` when the gate is on, to ``fallback`` otherwise.
+
+    Every decision is logged at DEBUG and counted in ``pgqueue_gate_decisions_total``; a call
+    goes to exactly one route and is never retried on the other.
+    """
 
     def __init__(self, pg: Dispatcher, fallback: Dispatcher, gate: Gate) -> None:
         self.pg = pg
@@ -61,12 +80,13 @@ class RoutingDispatcher:
         *,
         queue: str | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
     ) -> CallResult:
         """Run a task on the current route and wait for it; never raises for task errors."""
         route = self._route("call", task)
-        if queue is None:
-            return route.call(task, args, kwargs, timeout=timeout)
-        return route.call(task, args, kwargs, queue=queue, timeout=timeout)
+        options = _given(queue=queue, priority=priority, tenant=tenant)
+        return route.call(task, args, kwargs, timeout=timeout, **options)
 
     def enqueue(
         self,
@@ -75,9 +95,11 @@ class RoutingDispatcher:
         kwargs: Mapping[str, Any] | None = None,
         *,
         queue: str | None = None,
-    ) -> Any:
+        priority: int | None = None,
+        tenant: str | None = None,
+        delay: float | None = None,
+    ) -> int | str:
         """Fire and forget on the current route: a msg_id (Postgres) or a Celery task id."""
         route = self._route("enqueue", task)
-        if queue is None:
-            return route.enqueue(task, args, kwargs)
-        return route.enqueue(task, args, kwargs, queue=queue)
+        options = _given(queue=queue, priority=priority, tenant=tenant, delay=delay)
+        return route.enqueue(task, args, kwargs, **options)

@@ -8,6 +8,7 @@ import json
 import socket
 
 from pgqueue import admin
+from pgqueue.admin import parse_flag_value
 from pgqueue.cli.common import add_dsn, dsn_of
 
 
@@ -37,22 +38,44 @@ def cmd_gate(args: argparse.Namespace) -> int:
             print(json.dumps(None) if args.json else "gate pg_queue_enabled: never set (off)")
             return 0
     else:
-        source = args.source or f"cli {getpass.getuser()}@{socket.gethostname()}"
+        source = args.source or f"cli {_user()}@{socket.gethostname()}"
         state = admin.set_flag(
             dsn, admin.GATE_FLAG, enabled=args.action == "on", value=args.action, source=source
         )
+    effective = _effective(state)
     record = {
         "key": state.key,
         "enabled": state.enabled,
         "value": state.value,
+        "effective": "on" if effective else "off",
         "source": state.source,
         "updated_at": state.updated_at.isoformat(),
     }
+    if args.action != "status":
+        record["changed"] = state.changed
     if args.json:
         print(json.dumps(record))
-    else:
-        print(
-            f"gate {state.key}: {'on' if state.enabled else 'off'} (value {state.value!r}, "
-            f"source {state.source!r}, changed {state.updated_at.isoformat()})"
-        )
+        return 0
+    note = "" if parse_flag_value(state.value or "off") is not None else " — unparseable, so off"
+    print(f"gate {state.key}: {record['effective']}")
+    print(f"  value:   {state.value!r}{note}")
+    print(f"  enabled: {str(state.enabled).lower()}")
+    print(f"  source:  {state.source or '-'}")
+    print(f"  changed: {state.updated_at.isoformat()}")
+    if args.action != "status" and not state.changed:
+        print("  (it already was; nothing flipped)")
     return 0
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container running as a bare uid)
+        return "unknown"
+
+
+def _effective(state: admin.FlagState) -> bool:
+    """What the gate makes of the flag: the raw value when there is one; unparseable is off."""
+    if not state.value:
+        return state.enabled
+    return parse_flag_value(state.value) is True

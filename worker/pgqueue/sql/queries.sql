@@ -279,3 +279,9 @@ SELECT version FROM pgqueue.schema_version ORDER BY version;
 
 -- name: schema_version_record
 INSERT INTO pgqueue.schema_version (version, name) VALUES (%(version)s, %(name)s);
+
+-- name: gate_read_limits
+-- Limits of the gate's flag read, transaction-local (pooler-safe): a locked or stalled flag table
+-- fails the read fast, and the gate fails closed instead of making callers wait.
+SELECT set_config('statement_timeout', %(timeout)s, true),
+       set_config('lock_timeout', %(timeout)s, true);
