@@ -51,7 +51,11 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "pgqueue-operator"
 DASHBOARD = CHART / "dashboards" / "pgqueue.json"
 SAMPLE = REPO / "crds" / "samples" / "minimal.yaml"
-RELEASE = "pgqueue"
+RELEASE = "migration-day"
+"""Helm release name; cluster-scoped RBAC objects are named after it, so it is distinct from
+the k8s tier's releases."""
+FULLNAME = f"{RELEASE}-pgqueue-operator"
+"""The chart's ``pgqueue-operator.fullname`` for that release."""
 WORKER_REPLICAS = 2
 LEASE_SECONDS = 3.0
 GATE_TTL = 1.0
@@ -394,7 +398,7 @@ class Story:
             )
             check(len(pods) == 1, f"expected one operator pod, got {len(pods)}")
             self.operator = self.run_pod(pods[0], {"KUBECONFIG": str(self.kube.kubeconfig)})
-            board = self.get("configmap", f"{RELEASE}-pgqueue-operator-dashboard")
+            board = self.get("configmap", f"{FULLNAME}-dashboard")
             check(
                 board is not None
                 and board["metadata"]["labels"].get("grafana_dashboard") == "1"
@@ -566,7 +570,7 @@ class Story:
 
     def scrape_jobs(self) -> list[dict[str, Any]]:
         """Scrape jobs from the metrics Services the chart and the operator rendered."""
-        operator_svc = self.get("service", f"{RELEASE}-pgqueue-operator-metrics")
+        operator_svc = self.get("service", f"{FULLNAME}-metrics")
         check(operator_svc is not None, "the operator's metrics Service is missing")
         services = [operator_svc]
         if self.workers:
