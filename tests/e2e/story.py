@@ -5,6 +5,8 @@ demo-k8s`` runs it with ``python -m tests.e2e.story``, which starts the same rea
 Each step is printed with its timing. Nothing is mocked: a real API server and controller-manager,
 Helm, the operator and the worker pods started from the specs the API server holds (there is no
 kubelet here, so :mod:`tests.support.e2e_pods` plays it), Postgres, Redis + Celery, Prometheus.
+On a cluster with a kubelet (``make e2e-kind``) the same story leaves the pods to it and reaches
+them through ``kubectl port-forward``.
 
 The dashboard's PromQL (``charts/pgqueue-operator/dashboards/pgqueue.json``) is what step 5 runs
 against the real Prometheus, and what :meth:`Story.plot` draws into ``docs/e2e/``.
@@ -612,11 +614,11 @@ class Story:
     def step3_gate_off(self) -> None:
         with self.step("3. the application calls through RoutingDispatcher: gate off → Celery"):
             self.decisions_before = self.gate_decisions()  # this process may have made others
-            self.app = Application(self.dsn, self.broker)
-            self.stack.callback(self.app.close)
-            self.app.start_loop()
-            eventually("20 calls", lambda: len(self.app.snapshot()) >= 20 or None, 60)  # type: ignore[union-attr]
-            calls = self.app.snapshot()
+            app = self.app = Application(self.dsn, self.broker)
+            self.stack.callback(app.close)
+            app.start_loop()
+            eventually("20 calls", lambda: len(app.snapshot()) >= 20, 60)
+            calls = app.snapshot()
             routes = {c.route for c in calls}
             check(routes == {"celery"}, f"with the gate off calls went to {routes}")
             check(all(c.ok and c.value == c.expected for c in calls), "a Celery call failed")
@@ -625,7 +627,8 @@ class Story:
     # -- 4 ----------------------------------------------------------------------------------
 
     def flip(self, enabled: bool) -> Flip:
-        assert self.app is not None
+        app = self.app
+        assert app is not None
         value = "true" if enabled else "false"
         route = "pg" if enabled else "celery"
         patched_at = time.time()
@@ -641,7 +644,7 @@ class Story:
         def settled() -> float | None:
             # The first call on the new route after which every call took it, with two more
             # calls behind it so "every" is observed, not assumed.
-            calls = [c for c in self.app.snapshot() if c.started >= patched_at]  # type: ignore[union-attr]
+            calls = [c for c in app.snapshot() if c.started >= patched_at]
             for i, c in enumerate(calls):
                 rest = calls[i:]
                 if all(r.route == route for r in rest) and len(rest) >= 3:
