@@ -10,7 +10,7 @@ demo-k8s: k8s-tools ## Migration day as a script with timings: helm install, app
 	$(PYTHON) -m tests.e2e.story --plots $(E2E_PLOTS)
 
 .PHONY: e2e-kind
-e2e-kind: ## The same e2e test on a kind cluster with real pods (creates it, kind-loads both images); untested in our CI
+e2e-kind: images ## The same e2e test on a kind cluster with real pods (creates it, kind-loads both images); untested in our CI
 	@command -v $(KIND) >/dev/null || { echo "kind is not installed (https://kind.sigs.k8s.io)"; exit 1; }
 	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
 	mkdir -p $(dir $(KIND_KUBECONFIG)) && $(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
