@@ -784,6 +784,18 @@ def versions(pg: Postgres, redis: Redis | None) -> dict[str, str]:
             out[binary] = done.stdout.strip().splitlines()[0] if done.stdout.strip() else "?"
         except (OSError, subprocess.TimeoutExpired):
             out[binary] = "absent"
+    # Workers run the working tree: say which core was measured, and whether it was edited.
+    repo = Path(__file__).resolve().parents[3]
+    for key, argv in (
+        ("core_revision", ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]),
+        ("core_edited", ["git", "-C", str(repo), "status", "--porcelain", "--", "worker/pgqueue"]),
+    ):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            text = done.stdout.strip()
+            out[key] = text if key == "core_revision" else ("yes" if text else "no")
+        except (OSError, subprocess.TimeoutExpired):
+            out[key] = "unknown"
     out["cpus"] = str(os.cpu_count())
     out["redis_used"] = "yes" if redis is not None else "no"
     return out
