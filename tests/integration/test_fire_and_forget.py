@@ -110,6 +110,7 @@ def test_tenant_fairness_small_tenant_is_not_starved(pg_dsn: str, workers: Worke
         "SELECT count(*) FROM test_runs WHERE phase='end' AND key LIKE 'a%%' AND run_id < "
         "(SELECT max(run_id) FROM test_runs WHERE key LIKE 'b%%')",
     )
+    print(f"\nfairness: B finished after {a_done} of A's 5000")
     assert a_done < 2500, f"B finished after {a_done} of A's 5000 (must be before half)"
 
 

@@ -314,6 +314,7 @@ class Worker:
             "worker_id": self.worker_id,
             "tenant_cursor": cursor.tenant,
             "tenant_span": 64,
+            "salt": os.urandom(4).hex(),
         }
         try:
             rows = self._conn.execute(sqlfiles.query("claim"), params).fetchall()

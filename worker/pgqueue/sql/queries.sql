@@ -50,7 +50,7 @@ WITH RECURSIVE tenants(tenant, n) AS (
     WHERE t.tenant IS NOT NULL AND t.n < %(tenant_span)s
 ),
 candidates AS (
-    SELECT c.msg_id, c.priority,
+    SELECT c.msg_id, c.priority, c.tenant,
            row_number() OVER (PARTITION BY c.tenant ORDER BY c.priority DESC, c.msg_id) AS rank
     FROM tenants t
     CROSS JOIN LATERAL (
@@ -61,11 +61,17 @@ candidates AS (
     ) c
     WHERE t.tenant IS NOT NULL
 ),
+-- Within a priority, each tenant's first row, then each tenant's second, ...; tenants that tie
+-- are shuffled per claim (%(salt)s), so a claim of one row does not always favour the same one.
+ordered AS (
+    SELECT array_agg(msg_id ORDER BY priority DESC, rank, md5(tenant || %(salt)s), msg_id) AS ids
+    FROM candidates
+),
 picked AS (
-    SELECT m.msg_id FROM pgqueue.message m
-    JOIN candidates c USING (msg_id)
-    WHERE m.vt <= now()
-    ORDER BY c.priority DESC, c.rank, c.msg_id
+    -- By primary key from the short candidate list: never a scan of the backlog.
+    SELECT m.msg_id FROM pgqueue.message m, ordered o
+    WHERE m.msg_id = ANY (o.ids) AND m.vt <= now()
+    ORDER BY array_position(o.ids, m.msg_id)
     LIMIT %(limit)s
     FOR UPDATE OF m SKIP LOCKED
 )
