@@ -7,7 +7,11 @@ it exposes its other metrics (they live in the default registry).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Worker series live in a registry of their own, served only by the worker's endpoint, so an
+# application that imports pgqueue to call tasks does not export idle worker gauges.
+WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Fine buckets at the low end: an RPC on a healthy database takes milliseconds.
 LATENCY_BUCKETS = (
@@ -20,37 +24,55 @@ TASKS = Counter(
     "pgqueue_tasks",
     "Task runs finished, by outcome (completed, failed, retried, dead_lettered, timed_out, lost).",
     ["queue", "task", "outcome"],
+    registry=WORKER_REGISTRY,
 )
 TASK_DURATION = Histogram(
     "pgqueue_task_duration_seconds",
     "Wall time of one task run in its child process.",
     ["queue", "task"],
     buckets=LATENCY_BUCKETS,
+    registry=WORKER_REGISTRY,
 )
 QUEUE_WAIT = Histogram(
     "pgqueue_queue_wait_seconds",
     "Time from enqueue to the start of the run.",
     ["queue"],
     buckets=LATENCY_BUCKETS,
+    registry=WORKER_REGISTRY,
 )
 RPC_LATENCY = Histogram(
     "pgqueue_rpc_latency_seconds",
     "Time from enqueue to the reply being stored, for request-reply messages.",
     ["queue", "task"],
     buckets=LATENCY_BUCKETS,
+    registry=WORKER_REGISTRY,
 )
-BUSY_SLOTS = Gauge("pgqueue_worker_busy_slots", "Child-process slots running a task now.")
-SLOTS = Gauge("pgqueue_worker_slots", "Child-process slots of this worker.")
-LEASE_RENEWALS = Counter("pgqueue_lease_renewals", "Leases extended while their task ran.")
+BUSY_SLOTS = Gauge(
+    "pgqueue_worker_busy_slots",
+    "Child-process slots running a task now.",
+    registry=WORKER_REGISTRY,
+)
+SLOTS = Gauge(
+    "pgqueue_worker_slots", "Child-process slots of this worker.", registry=WORKER_REGISTRY
+)
+LEASE_RENEWALS = Counter(
+    "pgqueue_lease_renewals", "Leases extended while their task ran.", registry=WORKER_REGISTRY
+)
 LEASE_LOST = Counter(
     "pgqueue_lease_lost",
     "Leases found lost (message gone or claimed by another worker) at renewal or ack.",
+    registry=WORKER_REGISTRY,
 )
 HEARTBEAT_AGE = Gauge(
-    "pgqueue_heartbeat_age_seconds", "Seconds since the supervisor loop last stamped its heartbeat."
+    "pgqueue_heartbeat_age_seconds",
+    "Seconds since the supervisor loop last stamped its heartbeat.",
+    registry=WORKER_REGISTRY,
 )
 DB_ERRORS = Counter(
-    "pgqueue_worker_database_errors", "Database operations that failed and were retried.", ["op"]
+    "pgqueue_worker_database_errors",
+    "Database operations that failed and were retried.",
+    ["op"],
+    registry=WORKER_REGISTRY,
 )
 
 # Client series.

@@ -52,7 +52,8 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
 
         def _metrics(self) -> tuple[int, bytes, str]:
             metrics.HEARTBEAT_AGE.set(health.age())
-            return 200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+            body = generate_latest(metrics.WORKER_REGISTRY) + generate_latest(REGISTRY)
+            return 200, body, CONTENT_TYPE_LATEST
 
         def _healthz(self) -> tuple[int, bytes, str]:
             age = health.age()
