@@ -3,6 +3,7 @@ under load, a database outage, the kill-switch (issue 3's acceptance points)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -15,16 +16,18 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from celery import Celery
 
 from pgqueue import Client, admin
 from pgqueue.celery_adapter import CeleryDispatcher
-from pgqueue.embedded import EmbeddedPostgres
+from pgqueue.embedded import EmbeddedPostgres, free_port
 from pgqueue.gating import Gate
 from pgqueue.metrics import GATE_DECISIONS
 from pgqueue.migrating import migrate
 from pgqueue.routing import RoutingDispatcher
 from tests.support import runs
-from tests.support.celery_redis import LegacyWorker
+from tests.support.celery_redis import LegacyWorker, close_app
+from tests.support.legacy_tasks import make_app
 from tests.support.workers import WorkerFactory, wait_until
 
 TASKS = "tests.support.gate_tasks"
@@ -325,3 +328,29 @@ def test_gate_cli_without_a_database_fails_in_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         "pgqueue: error: gate: --dsn: no database given (set PGQUEUE_DSN or pass --dsn)"
     ]
+
+
+def test_celery_route_without_a_worker_is_a_timeout(celery_app: Celery) -> None:
+    started = time.monotonic()
+    result = CeleryDispatcher(celery_app).call("gate.add", [1, 2], timeout=0.5)
+    assert (result.kind, result.error) == ("timeout", "no reply within 0.5s")
+    assert result.reply_key, "the Celery task id, to find the message later"
+    assert time.monotonic() - started < 5
+
+
+def test_celery_route_with_the_broker_down_is_an_enqueue_error(fresh_redis: str) -> None:
+    app = make_app(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    fast = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+    app.conf.update(
+        result_backend=fresh_redis,
+        task_publish_retry_policy=fast,
+        broker_connection_timeout=1,
+    )
+    try:
+        result = CeleryDispatcher(app).call("gate.add", [1, 2], timeout=5)
+    finally:
+        close_app(app)
+        gc.collect()
+    assert result.kind == "enqueue_error"
+    assert result.reply_key == ""
+    assert "\n" not in result.error

@@ -13,6 +13,10 @@ Options are passed on only when given: ``queue`` → ``queue``, ``priority`` →
 broker's own scale, not translated), ``delay`` → ``countdown``; ``tenant`` has no Celery
 equivalent and is ignored. ``send_options`` (constructor) are added to every ``send_task``, for
 options the application passed before (``routing_key``, ``expires`` ...).
+
+How long a failing broker or result backend takes to fail is Celery's own configuration
+(``task_publish_retry_policy``, ``result_backend_transport_options["retry_policy"]``): the legacy
+route behaves as it did before the migration, including its stalls.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from pgqueue.replies import CallResult
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """``"<Type>: <message>"`` on one line (Celery's and redis' messages span lines)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 class CeleryDispatcher:
