@@ -154,7 +154,7 @@ def test_a_flip_reaches_callers_within_the_ttl(table: FlagTable) -> None:
     table.value = "false"
     flipped = time.monotonic()
     wait_until(lambda: not gate.enabled(), 2, "the gate to follow the flip")
-    assert time.monotonic() - flipped < 0.1 + 0.1
+    assert time.monotonic() - flipped < 0.1 + 1.0
 
 
 def test_read_errors_fail_closed_with_one_warning_per_outage(
@@ -198,10 +198,10 @@ def test_a_read_that_hangs_serves_the_last_decision_briefly_then_fails_closed(
     assert gate.decide().route == "pg", "the previous decision while another caller reads"
     wait_until(lambda: gate.decide().reason == "error", 2, "callers to fail closed")
     waited = time.monotonic() - stuck_at
-    assert waited < 0.3 + 0.2, waited
+    assert waited < 0.3 + 1.0, waited  # connect_timeout (plus scheduling), not the 10 s hold
     started = time.monotonic()
     assert gate.decide().reason == "error"
-    assert time.monotonic() - started < 0.05, "callers do not queue behind the stuck read"
+    assert time.monotonic() - started < 1.0, "callers do not queue behind the stuck read"
     warnings = gate_records(caplog, logging.WARNING)
     assert len(warnings) == 1
     assert "has not answered" in warnings[0]
@@ -274,6 +274,20 @@ def test_unparseable_kill_switch_fails_closed_and_names_the_value(
     warnings = gate_records(caplog, logging.WARNING)
     assert len(warnings) == 1
     assert "'nope-ish'" in warnings[0]
+
+
+def test_a_forked_child_does_not_use_the_parents_connection(
+    table: FlagTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = make_gate(table)
+    assert gate.decide().route == "pg"
+    parents = gate._conn
+    assert parents is not None
+    monkeypatch.setattr("pgqueue.gating.os.getpid", lambda: -1)  # as if in a forked child
+    assert gate.decide().route == "pg"
+    assert gate._conn is not parents
+    assert not parents.closed, "the parent's session is left alone"
+    assert table.connects == 2
 
 
 def test_gate_rejects_nonsense_settings() -> None:

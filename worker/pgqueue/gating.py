@@ -94,11 +94,14 @@ class Gate:
         self._in_outage = False
         self._warned_values: set[str] = set()
         self.reads = 0  # database reads attempted (tests and curious operators)
+        self._pid = os.getpid()
 
     # -- deciding --------------------------------------------------------------------------
 
     def decide(self) -> Decision:
         """Where the next call goes, and why; counted in pgqueue_gate_decisions_total."""
+        if self._pid != os.getpid():
+            self._after_fork()
         decision = KILLED if self._kill_switch() else self._cached_decision()
         metrics.GATE_DECISIONS.labels(decision.route, decision.reason).inc()
         return decision
@@ -237,6 +240,16 @@ class Gate:
             except (psycopg.Error, OSError):
                 log.debug("gate: closing a broken connection failed", exc_info=True)
         self._conn = None
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn --preload, Celery prefork): the parent's connection and
+        locks are not ours. Forget them without closing (closing would end the parent's session)."""
+        self._pid = os.getpid()
+        self._conn = None
+        self._entry = None
+        self._refresh = threading.Lock()
+        self._state = threading.Lock()
+        self._read_started = self._read_done = 0.0
 
     def close(self) -> None:
         with self._refresh:
