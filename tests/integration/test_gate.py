@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+import redis
 from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
 
 from pgqueue import Client, admin
 from pgqueue.celery_adapter import CeleryDispatcher
@@ -354,3 +356,48 @@ def test_celery_route_with_the_broker_down_is_an_enqueue_error(fresh_redis: str)
     assert result.kind == "enqueue_error"
     assert result.reply_key == ""
     assert "\n" not in result.error
+
+
+def _envelopes(url: str, queue: str) -> list[dict[str, object]]:
+    """The Celery messages waiting in a Redis queue, minus what differs per message (its ids)."""
+    client = redis.Redis.from_url(url)
+    try:
+        raw = client.lrange(queue, 0, -1)
+    finally:
+        client.close()
+    found = []
+    for item in reversed(raw):  # LPUSHed: oldest last
+        message = json.loads(item)
+        for name in ("id", "root_id"):
+            message["headers"].pop(name)
+        for name in ("correlation_id", "delivery_tag"):
+            message["properties"].pop(name)
+        found.append(message)
+    return found
+
+
+def test_gate_off_sends_the_very_message_the_legacy_code_sent(
+    pg_dsn: str, fresh_redis: str, celery_app: Celery
+) -> None:
+    """Byte for byte: the broker receives the same envelope and body from the router as from the
+    application's own ``send_task`` (only the per-message ids differ)."""
+    admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=False, value="off", source="test")
+    args, kwargs = [1, 2], {"note": "ünïcode"}
+    with Client(pg_dsn) as client, Gate(pg_dsn, ttl=0.0) as gate:
+        router = RoutingDispatcher(client, CeleryDispatcher(celery_app), gate)
+        # Fire and forget: send_task, then the router's enqueue.
+        celery_app.send_task("gate.add", args=args, kwargs=kwargs, queue="bytes")
+        assert isinstance(router.enqueue("gate.add", args, kwargs, queue="bytes"), str)
+        # Request-reply (no worker listens, so both time out): send_task().get(), then call.
+        with pytest.raises(CeleryTimeout):
+            celery_app.send_task("gate.add", args=args, kwargs=kwargs, queue="bytes-call").get(
+                timeout=0.2
+            )
+        assert router.call("gate.add", args, kwargs, queue="bytes-call", timeout=0.2).kind == (
+            "timeout"
+        )
+    legacy_fire, routed_fire = _envelopes(fresh_redis, "bytes")
+    assert routed_fire == legacy_fire
+    legacy_call, routed_call = _envelopes(fresh_redis, "bytes-call")
+    assert routed_call == legacy_call
+    assert legacy_call["body"] == legacy_fire["body"]  # args, kwargs, embed (base64 JSON)
