@@ -211,12 +211,19 @@ def test_database_outage_fails_closed_warns_once_and_recovers(
         assert router.call("gate.tagged", ["before"], timeout=20).value["route"] == "pg"
         errors_before = _decisions("fallback", "error")
         flags_server.stop("immediate")
-        caplog.set_level(logging.WARNING, logger="pgqueue.gating")
+        caplog.set_level(logging.INFO, logger="pgqueue.gating")
         during = [router.call("gate.tagged", [f"down{i}"], timeout=20) for i in range(10)]
         assert {r.value["route"] for r in during} == {"celery"}
-        warnings = [r for r in caplog.records if r.name == "pgqueue.gating"]
-        assert len(warnings) == 1, [r.getMessage() for r in warnings]
-        assert "routing to the fallback" in warnings[0].getMessage()
+
+        def logged(level: int) -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "pgqueue.gating" and r.levelno == level
+            ]
+
+        assert len(logged(logging.WARNING)) == 1, logged(logging.WARNING)
+        assert "routing to the fallback" in logged(logging.WARNING)[0]
         assert _decisions("fallback", "error") >= errors_before + 10
         flags_server.start()
         wait_until(
@@ -224,6 +231,9 @@ def test_database_outage_fails_closed_warns_once_and_recovers(
             20,
             "routing to resume by itself",
         )
+        assert len(logged(logging.WARNING)) == 1, "one warning for the whole outage"
+        assert len(logged(logging.INFO)) == 1
+        assert "readable again" in logged(logging.INFO)[0]
         gate.close()
 
 
