@@ -203,6 +203,7 @@ class Client:
             "delay": float(delay),
             "deadline": deadline,
             "notify": self.settings.notify,
+            "async_commit": reply_key is not None and self.settings.async_call_commit,
         }
         try:
             with self._pool.connection() as conn:
@@ -305,7 +306,9 @@ class Client:
                 event.clear()
             else:
                 time.sleep(nap)
-            pause = min(pause * 2, self.settings.poll_max)
+            # Flat and fast while a short task's reply is likely, then doubling up to the cap.
+            if polls >= self.settings.poll_flat:
+                pause = min(pause * 2, self.settings.poll_max)
 
     def _reply_listener(self) -> _ReplyListener | None:
         if self.settings.pooled:

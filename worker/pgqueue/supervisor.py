@@ -141,6 +141,10 @@ class Worker:
             self.health.beat()
             busy = [s for s in self.slots if s.busy]
             metrics.BUSY_SLOTS.set(len(busy))
+            # Ready = connected, taking work, and a slot has imported the tasks.
+            self.health.ready = (
+                self._conn is not None and not self._stopping and any(s.ready for s in self.slots)
+            )
             if self._stopping and self.buffer:
                 # Claimed but not started: visible to other workers at once (§3.11).
                 self._release([msg for msg, _ in self.buffer])
@@ -310,6 +314,7 @@ class Worker:
         params = {
             "queue": queue,
             "limit": limit,
+            "candidates": limit * 4 + 4,
             "lease": self.s.lease,
             "worker_id": self.worker_id,
             "tenant_cursor": cursor.tenant,

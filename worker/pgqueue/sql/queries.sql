@@ -5,15 +5,23 @@
 -- name: enqueue
 -- One message. delay and deadline are seconds from now (deadline null: none). Idle workers are
 -- woken by a NOTIFY that is delivered with this very commit (and not at all if it rolls back).
-WITH ins AS (
+-- A call's message may commit asynchronously (%(async_commit)s): lost in a crash, it shows as the
+-- caller's timeout, never as a double run, and the worker's synchronous reply commit flushes it.
+WITH cfg AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN %(async_commit)s THEN 'off'
+                           ELSE current_setting('synchronous_commit') END, true) AS mode
+),
+ins AS (
     INSERT INTO pgqueue.message (queue, task_name, payload, reply_key, priority, tenant, vt, deadline)
     VALUES (%(queue)s, %(task_name)s, %(payload)s, %(reply_key)s, %(priority)s, %(tenant)s,
             now() + make_interval(secs => %(delay)s),
             now() + make_interval(secs => %(deadline)s))
     RETURNING msg_id, queue
 )
-SELECT msg_id, CASE WHEN %(notify)s THEN pg_notify('pgqueue_enqueue', queue) END AS notified
-FROM ins;
+SELECT msg_id, CASE WHEN %(notify)s THEN pg_notify('pgqueue_enqueue', queue) END AS notified,
+       cfg.mode
+FROM ins, cfg;
 
 -- name: enqueue_many
 -- A batch in one statement: parallel arrays, one element per message; one NOTIFY per queue.
@@ -57,7 +65,8 @@ candidates AS (
         SELECT m.msg_id, m.priority, m.tenant FROM pgqueue.message m
         WHERE m.queue = %(queue)s AND m.tenant = t.tenant AND m.vt <= now()
         ORDER BY m.priority DESC, m.msg_id
-        LIMIT %(limit)s
+        -- Over-fetched: SKIP LOCKED applies later, and concurrent claimers see the same rows.
+        LIMIT %(candidates)s
     ) c
     WHERE t.tenant IS NOT NULL
 ),
