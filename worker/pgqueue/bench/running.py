@@ -1,8 +1,8 @@
 """One benchmark run from start to cleanup: servers up, scenarios in order, outputs written.
 
 Whatever happens (a scenario fails, Ctrl-C, SIGTERM) the ``finally`` stops every subprocess and
-the Postgres server; the work folder (server data, process logs) is deleted after a success and
-kept after a failure, with its path in the error, for the logs.
+the Postgres server; the work folder (server data, process logs) is deleted after a success; after
+a failure its process logs stay, with the path in a warning, and the server data goes.
 """
 
 from __future__ import annotations
@@ -89,8 +89,12 @@ def run(params: BenchParams, out_dir: Path, *, keep_workdir: bool = False) -> di
         signal.signal(signal.SIGTERM, previous)
         if ok and not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-        else:
+        elif keep_workdir:
             log.warning("benchmark work folder (logs, server data) kept at %s", workdir)
+        else:
+            # A failed run keeps its process logs for the post-mortem, not the server's data.
+            shutil.rmtree(workdir / "pgdata", ignore_errors=True)
+            log.warning("benchmark process logs kept at %s", workdir)
     results["wall_seconds"] = time.monotonic() - started
     results["targets"] = report.evaluate_targets(results)
     assert bench is not None
