@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgqueue import metrics
 from pgqueue.replies import CallResult
+
+if TYPE_CHECKING:
+    from pgqueue.routing import Dispatcher
 
 
 def _describe(exc: BaseException) -> str:
@@ -121,3 +124,9 @@ class CeleryDispatcher:
     ) -> str:
         """Send without waiting; returns the Celery task id. Raises what ``send_task`` raises."""
         return str(self._send(task, args, kwargs, queue, priority, delay).id)
+
+
+if TYPE_CHECKING:
+
+    def _is_a_dispatcher(celery: CeleryDispatcher) -> Dispatcher:
+        return celery  # mypy checks the adapter against the protocol here

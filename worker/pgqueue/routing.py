@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pgqueue.gating import Gate
 from pgqueue.replies import CallResult
+
+if TYPE_CHECKING:
+    from pgqueue.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,12 @@ class Dispatcher(Protocol):
         tenant: str = ...,
         delay: float = ...,
     ) -> int | str: ...
+
+
+if TYPE_CHECKING:
+
+    def _client_is_a_dispatcher(client: Client) -> Dispatcher:
+        return client  # mypy checks the Client against the protocol here
 
 
 def _given(**options: Any) -> dict[str, Any]:
