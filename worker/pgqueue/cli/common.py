@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any, NoReturn, TypeVar
@@ -122,3 +123,30 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def config_error(exc: ConfigurationError) -> CliError:
     return CliError(option_of(exc.field), exc.problem)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (underscores allowed: 50_000)."""
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def seconds(text: str, *, allow_zero: bool = False) -> float:
+    """argparse type: a finite number of seconds, > 0 (or ≥ 0 with allow_zero)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text}")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    return seconds(text, allow_zero=True)

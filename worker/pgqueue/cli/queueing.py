@@ -15,7 +15,10 @@ from pgqueue.cli.common import (
     build_settings,
     dsn_of,
     env_default,
+    non_negative_seconds,
     parse_json,
+    positive_int,
+    seconds,
 )
 from pgqueue.client import Client
 from pgqueue.migrating import migrate
@@ -36,36 +39,6 @@ def _priority(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer 1..10, got {text!r}") from None
     if not 1 <= value <= 10:
         raise argparse.ArgumentTypeError(f"must be 1..10, got {value}")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {value:g}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0 seconds, got {value:g}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
     return value
 
 
@@ -104,7 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _message_options(p)
     p.add_argument(
         "--delay",
-        type=_non_negative,
+        type=non_negative_seconds,
         default=0.0,
         help="Seconds before it becomes visible (default 0).",
     )
@@ -118,7 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _message_options(p)
     p.add_argument(
         "--timeout",
-        type=_positive,
+        type=seconds,
         default=env_default("--timeout", 30.0),
         help="Seconds to wait for the reply (env PGQUEUE_TIMEOUT; default 30).",
     )
@@ -137,13 +110,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_dsn(p)
     p.add_argument("--queue", type=_queue, default=None, help="Only this queue.")
     p.add_argument(
-        "--limit", type=_positive_int, default=100, help="At most this many (default 100)."
+        "--limit", type=positive_int, default=100, help="At most this many (default 100)."
     )
     p.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
     p.set_defaults(handler=cmd_dlq_list)
     p = dsub.add_parser("replay", help="Put a dead letter back on its queue as a fresh message.")
     add_dsn(p)
-    p.add_argument("dl_id", type=_positive_int, help="The dead letter's id (from dlq list).")
+    p.add_argument("dl_id", type=positive_int, help="The dead letter's id (from dlq list).")
     p.set_defaults(handler=cmd_dlq_replay)
     p = dsub.add_parser("purge", help="Delete dead letters (all, or one queue's).")
     add_dsn(p)
