@@ -178,9 +178,13 @@ def relation_sizes(dsn: str) -> dict[str, float]:
 
 
 def _claim_params(limit: int) -> dict[str, Any]:
+    """The parameters the supervisor passes to ``claim`` (extra keys are ignored by psycopg, so
+    this may list parameters of newer or older versions of the statement)."""
     return {
         "queue": "default",
         "limit": limit,
+        "candidates": limit * 4 + 4,
+        "salt": os.urandom(4).hex(),
         "lease": 60.0,
         "worker_id": "bench",
         "tenant_cursor": "",
