@@ -9,8 +9,10 @@ from pgqueue import admin
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
 from pgqueue.client import Client, Message
 from pgqueue.errors import PgQueueError
+from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
 from pgqueue.replies import CallResult
+from pgqueue.routing import Dispatcher, RoutingDispatcher
 from pgqueue.settings import ClientSettings, WorkerSettings
 from pgqueue.tasks import task
 
@@ -19,10 +21,13 @@ __all__ = [
     "CallResult",
     "Client",
     "ClientSettings",
+    "Dispatcher",
     "FlagState",
+    "Gate",
     "Message",
     "PgQueueError",
     "QueueStats",
+    "RoutingDispatcher",
     "WorkerSettings",
     "admin",
     "migrate",
