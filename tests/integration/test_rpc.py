@@ -143,3 +143,20 @@ def test_drop_branches_dead_letter_and_fail_the_caller_fast(
     assert reason in letters[0][1]
     assert letters[0][2] == "hand-made-key"
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0
+
+
+def test_a_client_created_before_a_fork_works_in_both_processes(pg_dsn: str) -> None:
+    import os
+
+    with Client(pg_dsn) as c:
+        first = c.enqueue("demo.noop")
+        pid = os.fork()
+        if pid == 0:  # the child: its own pool, not the parent's sockets
+            try:
+                c.enqueue("demo.noop")
+            finally:
+                os._exit(0 if c._pid == os.getpid() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert c.enqueue("demo.noop") > first
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -122,7 +123,13 @@ class Client:
         self.settings = base.model_copy(update={"dsn": dsn}) if dsn else base
         if not self.settings.dsn:
             raise ConfigurationError("dsn", "no database given (set PGQUEUE_DSN or pass dsn)")
-        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+        self._listener: _ReplyListener | None = None
+        self._listener_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._pool_ = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+        return ConnectionPool(
             self.settings.dsn,
             min_size=1,
             max_size=self.settings.pool_size,
@@ -137,8 +144,18 @@ class Client:
             name="pgqueue-client",
             connection_class=psycopg.Connection[dict[str, Any]],
         )
-        self._listener: _ReplyListener | None = None
-        self._listener_lock = threading.Lock()
+
+    @property
+    def _pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+        """The pool of this process: a client created before a fork (gunicorn --preload, Celery
+        prefork) must not share the parent's sockets and pool threads, so a child opens its own."""
+        if os.getpid() != self._pid:
+            with self._listener_lock:
+                if os.getpid() != self._pid:
+                    self._pool_ = self._new_pool()
+                    self._listener = None
+                    self._pid = os.getpid()
+        return self._pool_
 
     # -- fire and forget -------------------------------------------------------------------
 
