@@ -152,10 +152,12 @@ def test_a_client_created_before_a_fork_works_in_both_processes(pg_dsn: str) -> 
         first = c.enqueue("demo.noop")
         pid = os.fork()
         if pid == 0:  # the child: its own pool, not the parent's sockets
+            code = 1
             try:
                 c.enqueue("demo.noop")
+                code = 0 if c._pid == os.getpid() else 2
             finally:
-                os._exit(0 if c._pid == os.getpid() else 1)
+                os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert c.enqueue("demo.noop") > first
