@@ -163,9 +163,6 @@ class Worker:
                     running, run = slot.kill(
                         f"TimeLimitExceeded: killed after {self.s.task_time_limit:g}s"
                     )
-                    metrics.TASKS.labels(
-                        running.msg.queue, running.msg.task_name, "timed_out"
-                    ).inc()
                     self._settle(running, run)
             if not self._stopping and now >= self._next_claim:
                 self._claim_and_dispatch()
@@ -507,6 +504,9 @@ class Worker:
                     )
             else:
                 outcome = "retried" if isinstance(action, outcomes.Retry) else "dead_lettered"
+            text = action.reason if isinstance(action, outcomes.DeadLetter) else action.error
+            if text.startswith("TimeLimitExceeded") and outcome in {"failed", "retried"}:
+                outcome = "timed_out"  # one run, one count: the kill is why it failed
             metrics.TASKS.labels(msg.queue, msg.task_name, outcome).inc()
 
     # -- leases ------------------------------------------------------------------------------
