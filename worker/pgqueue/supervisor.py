@@ -50,6 +50,27 @@ class _Pending:
         return self.msg.claimed_at
 
 
+TENANT_SPAN = 64  # tenants one claim considers; more rotate through successive claims
+
+
+def claim_params(
+    queue: str, limit: int, lease: float, worker_id: str, tenant_cursor: str = ""
+) -> dict[str, Any]:
+    """Parameters of the named query ``claim`` (the benchmark times the statement with them)."""
+    return {
+        "queue": queue,
+        "limit": limit,
+        # Over-fetched: SKIP LOCKED applies after, and concurrent claimers see the same rows.
+        "candidates": limit * 4 + 4,
+        "lease": lease,
+        "worker_id": worker_id,
+        "tenant_cursor": tenant_cursor,
+        "tenant_span": TENANT_SPAN,
+        # Shuffles tenants whose rows tie, so a one-row claim does not always favour the same.
+        "salt": os.urandom(4).hex(),
+    }
+
+
 @dataclass
 class _Cursor:
     tenant: str = ""
@@ -308,23 +329,14 @@ class Worker:
     def _claim(self, queue: str, limit: int) -> list[outcomes.Claimed] | None:
         assert self._conn is not None
         cursor = self.stats.cursors.setdefault(queue, _Cursor())
-        params = {
-            "queue": queue,
-            "limit": limit,
-            "candidates": limit * 4 + 4,
-            "lease": self.s.lease,
-            "worker_id": self.worker_id,
-            "tenant_cursor": cursor.tenant,
-            "tenant_span": 64,
-            "salt": os.urandom(4).hex(),
-        }
+        params = claim_params(queue, limit, self.s.lease, self.worker_id, cursor.tenant)
         try:
             rows = self._conn.execute(sqlfiles.query("claim"), params).fetchall()
         except psycopg.OperationalError as exc:
             self._db_down("claim", exc)
             return None
         now = time.monotonic()
-        if rows and rows[0]["walked"] >= 64:
+        if rows and rows[0]["walked"] >= TENANT_SPAN:
             cursor.tenant = str(rows[0]["last_tenant"])
         else:
             cursor.tenant = ""

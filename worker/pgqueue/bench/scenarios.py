@@ -33,6 +33,7 @@ from pgqueue.bench.params import BenchParams
 from pgqueue.bench.procs import BenchError, Proc, Processes, http_status, wait_until
 from pgqueue.bench.servers import PgBouncer, Postgres, Redis, start_pgbouncer, start_redis
 from pgqueue.bench.stats import latency_ms, spread
+from pgqueue.supervisor import claim_params
 
 log = logging.getLogger(__name__)
 
@@ -178,18 +179,8 @@ def relation_sizes(dsn: str) -> dict[str, float]:
 
 
 def _claim_params(limit: int) -> dict[str, Any]:
-    """The parameters the supervisor passes to ``claim`` (extra keys are ignored by psycopg, so
-    this may list parameters of newer or older versions of the statement)."""
-    return {
-        "queue": "default",
-        "limit": limit,
-        "candidates": limit * 4 + 4,
-        "salt": os.urandom(4).hex(),
-        "lease": 60.0,
-        "worker_id": "bench",
-        "tenant_cursor": "",
-        "tenant_span": 64,
-    }
+    """The parameters the supervisor passes to ``claim``, from the supervisor itself."""
+    return claim_params("default", limit, 60.0, "bench")
 
 
 def claim_latency(dsn: str, samples: int, limit: int = 1) -> list[float]:
