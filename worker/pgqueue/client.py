@@ -68,7 +68,12 @@ def _payload(args: Sequence[Any], kwargs: Mapping[str, Any] | None, tenant: str)
 
 
 class _ReplyListener:
-    """One LISTEN connection per client that wakes the callers waiting on a reply key."""
+    """One LISTEN connection per client that wakes the callers waiting on a reply key.
+
+    While it is ``live`` (LISTEN in place) a reply cannot be stored without its NOTIFY reaching
+    this session, so waiters poll only as a safety net; on every (re)connect it wakes all of them
+    once, which covers a reply stored while it was away.
+    """
 
     def __init__(self, dsn: str, connect_timeout: float) -> None:
         self._dsn = dsn
@@ -76,6 +81,7 @@ class _ReplyListener:
         self._waiters: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.live = False
         self._thread = threading.Thread(
             target=self._run, name="pgqueue-reply-listener", daemon=True
         )
@@ -98,6 +104,10 @@ class _ReplyListener:
                 with db.connect(self._dsn, connect_timeout=self._connect_timeout) as conn:
                     conn.execute(f"LISTEN {REPLY_CHANNEL}")
                     backoff = 0.1
+                    with self._lock:
+                        self.live = True
+                        for event in self._waiters.values():
+                            event.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             with self._lock:
@@ -105,7 +115,8 @@ class _ReplyListener:
                             if event is not None:
                                 event.set()
             except psycopg.Error as exc:
-                # Callers keep polling meanwhile; this only costs latency.
+                # Callers poll on their fast schedule meanwhile; this only costs latency.
+                self.live = False
                 log.debug("reply listener reconnecting after %s", type(exc).__name__)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -113,6 +124,7 @@ class _ReplyListener:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        self.live = False
 
 
 class Client:
@@ -296,19 +308,23 @@ class Client:
         pause = self.settings.poll_initial
         polls = 0
         last_error = ""
+        listener = self._listener if event is not None else None
+        # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
+        skip_poll = listener is not None and listener.live
         while True:
-            polls += 1
-            try:
-                with self._pool.connection() as conn:
-                    row = conn.execute(
-                        sqlfiles.query("take_reply"), {"reply_key": reply_key}
-                    ).fetchone()
-                if row is not None:
-                    return from_row(reply_key, row["status"], row["result"], row["error"])
-                last_error = ""
-            except (psycopg.Error, OSError) as exc:
-                # The database is away: keep trying until the deadline; the reply waits for us.
-                last_error = f"; last poll failed: {type(exc).__name__}: {exc}".strip()
+            if not skip_poll:
+                polls += 1
+                try:
+                    with self._pool.connection() as conn:
+                        row = conn.execute(
+                            sqlfiles.query("take_reply"), {"reply_key": reply_key}
+                        ).fetchone()
+                    if row is not None:
+                        return from_row(reply_key, row["status"], row["result"], row["error"])
+                    last_error = ""
+                except (psycopg.Error, OSError) as exc:
+                    # The database is away: keep trying until the deadline; the reply waits.
+                    last_error = f"; last poll failed: {type(exc).__name__}: {exc}".strip()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 log.info(
@@ -317,6 +333,13 @@ class Client:
                 return CallResult.failure(
                     reply_key, "timeout", f"no reply within {wait:g}s ({polls} polls){last_error}"
                 )
+            if event is not None and listener is not None and listener.live:
+                # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
+                event.wait(min(self.settings.poll_max, remaining))
+                event.clear()
+                skip_poll = False
+                continue
+            skip_poll = False
             nap = min(pause, remaining)
             if event is not None:
                 event.wait(nap)

@@ -67,7 +67,12 @@ class ClientSettings(ConnectionSettings):
         ),
     )
     poll_max: float = Field(
-        default=0.2, gt=0, description="Cap of the reply poll backoff, seconds. Default 0.2."
+        default=0.2,
+        gt=0,
+        description=(
+            "Cap of the reply poll backoff, seconds; also the safety-net poll of a caller whose "
+            "LISTEN is in place (it otherwise waits for the reply's NOTIFY). Default 0.2."
+        ),
     )
     notify: bool = Field(
         default=True,
