@@ -62,9 +62,7 @@ def test_a_worker_that_does_not_notify_is_caught_by_the_safety_net_poll(
 
 
 @pytest.mark.parametrize("pooled", [False, True])
-def test_a_call_that_gets_no_reply_times_out_after_a_last_look(
-    pg_dsn: str, pooled: bool
-) -> None:
+def test_a_call_that_gets_no_reply_times_out_after_a_last_look(pg_dsn: str, pooled: bool) -> None:
     # No worker: the caller must give up at its timeout, having polled at least once.
     settings = ClientSettings(dsn=pg_dsn, poll_max=0.2, pooled=pooled)
     with Client(settings=settings) as client:

@@ -106,8 +106,8 @@ class _ReplyListener:
                     backoff = 0.1
                     with self._lock:
                         self.live = True
-                        for event in self._waiters.values():
-                            event.set()
+                        for waiter in self._waiters.values():
+                            waiter.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             with self._lock:
