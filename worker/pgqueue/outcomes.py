@@ -48,6 +48,7 @@ class RunResult:
     result_json: str | None  # the JSON text of the return value, when ok
     error: str  # "ExcType: message" when not ok
     duration: float
+    started: float = 0.0  # monotonic clock when the child began the run (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,14 +124,36 @@ class WorkerSettings(ConnectionSettings):
     batch_size: int = Field(
         default=0,
         ge=0,
-        description="Most messages claimed per statement (0: free slots + prefetch). Default 0.",
+        description=(
+            "Most messages claimed per statement (0: what the slots can take + prefetch). "
+            "Default 0."
+        ),
     )
     prefetch: int = Field(
         default=0,
         ge=0,
         description=(
-            "Messages claimed beyond the free slots and held (lease renewed) until a slot frees: "
-            "more throughput for short tasks, more latency behind a long one. Default 0."
+            "Messages claimed beyond what the slots can take and held (lease renewed) until one "
+            "has room: more throughput for short tasks, more latency behind a long one. Default 0."
+        ),
+    )
+    slot_backlog_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        description=(
+            "Expected work, seconds, that may queue in one slot behind its running task. A task "
+            "measured (smoothed run time) shorter than this is handed to slots several at a "
+            "time, so one claim, pipe write and ack cover many; an unmeasured or longer task "
+            "goes only to a free slot. Trade-off: a normally short task that runs long delays "
+            "the few queued behind it in its slot. 0 hands one task per slot. Default 0.02."
+        ),
+    )
+    slot_backlog_max: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "Most messages handed to one slot at a time (1: one task per slot, no batching). "
+            "Default 16."
         ),
     )
     poll_interval: float = Field(

@@ -1,12 +1,17 @@
 """The worker supervisor: claims, dispatches to child-process slots, renews leases, settles.
 
 One single-threaded loop owns every database write, so the rules of DESIGN §3 live in one place:
-claim only as many messages as there are free slots (nothing waits claimed-but-unstarted), renew
-the leases of running tasks every lease/3, kill a task at its hard limit, and settle each run
-fenced by (msg_id, read_ct). It sleeps in one ``wait`` on the slots' pipes, the LISTEN socket and
-a signal pipe, so a finished task, a new message or SIGTERM each wake it at once. Database
-outages are survived: pending writes are kept and retried, leases decide what another worker
-may take over meanwhile.
+claim what the slots can start soon, renew the leases of what it holds every lease/3, kill a task
+at its hard limit, and settle each run fenced by (msg_id, read_ct). It sleeps in one ``wait`` on
+the slots' pipes, the LISTEN socket and a signal pipe, so a finished task, a new message or
+SIGTERM each wake it at once. Database outages are survived: pending writes are kept and
+retried, leases decide what another worker may take over meanwhile.
+
+How much to claim follows what the tasks cost. A task that has not run here yet, or runs long,
+goes one at a time to a free slot (nothing waits behind it). A task measured short is handed to
+slots several at a time, up to ``slot_backlog_seconds`` of expected work queued per slot: one
+claim, one pipe write and one ack then cover many messages, which is what a drain of short tasks
+is bound by.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import psycopg
 from pgqueue import db, metrics, outcomes, serving, sqlfiles
 from pgqueue.replies import ReplyStatus
 from pgqueue.settings import WorkerSettings
-from pgqueue.slots import Running, Slot
+from pgqueue.slots import NOT_STARTED_CANCELLED, Lost, Slot
 from pgqueue.tasks import import_task_modules
 
 log = logging.getLogger(__name__)
@@ -107,6 +112,8 @@ class Worker:
         self._db_retry_at = 0.0
         self._db_backoff = 0.2
         self._queue_turn = 0
+        self._cost: dict[str, float] = {}  # task → smoothed run time, seconds
+        self._typical: float | None = None  # smoothed run time over every task
         self.http_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -121,6 +128,8 @@ class Worker:
             self._stopping = True
             self._stop_deadline = time.monotonic() + self.s.shutdown_grace
             self.health.ready = False
+            for slot in self.slots:
+                slot.cancel_queued()
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
@@ -180,11 +189,9 @@ class Worker:
             if now >= self._next_renew:
                 self._renew()
             for slot in busy:
-                if slot.running is not None and now >= slot.running.kill_at:
-                    running, run = slot.kill(
-                        f"TimeLimitExceeded: killed after {self.s.task_time_limit:g}s"
-                    )
-                    self._settle(running, run)
+                running = slot.running()
+                if running is not None and now >= running[1] + self.s.task_time_limit:
+                    self._time_limit(slot, running[0])
             if not self._stopping and now >= self._next_claim:
                 self._claim_and_dispatch()
             self._sleep()
@@ -200,8 +207,11 @@ class Worker:
         if self.pending or self._conn is None:
             wake_at.append(self._db_retry_at)
         for slot in self.slots:
-            if slot.running is not None:
-                wake_at.append(slot.running.kill_at)
+            if slot.busy:
+                running = slot.running()
+                # Nothing started yet: whatever starts next cannot hit its limit before this.
+                started = running[1] if running is not None else now
+                wake_at.append(started + self.s.task_time_limit)
         timeout = max(0.0, min(wake_at) - now)
         watched: list[Any] = [self._wake_r]
         by_conn: dict[Any, Slot] = {}
@@ -228,8 +238,9 @@ class Worker:
                     if slot.mark_ready():
                         self._next_claim = min(self._next_claim, time.monotonic())
                 elif slot.busy:
-                    running, run = slot.collect()
-                    self._settle(running, run)
+                    self._reported(slot.reports())
+                    if not slot.alive():
+                        self._lost(slot.dead(), culprit=None)
 
     # -- database connection ---------------------------------------------------------------
 
@@ -280,11 +291,32 @@ class Worker:
 
     # -- claim and dispatch ------------------------------------------------------------------
 
+    def _room(self) -> tuple[int, int]:
+        """(messages the slots can take now, what they take when all are idle)."""
+        window, most = self.s.slot_backlog_seconds, self.s.slot_backlog_max
+        typical = self._typical
+        batching = typical is not None and most > 1 and 0 < typical <= window
+        room = full = 0
+        for slot in self.slots:
+            if not slot.ready:
+                continue
+            if not batching:
+                room += 0 if slot.outstanding else 1
+                full += 1
+                continue
+            assert typical is not None
+            fits = int((window - slot.expected) / max(typical, 1e-4))
+            room += max(1 if not slot.outstanding else 0, min(most - len(slot.outstanding), fits))
+            full += max(1, min(most, int(window / max(typical, 1e-4))))
+        return room, full
+
     def _claim_and_dispatch(self) -> None:
-        free = [s for s in self.slots if s.free]
-        wanted = len(free) + self.s.prefetch - len(self.buffer)
+        room, full = self._room()
+        wanted = room + self.s.prefetch - len(self.buffer)
         if self.s.batch_size:
             wanted = min(wanted, self.s.batch_size)
+        if not any(s.free for s in self.slots) and wanted < full // 2:
+            wanted = 0  # every slot has work queued: claim when half the room is back
         if wanted <= 0 or self._conn is None:
             self._next_claim = time.monotonic() + self.s.poll_interval
             self._start_buffered()
@@ -318,13 +350,42 @@ class Worker:
         full = len(claimed) >= wanted
         self._next_claim = time.monotonic() + (0.0 if full else self.s.poll_interval)
 
+    def _expected(self, task: str) -> float | None:
+        return self._cost.get(task)
+
     def _start_buffered(self) -> None:
-        for slot in self.slots:
-            if not self.buffer:
-                return
-            if slot.free:
-                msg, work = self.buffer.popleft()
-                self._dispatch(msg, work, slot)
+        """Hand buffered messages to slots, in claim order, as far as the slots have room."""
+        window, most = self.s.slot_backlog_seconds, self.s.slot_backlog_max
+        plan: dict[int, list[tuple[outcomes.Claimed, outcomes.Work, float]]] = {}
+        count = {s.index: len(s.outstanding) for s in self.slots}
+        work_s = {s.index: s.expected for s in self.slots}
+        ready = [s for s in self.slots if s.ready]
+        while self.buffer:
+            msg, work = self.buffer[0]
+            expected = self._expected(msg.task_name)
+            target = next((s for s in ready if count[s.index] == 0), None)
+            if target is None and expected is not None and 0 < expected <= window:
+                fitting = [
+                    s
+                    for s in ready
+                    if count[s.index] < most and work_s[s.index] + expected <= window
+                ]
+                target = min(fitting, key=lambda s: work_s[s.index], default=None)
+            if target is None:
+                break  # claim order is kept: nothing overtakes the head of the buffer
+            self.buffer.popleft()
+            plan.setdefault(target.index, []).append((msg, work, expected or 0.0))
+            count[target.index] += 1
+            work_s[target.index] += expected or 0.0
+        for slot in ready:
+            items = plan.get(slot.index)
+            if items and not slot.hand(items):
+                log.warning(
+                    "slot %d had died while idle; %d messages handed back",
+                    slot.index,
+                    len(items),
+                )
+                self._release([msg for msg, _, _ in items])
 
     def _claim(self, queue: str, limit: int) -> list[outcomes.Claimed] | None:
         assert self._conn is not None
@@ -357,14 +418,6 @@ class Worker:
             for r in rows
         ]
 
-    def _dispatch(self, msg: outcomes.Claimed, work: outcomes.Work, slot: Slot) -> None:
-        metrics.QUEUE_WAIT.labels(msg.queue).observe(max(0.0, msg.waited))
-        if not slot.run(msg, work, self.s.task_time_limit):
-            log.warning(
-                "slot %d had died while idle; msg_id=%d handed back", slot.index, msg.msg_id
-            )
-            self._release([msg])
-
     def _release(self, msgs: list[outcomes.Claimed]) -> None:
         """Make claimed messages visible again at once, without counting an attempt."""
         if not msgs or self._conn is None:
@@ -379,9 +432,67 @@ class Worker:
 
     # -- settling ----------------------------------------------------------------------------
 
-    def _settle(self, running: Running, run: outcomes.RunResult) -> None:
-        msg = running.msg
+    def _reported(self, reports: list[tuple[outcomes.Claimed, outcomes.RunResult | str]]) -> None:
+        cancelled: list[outcomes.Claimed] = []
+        for msg, report in reports:
+            if isinstance(report, outcomes.RunResult):
+                self._settle(msg, report)
+            elif report == NOT_STARTED_CANCELLED:
+                cancelled.append(msg)
+            else:
+                verdict = outcomes.DeadLetter(
+                    "deadline passed: the caller stopped waiting before the task could start"
+                )
+                log.warning(
+                    "dead-lettering msg_id=%d task=%s: %s",
+                    msg.msg_id,
+                    msg.task_name,
+                    verdict.reason,
+                )
+                self.pending.append(_Pending(msg, verdict, time.monotonic()))
+        self._release(cancelled)
+
+    def _time_limit(self, slot: Slot, culprit: int) -> None:
+        self._lost(slot.kill(), culprit=culprit)
+
+    def _lost(self, lost: Lost, culprit: int | None) -> None:
+        """Account for a dead slot's jobs: the one it ran fails, the unstarted go back."""
+        self._reported(lost.reports)
+        release = list(lost.unstarted)
+        now = time.monotonic()
+        if lost.running is not None:
+            ran = now - lost.started
+            if culprit is None:
+                error = f"WorkerLost: the task's child process died (exit code {lost.exitcode})"
+                self._settle(
+                    lost.running, outcomes.RunResult(False, None, error, ran, lost.started)
+                )
+            elif lost.running.msg_id == culprit:
+                error = f"TimeLimitExceeded: killed after {self.s.task_time_limit:g}s"
+                self._settle(
+                    lost.running, outcomes.RunResult(False, None, error, ran, lost.started)
+                )
+            else:
+                # The culprit finished as it was killed; the job just begun was not at fault.
+                release.append(lost.running)
+        self._release(release)
+
+    def _learn(self, task: str, took: float) -> None:
+        """Smoothed run time: quick to rise (a slow run stops batching), slow to fall."""
+        for key, old in ((task, self._cost.get(task)), ("", self._typical)):
+            new = (
+                took if old is None else (old + took) / 2 if took > old else old * 0.9 + took * 0.1
+            )
+            if key:
+                self._cost[key] = new
+            else:
+                self._typical = new
+
+    def _settle(self, msg: outcomes.Claimed, run: outcomes.RunResult) -> None:
         metrics.TASK_DURATION.labels(msg.queue, msg.task_name).observe(run.duration)
+        waited = msg.waited + (max(0.0, run.started - msg.claimed_at) if run.started else 0.0)
+        metrics.QUEUE_WAIT.labels(msg.queue).observe(max(0.0, waited))
+        self._learn(msg.task_name, run.duration)
         action = outcomes.settle(
             msg,
             run,
@@ -524,7 +635,7 @@ class Worker:
     # -- leases ------------------------------------------------------------------------------
 
     def _held(self) -> list[outcomes.Claimed]:
-        held = [s.running.msg for s in self.slots if s.running is not None]
+        held = [m for s in self.slots for m in s.outstanding.values()]
         return held + [m for m, _ in self.buffer] + [p.msg for p in self.pending]
 
     def _renew(self) -> None:
@@ -559,10 +670,13 @@ class Worker:
         """Grace period over: kill what still runs and hand it back at once (not an attempt)."""
         released: list[outcomes.Claimed] = []
         for slot in busy:
-            if slot.running is not None:
-                running, _ = slot.kill("shutdown")
-                released.append(running.msg)
+            lost = slot.kill()
+            self._reported(lost.reports)
+            released += lost.unstarted
+            if lost.running is not None:
+                released.append(lost.running)
         self._release(released)
+        self._flush()
         log.warning(
             "grace period over: %d running tasks killed and released to other workers",
             len(released),
