@@ -6,9 +6,12 @@ one at a time, in order. The supervisor owns every database write; a slot only c
 
 A slot may be handed several short jobs at once (its *queue*): it runs them back to back and
 sends each result as it finishes, so a no-op does not cost the supervisor two process wake-ups.
-Because the supervisor no longer sees each start, the child stamps the job it is running and
-when it started into shared memory (``_State``); the supervisor reads it for the time limit and,
-after a crash or kill, to tell the job that was running from those that never started.
+Because the supervisor no longer sees each start, the child stamps the job it starts (its
+sequence number, msg_id and start time) into shared memory under a per-slot lock. The
+supervisor reads the stamp for the time limit; under the same lock it can *withdraw* the jobs
+not started yet (the child then skips them), to release them at SIGTERM or hand them to another
+slot when the running task turns out long; after a crash or kill the stamp tells the jobs that
+started from those that never did.
 """
 
 from __future__ import annotations
@@ -30,17 +33,18 @@ from pgqueue.tasks import import_task_modules, lookup
 
 _CTX = multiprocessing.get_context("spawn")
 
-# Indexes into a slot's shared state (int64 each).
-_MSG, _STARTED_NS, _CANCEL = 0, 1, 2
+# A slot's shared state: int64 cells written by the child under the lock (start stamps) or by
+# the supervisor under it (the withdrawn range).
+_MSG, _STARTED_NS, _LAST_SEQ, _SKIP_FROM, _SKIP_TO = range(5)
 
 NOT_STARTED_DEADLINE = "deadline"  # the caller had given up before the job's turn came
-NOT_STARTED_CANCELLED = "cancelled"  # shutdown: handed back unstarted
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
     """What the child needs to run one message."""
 
+    seq: int  # per slot, increasing in the order handed
     msg_id: int
     task_name: str
     args: list[Any]
@@ -49,13 +53,8 @@ class Job:
     deadline: float | None  # monotonic; the job is not started after it
 
 
-# Child → supervisor: (msg_id, RunResult) for a run, (msg_id, reason) for a job not started.
-Report = tuple[int, "outcomes.RunResult | str"]
-
-
-def _run_one(job: Job) -> outcomes.RunResult:
+def _run_one(job: Job, wall: float) -> outcomes.RunResult:
     started = time.perf_counter()
-    wall = time.monotonic()
     try:
         value = lookup(job.task_name).func(*job.args, **job.kwargs)
     except BaseException as exc:
@@ -68,7 +67,9 @@ def _run_one(job: Job) -> outcomes.RunResult:
     return outcomes.RunResult(ok, text, why, time.perf_counter() - started, wall)
 
 
-def _slot_main(conn: multiprocessing.connection.Connection, modules: list[str], state: Any) -> None:
+def _slot_main(
+    conn: multiprocessing.connection.Connection, modules: list[str], state: Any, lock: Any
+) -> None:
     # The supervisor decides when a slot stops; a Ctrl-C to the process group must not kill
     # tasks under it (SIGTERM drains gracefully, the supervisor kills what remains).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -86,18 +87,30 @@ def _slot_main(conn: multiprocessing.connection.Connection, modules: list[str], 
         except EOFError:
             return
         job = queue.popleft()
-        if state[_CANCEL]:
-            conn.send((job.msg_id, NOT_STARTED_CANCELLED))
-            continue
-        if job.deadline is not None and time.monotonic() >= job.deadline:
-            conn.send((job.msg_id, NOT_STARTED_DEADLINE))
-            continue
-        # Stamp before running (started first: a reader that sees the id sees its start).
-        state[_STARTED_NS] = time.monotonic_ns()
-        state[_MSG] = job.msg_id
-        run = _run_one(job)
+        wall = time.monotonic()
+        with lock:
+            withdrawn = state[_SKIP_FROM] <= job.seq <= state[_SKIP_TO]
+            if not withdrawn:
+                state[_LAST_SEQ] = job.seq
+                state[_STARTED_NS] = int(wall * 1e9)
+                state[_MSG] = job.msg_id
+        if withdrawn:
+            continue  # the supervisor took it back before it started
+        if job.deadline is not None and wall >= job.deadline:
+            report: outcomes.RunResult | str = NOT_STARTED_DEADLINE
+        else:
+            report = _run_one(job, wall)
         state[_MSG] = 0
-        conn.send((job.msg_id, run))
+        conn.send((job.msg_id, report))
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A job in a slot's hands: its claim, its place in the slot's order, its expected cost."""
+
+    msg: outcomes.Claimed
+    seq: int
+    expected: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +118,9 @@ class Lost:
     """What a dead (crashed or killed) child leaves behind."""
 
     reports: list[tuple[outcomes.Claimed, outcomes.RunResult | str]]  # sent before it died
-    running: outcomes.Claimed | None  # the job it was running, if any
-    started: float  # monotonic start of ``running``
+    # Jobs it started without reporting back: the one it was running (with its start), or one
+    # whose report died with it.
+    started: list[tuple[outcomes.Claimed, float]]
     unstarted: list[outcomes.Claimed]  # handed to it, never started: release them
     exitcode: int | None
 
@@ -117,22 +131,26 @@ class Slot:
     def __init__(self, index: int, modules: list[str]) -> None:
         self.index = index
         self._modules = modules
-        # msg_id → claim, in the order handed over (the child runs them in that order).
-        self.outstanding: dict[int, outcomes.Claimed] = {}
+        self.outstanding: dict[int, Handed] = {}  # msg_id → job, in the order handed
         self.expected = 0.0  # seconds of expected work among the outstanding jobs
         self.ready = False
+        self._seq = 0
         self._start()
 
     def _start(self) -> None:
         self.ready = False
         self.outstanding = {}
         self.expected = 0.0
+        self._seq = 0
         parent, child = _CTX.Pipe()
         self.conn = parent
-        self._state: Any = _CTX.RawArray("q", 3)
+        self._state: Any = _CTX.RawArray("q", 5)
+        self._state[_SKIP_FROM] = 1
+        self._state[_SKIP_TO] = 0  # an empty range: nothing withdrawn
+        self._lock: Any = _CTX.Lock()
         self.process: BaseProcess = _CTX.Process(
             target=_slot_main,
-            args=(child, self._modules, self._state),
+            args=(child, self._modules, self._state, self._lock),
             name=f"pgqueue-slot-{self.index}",
         )
         self.process.daemon = True
@@ -151,6 +169,9 @@ class Slot:
     def pid(self) -> int | None:
         return self.process.pid
 
+    def held(self) -> list[outcomes.Claimed]:
+        return [h.msg for h in self.outstanding.values()]
+
     def mark_ready(self) -> bool:
         """Consume the child's start-up message; False if the child died while starting."""
         try:
@@ -160,42 +181,70 @@ class Slot:
             return False
         return self.ready
 
-    def running(self) -> tuple[int, float] | None:
-        """(msg_id, monotonic start) of the job the child is running now, if any."""
+    def running(self) -> tuple[outcomes.Claimed, float] | None:
+        """The job the child is running now and its monotonic start, if any."""
         msg_id = int(self._state[_MSG])
         started = self._state[_STARTED_NS] / 1e9
-        if msg_id == 0 or msg_id not in self.outstanding:
-            return None
-        return msg_id, started
+        handed = self.outstanding.get(msg_id) if msg_id else None
+        return (handed.msg, started) if handed is not None else None
+
+    def queued(self) -> int:
+        """Jobs handed and not started yet (as far as the stamp tells)."""
+        last = self._state[_LAST_SEQ]
+        return sum(1 for h in self.outstanding.values() if h.seq > last)
 
     def hand(self, items: list[tuple[outcomes.Claimed, outcomes.Work, float]]) -> bool:
         """Queue jobs (claim, work, expected seconds) in the child; False if it had died."""
-        jobs = [
-            Job(
-                msg.msg_id,
-                msg.task_name,
-                work.args,
-                work.kwargs,
-                msg.reply_key is not None,
+        jobs = []
+        for msg, work, _ in items:
+            self._seq += 1
+            deadline = (
                 msg.claimed_at + msg.deadline_in
                 if msg.reply_key is not None and msg.deadline_in is not None
-                else None,
+                else None
             )
-            for msg, work, _ in items
-        ]
+            jobs.append(
+                Job(
+                    self._seq,
+                    msg.msg_id,
+                    msg.task_name,
+                    work.args,
+                    work.kwargs,
+                    msg.reply_key is not None,
+                    deadline,
+                )
+            )
         try:
             self.conn.send(jobs)
         except (OSError, ValueError):
             self.restart()
             return False
-        for msg, _, expected in items:
-            self.outstanding[msg.msg_id] = msg
+        for job, (msg, _, expected) in zip(jobs, items, strict=True):
+            self.outstanding[msg.msg_id] = Handed(msg, job.seq, expected)
             self.expected += expected
         return True
 
-    def cancel_queued(self) -> None:
-        """Shutdown: the child hands back every job it has not started yet."""
-        self._state[_CANCEL] = 1
+    def withdraw(self) -> list[outcomes.Claimed]:
+        """Take back every job the child has not started; it will skip them. [] if unsure."""
+        if not self._lock.acquire(timeout=1.0):
+            return []  # a child that died holding the lock: its death will account for them
+        try:
+            last = self._state[_LAST_SEQ]
+            taken = [h for h in self.outstanding.values() if h.seq > last]
+            if taken:
+                self._state[_SKIP_FROM] = last + 1
+                self._state[_SKIP_TO] = self._seq
+        finally:
+            self._lock.release()
+        for h in taken:
+            self._forget(h.msg.msg_id)
+        return [h.msg for h in taken]
+
+    def _forget(self, msg_id: int) -> Handed | None:
+        handed = self.outstanding.pop(msg_id, None)
+        if handed is not None:
+            self.expected = max(0.0, self.expected - handed.expected) if self.outstanding else 0.0
+        return handed
 
     def reports(self) -> list[tuple[outcomes.Claimed, outcomes.RunResult | str]]:
         """Every report the child has sent so far (call when the pipe is readable)."""
@@ -203,11 +252,9 @@ class Slot:
         with contextlib.suppress(EOFError, OSError):
             while self.conn.poll(0):
                 msg_id, report = self.conn.recv()
-                msg = self.outstanding.pop(msg_id, None)
-                if msg is not None:
-                    got.append((msg, report))
-        if not self.outstanding:
-            self.expected = 0.0
+                handed = self._forget(msg_id)
+                if handed is not None:
+                    got.append((handed.msg, report))
         return got
 
     def alive(self) -> bool:
@@ -222,18 +269,24 @@ class Slot:
         return self.dead()
 
     def dead(self) -> Lost:
-        """The child is gone: what it reported before dying, what it ran, what it never began."""
-        reports = self.reports()
-        now_running = self.running()
-        running = started = None
-        if now_running is not None:
-            running = self.outstanding.pop(now_running[0])
-            started = now_running[1]
-        unstarted = list(self.outstanding.values())
+        """The child is gone: what it reported before dying, what it began, what it never did."""
         self.process.join(timeout=1)
+        reports = self.reports()
+        last = self._state[_LAST_SEQ]
+        running = self.running()
+        now = time.monotonic()
+        started: list[tuple[outcomes.Claimed, float]] = []
+        unstarted: list[outcomes.Claimed] = []
+        for h in self.outstanding.values():
+            if h.seq > last:
+                unstarted.append(h.msg)
+            elif running is not None and running[0].msg_id == h.msg.msg_id:
+                started.append(running)
+            else:
+                started.append((h.msg, now))
         code = self.process.exitcode
         self.restart()
-        return Lost(reports, running, started or 0.0, unstarted, code)
+        return Lost(reports, started, unstarted, code)
 
     def restart(self) -> None:
         self.conn.close()

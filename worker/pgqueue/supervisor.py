@@ -33,7 +33,7 @@ import psycopg
 from pgqueue import db, metrics, outcomes, serving, sqlfiles
 from pgqueue.replies import ReplyStatus
 from pgqueue.settings import WorkerSettings
-from pgqueue.slots import NOT_STARTED_CANCELLED, Lost, Slot
+from pgqueue.slots import Lost, Slot
 from pgqueue.tasks import import_task_modules
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class Worker:
         self._db_retry_at = 0.0
         self._db_backoff = 0.2
         self._queue_turn = 0
+        self._withdrawn_all = False
         self._cost: dict[str, float] = {}  # task → smoothed run time, seconds
         self._typical: float | None = None  # smoothed run time over every task
         self.http_port: int | None = None
@@ -128,8 +129,6 @@ class Worker:
             self._stopping = True
             self._stop_deadline = time.monotonic() + self.s.shutdown_grace
             self.health.ready = False
-            for slot in self.slots:
-                slot.cancel_queued()
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
@@ -175,10 +174,15 @@ class Worker:
             self.health.ready = (
                 self._conn is not None and not self._stopping and any(s.ready for s in self.slots)
             )
-            if self._stopping and self.buffer:
-                # Claimed but not started: visible to other workers at once (§3.11).
-                self._release([msg for msg, _ in self.buffer])
+            if self._stopping and not self._withdrawn_all:
+                # Claimed but not started, here or queued in a slot: visible at once (§3.11).
+                self._withdrawn_all = True
+                unstarted = [msg for msg, _ in self.buffer]
                 self.buffer.clear()
+                for slot in self.slots:
+                    unstarted += slot.withdraw()
+                self._release(unstarted)
+                busy = [s for s in self.slots if s.busy]
             if self._stopping and not busy and not self.pending:
                 return
             if self._stopping and now >= self._stop_deadline:
@@ -191,7 +195,9 @@ class Worker:
             for slot in busy:
                 running = slot.running()
                 if running is not None and now >= running[1] + self.s.task_time_limit:
-                    self._time_limit(slot, running[0])
+                    self._time_limit(slot, running[0].msg_id)
+                elif running is not None and now >= running[1] + self._steal_after():
+                    self._unblock(slot, running[0], now - running[1])
             if not self._stopping and now >= self._next_claim:
                 self._claim_and_dispatch()
             self._sleep()
@@ -212,6 +218,8 @@ class Worker:
                 # Nothing started yet: whatever starts next cannot hit its limit before this.
                 started = running[1] if running is not None else now
                 wake_at.append(started + self.s.task_time_limit)
+                if running is not None and started + self._steal_after() > now:
+                    wake_at.append(started + self._steal_after())
         timeout = max(0.0, min(wake_at) - now)
         watched: list[Any] = [self._wake_r]
         by_conn: dict[Any, Slot] = {}
@@ -432,13 +440,34 @@ class Worker:
 
     # -- settling ----------------------------------------------------------------------------
 
+    def _steal_after(self) -> float:
+        return max(5 * self.s.slot_backlog_seconds, 0.05)
+
+    def _unblock(self, slot: Slot, running: outcomes.Claimed, ran: float) -> None:
+        """A task expected short runs long: give what queued behind it to a free slot."""
+        if not any(s.free for s in self.slots) or not slot.queued():
+            return
+        self._learn(running.task_name, ran)  # and stop queueing behind this task
+        taken = slot.withdraw()
+        for msg in reversed(taken):
+            admitted = outcomes.admit(msg, self.known, self.s.max_attempts)
+            assert isinstance(admitted, outcomes.Work)  # it was admitted once already
+            self.buffer.appendleft((msg, admitted))
+        if taken:
+            log.info(
+                "msg_id=%d task=%s runs %.3fs, longer than measured: %d queued behind it "
+                "moved to other slots",
+                running.msg_id,
+                running.task_name,
+                ran,
+                len(taken),
+            )
+            self._start_buffered()
+
     def _reported(self, reports: list[tuple[outcomes.Claimed, outcomes.RunResult | str]]) -> None:
-        cancelled: list[outcomes.Claimed] = []
         for msg, report in reports:
             if isinstance(report, outcomes.RunResult):
                 self._settle(msg, report)
-            elif report == NOT_STARTED_CANCELLED:
-                cancelled.append(msg)
             else:
                 verdict = outcomes.DeadLetter(
                     "deadline passed: the caller stopped waiting before the task could start"
@@ -450,31 +479,25 @@ class Worker:
                     verdict.reason,
                 )
                 self.pending.append(_Pending(msg, verdict, time.monotonic()))
-        self._release(cancelled)
 
     def _time_limit(self, slot: Slot, culprit: int) -> None:
         self._lost(slot.kill(), culprit=culprit)
 
     def _lost(self, lost: Lost, culprit: int | None) -> None:
-        """Account for a dead slot's jobs: the one it ran fails, the unstarted go back."""
+        """Account for a dead slot's jobs: what it began fails, what it never began goes back."""
         self._reported(lost.reports)
         release = list(lost.unstarted)
         now = time.monotonic()
-        if lost.running is not None:
-            ran = now - lost.started
+        for msg, started in lost.started:
             if culprit is None:
                 error = f"WorkerLost: the task's child process died (exit code {lost.exitcode})"
-                self._settle(
-                    lost.running, outcomes.RunResult(False, None, error, ran, lost.started)
-                )
-            elif lost.running.msg_id == culprit:
+            elif msg.msg_id == culprit:
                 error = f"TimeLimitExceeded: killed after {self.s.task_time_limit:g}s"
-                self._settle(
-                    lost.running, outcomes.RunResult(False, None, error, ran, lost.started)
-                )
             else:
-                # The culprit finished as it was killed; the job just begun was not at fault.
-                release.append(lost.running)
+                # The culprit finished as it was killed; a job just begun was not at fault.
+                release.append(msg)
+                continue
+            self._settle(msg, outcomes.RunResult(False, None, error, now - started, started))
         self._release(release)
 
     def _learn(self, task: str, took: float) -> None:
@@ -635,7 +658,7 @@ class Worker:
     # -- leases ------------------------------------------------------------------------------
 
     def _held(self) -> list[outcomes.Claimed]:
-        held = [m for s in self.slots for m in s.outstanding.values()]
+        held = [m for s in self.slots for m in s.held()]
         return held + [m for m, _ in self.buffer] + [p.msg for p in self.pending]
 
     def _renew(self) -> None:
@@ -672,9 +695,7 @@ class Worker:
         for slot in busy:
             lost = slot.kill()
             self._reported(lost.reports)
-            released += lost.unstarted
-            if lost.running is not None:
-                released.append(lost.running)
+            released += lost.unstarted + [msg for msg, _ in lost.started]
         self._release(released)
         self._flush()
         log.warning(

@@ -83,20 +83,26 @@ picked AS (
     ORDER BY array_position(o.ids, m.msg_id)
     LIMIT %(limit)s
     FOR UPDATE OF m SKIP LOCKED
+),
+claimed AS (
+    UPDATE pgqueue.message m
+    SET vt = now() + make_interval(secs => %(lease)s),
+        read_ct = m.read_ct + 1,
+        claimed_by = %(worker_id)s,
+        claimed_at = now()
+    FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+    WHERE m.msg_id = picked.msg_id
+    RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority, m.tenant,
+              m.read_ct, m.enqueued_at,
+              extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
+              extract(epoch FROM now() - m.enqueued_at)::float8 AS waited
 )
-UPDATE pgqueue.message m
-SET vt = now() + make_interval(secs => %(lease)s),
-    read_ct = m.read_ct + 1,
-    claimed_by = %(worker_id)s,
-    claimed_at = now()
-FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
-WHERE m.msg_id = picked.msg_id
-RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority, m.tenant,
-          m.read_ct, m.enqueued_at,
-          extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
-          extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
-          (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) AS walked,
-          (SELECT max(tenant) FROM tenants) AS last_tenant;
+-- In the claim's order (RETURNING has none): a worker runs a batch in the order it gets it.
+SELECT c.*,
+       (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) AS walked,
+       (SELECT max(tenant) FROM tenants) AS last_tenant
+FROM claimed c, ordered o
+ORDER BY array_position(o.ids, c.msg_id);
 
 -- name: renew
 -- Extends the leases a worker still holds; rows not returned were lost (gone or re-claimed).
