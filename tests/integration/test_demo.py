@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end_on_the_embedded_postgres() -> None:
     out = done.stdout
     for expected in [
         "starting an embedded Postgres",
-        "applied migrations [1]",
+        "applied migrations [1, 2]",
         "20 RPC round trips",
         "500 messages enqueued and run",
         "dead letter 1: task=demo.fail reason='failed after 2 attempts: ValueError",

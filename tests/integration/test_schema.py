@@ -28,6 +28,9 @@ UNION ALL
 SELECT 'type', t.typname || ' ' || string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
 FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
 WHERE t.typnamespace = 'pgqueue'::regnamespace GROUP BY t.typname
+UNION ALL
+SELECT 'function', pg_get_functiondef(p.oid) FROM pg_proc p
+WHERE p.pronamespace = 'pgqueue'::regnamespace
 ORDER BY 1, 2
 """
 

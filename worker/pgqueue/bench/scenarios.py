@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from pgqueue import embedded, sqlfiles
 from pgqueue.bench import callers, pgqueuer_worker, rawloop
@@ -196,13 +195,34 @@ def claim_latency(dsn: str, samples: int, limit: int = 1) -> list[float]:
 
 
 def explain_claim(dsn: str, limit: int = 1) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of the claim, rolled back so it claims nothing."""
+    """EXPLAIN (ANALYZE, BUFFERS) of the claim's statement, rolled back so it claims nothing.
+
+    The claim runs inside the function ``pgqueue.claim``, whose own EXPLAIN shows one Function
+    Scan; auto_explain with nested statements logs the plan of the statement inside, and
+    ``client_min_messages = log`` hands that log line to this session as a notice.
+    """
+    plans: list[str] = []
     with _connect(dsn, autocommit=False) as conn:
-        rows = conn.execute(
-            sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + sqlfiles.query("claim"), _claim_params(limit)
-        ).fetchall()
+        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET LOCAL auto_explain.log_min_duration = 0",
+            "SET LOCAL auto_explain.log_analyze = on",
+            "SET LOCAL auto_explain.log_buffers = on",
+            "SET LOCAL auto_explain.log_nested_statements = on",
+            "SET LOCAL client_min_messages = log",
+        ):
+            conn.execute(setting.encode())
+        conn.execute(sqlfiles.query("claim"), _claim_params(limit)).fetchall()
         conn.rollback()
-    return "\n".join(str(r[0]) for r in rows)
+    inner = [p for p in plans if "Update on message" in p]
+    if not inner:
+        raise BenchError(f"auto_explain gave no plan of the claim's statement: {plans!r}")
+    # "duration: … plan:\nQuery Text: <the statement, many lines>\n<plan>": keep the plan,
+    # whose first line is the first with a cost.
+    lines = inner[0].splitlines()
+    first = next((i for i, line in enumerate(lines) if "(cost=" in line), 0)
+    return "\n".join(lines[first:])
 
 
 class Bench:

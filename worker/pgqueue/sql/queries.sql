@@ -41,68 +41,10 @@ woken AS (
 SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id;
 
 -- name: claim
--- The claim, one statement: walk up to %(tenant_span)s tenants that have visible work (starting
--- at %(tenant_cursor)s so that a queue with many tenants rotates through them), take each
--- tenant's best rows, interleave them (priority first, then each tenant's rank, then FIFO), and
--- lock what is free with SKIP LOCKED. The commit follows at once; no lock is held while tasks run.
--- Committed asynchronously: a lost claim commit only makes the rows claimable again.
-WITH RECURSIVE tenants(tenant, n) AS (
-    (SELECT m.tenant, 1 FROM pgqueue.message m
-      WHERE m.queue = %(queue)s AND m.tenant >= %(tenant_cursor)s AND m.vt <= now()
-      ORDER BY m.tenant LIMIT 1)
-    UNION ALL
-    SELECT (SELECT m.tenant FROM pgqueue.message m
-             WHERE m.queue = %(queue)s AND m.tenant > t.tenant AND m.vt <= now()
-             ORDER BY m.tenant LIMIT 1), t.n + 1
-    FROM tenants t
-    WHERE t.tenant IS NOT NULL AND t.n < %(tenant_span)s
-),
-candidates AS (
-    SELECT c.msg_id, c.priority, c.tenant,
-           row_number() OVER (PARTITION BY c.tenant ORDER BY c.priority DESC, c.msg_id) AS rank
-    FROM tenants t
-    CROSS JOIN LATERAL (
-        SELECT m.msg_id, m.priority, m.tenant FROM pgqueue.message m
-        WHERE m.queue = %(queue)s AND m.tenant = t.tenant AND m.vt <= now()
-        ORDER BY m.priority DESC, m.msg_id
-        -- Over-fetched: SKIP LOCKED applies later, and concurrent claimers see the same rows.
-        LIMIT %(candidates)s
-    ) c
-    WHERE t.tenant IS NOT NULL
-),
--- Within a priority, each tenant's first row, then each tenant's second, ...; tenants that tie
--- are shuffled per claim (%(salt)s), so a claim of one row does not always favour the same one.
-ordered AS (
-    SELECT array_agg(msg_id ORDER BY priority DESC, rank, md5(tenant || %(salt)s), msg_id) AS ids
-    FROM candidates
-),
-picked AS (
-    -- By primary key from the short candidate list: never a scan of the backlog.
-    SELECT m.msg_id FROM pgqueue.message m, ordered o
-    WHERE m.msg_id = ANY (o.ids) AND m.vt <= now()
-    ORDER BY array_position(o.ids, m.msg_id)
-    LIMIT %(limit)s
-    FOR UPDATE OF m SKIP LOCKED
-),
-claimed AS (
-    UPDATE pgqueue.message m
-    SET vt = now() + make_interval(secs => %(lease)s),
-        read_ct = m.read_ct + 1,
-        claimed_by = %(worker_id)s,
-        claimed_at = now()
-    FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
-    WHERE m.msg_id = picked.msg_id
-    RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority, m.tenant,
-              m.read_ct, m.enqueued_at,
-              extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
-              extract(epoch FROM now() - m.enqueued_at)::float8 AS waited
-)
--- In the claim's order (RETURNING has none): a worker runs a batch in the order it gets it.
-SELECT c.*,
-       (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) AS walked,
-       (SELECT max(tenant) FROM tenants) AS last_tenant
-FROM claimed c, ordered o
-ORDER BY array_position(o.ids, c.msg_id);
+-- The claim, one statement (DESIGN §3.1): see pgqueue.claim in schema.sql for how it walks
+-- tenants and locks with SKIP LOCKED. Returns the rows in the claim's order.
+SELECT * FROM pgqueue.claim(%(queue)s, %(limit)s, %(candidates)s, %(lease)s, %(worker_id)s,
+                            %(tenant_cursor)s, %(tenant_span)s, %(salt)s);
 
 -- name: renew
 -- Extends the leases a worker still holds; rows not returned were lost (gone or re-claimed).
