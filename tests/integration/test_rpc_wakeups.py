@@ -73,3 +73,20 @@ def test_a_call_that_gets_no_reply_times_out_after_a_last_look(pg_dsn: str, pool
     assert result.kind == "timeout"
     assert "no reply within 0.5s" in result.error
     assert "(0 polls)" not in result.error
+
+
+def test_a_reply_wakes_only_the_client_that_waits_for_it(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=2)
+    with Client(pg_dsn) as caller, Client(pg_dsn) as bystander:
+        for client in (caller, bystander):
+            assert client.call("demo.echo", ["warm-up"], timeout=20).ok
+            wait_until(lambda c=client: _listening(c), 10, "the reply listener to be in place")
+        assert caller._listener is not None and bystander._listener is not None
+        before = bystander._listener.delivered, caller._listener.delivered
+        for i in range(20):
+            assert caller.call("demo.echo", [i], timeout=20).ok
+        # Each reply was notified on the caller's own channel: the other process slept.
+        assert caller._listener.delivered - before[1] == 20
+        assert bystander._listener.delivered == before[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ from pgqueue.settings import ClientSettings, check_queue_name
 
 log = logging.getLogger(__name__)
 
-REPLY_CHANNEL = "pgqueue_reply"
+REPLY_CHANNEL = "pgqueue_reply"  # shared: replies to keys without a listener's prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,11 @@ class _ReplyListener:
     While it is ``live`` (LISTEN in place) a reply cannot be stored without its NOTIFY reaching
     this session, so waiters poll only as a safety net; on every (re)connect it wakes all of them
     once, which covers a reply stored while it was away.
+
+    Reply keys of this listener's callers start with its ``prefix``; workers notify such a key
+    on this listener's own channel (``pgqueue.reply_channel`` in the schema), so N caller
+    processes do not each wake for every reply. It also listens on the shared channel, which
+    carries replies to other keys (hand-made ones, or from workers before migration 0002).
     """
 
     def __init__(self, dsn: str, connect_timeout: float) -> None:
@@ -82,6 +88,8 @@ class _ReplyListener:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.live = False
+        self.prefix = secrets.token_hex(8)
+        self.delivered = 0  # notifications received (all keys), for tests and debugging
         self._thread = threading.Thread(
             target=self._run, name="pgqueue-reply-listener", daemon=True
         )
@@ -103,6 +111,7 @@ class _ReplyListener:
             try:
                 with db.connect(self._dsn, connect_timeout=self._connect_timeout) as conn:
                     conn.execute(f"LISTEN {REPLY_CHANNEL}")
+                    conn.execute(f"LISTEN {REPLY_CHANNEL}_{self.prefix}")
                     backoff = 0.1
                     with self._lock:
                         self.live = True
@@ -110,6 +119,7 @@ class _ReplyListener:
                             waiter.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
+                            self.delivered += 1
                             with self._lock:
                                 event = self._waiters.get(note.payload)
                             if event is not None:
@@ -273,13 +283,14 @@ class Client:
         started: float,
     ) -> CallResult:
         wait = self.settings.default_timeout if timeout is None else float(timeout)
-        reply_key = uuid.uuid4().hex
+        listener = self._reply_listener()
+        # The listener's prefix routes the reply's NOTIFY to this process alone.
+        reply_key = f"{listener.prefix}.{uuid.uuid4().hex}" if listener else uuid.uuid4().hex
         if wait <= 0:
             return CallResult.failure(
                 reply_key, "enqueue_error", f"timeout: must be > 0, got {wait}"
             )
         deadline = started + wait
-        listener = self._reply_listener()
         event = listener.register(reply_key) if listener else None
         try:
             try:
@@ -293,7 +304,11 @@ class Client:
                 listener.unregister(reply_key)
 
     def wait_for_reply(self, reply_key: str, timeout: float) -> CallResult:
-        """Wait for the reply stored under a reply key (for messages another process enqueued)."""
+        """Wait for the reply stored under a reply key (for messages another process enqueued).
+
+        A key made by another Client's call is notified on that client's channel: this wait
+        then finds the reply by its safety-net poll (every poll_max) rather than at once.
+        """
         listener = self._reply_listener()
         event = listener.register(reply_key) if listener else None
         try:

@@ -88,7 +88,7 @@ stored AS (
 )
 SELECT a.msg_id,
        CASE WHEN %(notify)s AND a.reply_key IS NOT NULL
-            THEN pg_notify('pgqueue_reply', a.reply_key) END AS notified
+            THEN pg_notify(pgqueue.reply_channel(a.reply_key), a.reply_key) END AS notified
 FROM acked a;
 
 -- name: retry
@@ -123,7 +123,7 @@ replied AS (
 )
 SELECT k.dl_id,
        CASE WHEN %(notify)s AND k.reply_key IS NOT NULL
-            THEN pg_notify('pgqueue_reply', k.reply_key) END AS notified
+            THEN pg_notify(pgqueue.reply_channel(k.reply_key), k.reply_key) END AS notified
 FROM kept k;
 
 -- name: take_reply

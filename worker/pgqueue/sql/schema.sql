@@ -146,3 +146,13 @@ BEGIN
     ORDER BY array_position(o.ids, c.msg_id);
 END
 $claim$;
+
+-- The channel a reply's NOTIFY goes to. A client that listens names its reply keys
+-- "<16 hex>.<uuid>" and listens on pgqueue_reply_<16 hex>, so a reply wakes only its own
+-- caller's process instead of every listening client; any other key (hand-made, or from a
+-- client before 0002) goes to the shared channel pgqueue_reply, on which every client listens.
+CREATE FUNCTION pgqueue.reply_channel(reply_key text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $channel$
+    SELECT CASE WHEN reply_key ~ '^[0-9a-f]{16}[.]' THEN 'pgqueue_reply_' || left(reply_key, 16)
+                ELSE 'pgqueue_reply' END
+$channel$;

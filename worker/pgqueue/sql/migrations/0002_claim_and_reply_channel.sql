@@ -1,5 +1,6 @@
 -- 0002: the claim becomes the function pgqueue.claim, so its plan is kept per session (a
--- worker behind PgBouncer in transaction mode planned the statement on every poll).
+-- worker behind PgBouncer in transaction mode planned the statement on every poll), and each
+-- listening client gets its own reply channel (pgqueue.reply_channel).
 
 -- The claim (DESIGN §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
@@ -78,3 +79,13 @@ BEGIN
     ORDER BY array_position(o.ids, c.msg_id);
 END
 $claim$;
+
+-- The channel a reply's NOTIFY goes to. A client that listens names its reply keys
+-- "<16 hex>.<uuid>" and listens on pgqueue_reply_<16 hex>, so a reply wakes only its own
+-- caller's process instead of every listening client; any other key (hand-made, or from a
+-- client before 0002) goes to the shared channel pgqueue_reply, on which every client listens.
+CREATE FUNCTION pgqueue.reply_channel(reply_key text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $channel$
+    SELECT CASE WHEN reply_key ~ '^[0-9a-f]{16}[.]' THEN 'pgqueue_reply_' || left(reply_key, 16)
+                ELSE 'pgqueue_reply' END
+$channel$;
