@@ -217,7 +217,10 @@ class Slot:
         try:
             self.conn.send(jobs)
         except (OSError, ValueError):
-            self.restart()
+            if not self.outstanding:
+                self.restart()
+            # else the child died with jobs in hand: its sentinel tells the supervisor, which
+            # accounts for them (Slot.dead) before starting a fresh child.
             return False
         for job, (msg, _, expected) in zip(jobs, items, strict=True):
             self.outstanding[msg.msg_id] = Handed(msg, job.seq, expected)

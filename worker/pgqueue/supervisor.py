@@ -323,12 +323,13 @@ class Worker:
         wanted = room + self.s.prefetch - len(self.buffer)
         if self.s.batch_size:
             wanted = min(wanted, self.s.batch_size)
-        if not any(s.free for s in self.slots) and wanted < full // 2:
-            wanted = 0  # every slot has work queued: claim when half the room is back
+        if not any(s.free for s in self.slots) and room < full // 2:
+            wanted -= room  # every slot has work queued: claim for them when half is back
         if wanted <= 0 or self._conn is None:
             self._next_claim = time.monotonic() + self.s.poll_interval
             self._start_buffered()
             return
+        began = time.monotonic()
         claimed: list[outcomes.Claimed] = []
         queues = self.s.queues
         for i in range(len(queues)):
@@ -356,7 +357,9 @@ class Worker:
         self._start_buffered()
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
-        self._next_claim = time.monotonic() + (0.0 if full else self.s.poll_interval)
+        # Polls every poll_interval from start to start, not poll_interval after the last one
+        # returned: through a pooler the claim's round trip is a good part of a short interval.
+        self._next_claim = began + (0.0 if full else self.s.poll_interval)
 
     def _expected(self, task: str) -> float | None:
         return self._cost.get(task)
@@ -389,7 +392,7 @@ class Worker:
             items = plan.get(slot.index)
             if items and not slot.hand(items):
                 log.warning(
-                    "slot %d had died while idle; %d messages handed back",
+                    "slot %d had died; %d messages handed back",
                     slot.index,
                     len(items),
                 )
