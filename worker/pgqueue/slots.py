@@ -51,6 +51,16 @@ class Job:
     kwargs: dict[str, Any]
     want_reply: bool
     deadline: float | None  # monotonic; the job is not started after it
+    expected: float  # the supervisor's estimate of its run time, seconds (0: unknown)
+
+
+# Reports of short fire-and-forget jobs are sent together, so a batch of no-ops costs the
+# supervisor one wake-up, not one per job: held at most this long, and never across a job that
+# may be long or wants a reply. A crash loses held reports; those jobs count as begun and their
+# messages go back (fire-and-forget is at-least-once), so the window is kept small.
+_HOLD_REPORTS_S = 0.002
+_HOLD_REPORTS_MAX = 64
+_SHORT_JOB_S = 0.001
 
 
 def _run_one(job: Job, wall: float) -> outcomes.RunResult:
@@ -77,9 +87,14 @@ def _slot_main(
     import_task_modules(modules)
     conn.send("ready")  # imports done: from now on a run's clock measures the task alone
     queue: collections.deque[Job] = collections.deque()
+    held: list[tuple[int, outcomes.RunResult | str]] = []
+    held_since = 0.0
     while True:
         try:
             while not queue or conn.poll(0):
+                if held and not queue:
+                    conn.send(held)  # about to block: nothing is held while idle
+                    held = []
                 jobs = conn.recv()
                 if jobs is None:
                     return
@@ -88,6 +103,14 @@ def _slot_main(
             return
         job = queue.popleft()
         wall = time.monotonic()
+        if held and (
+            job.want_reply
+            or job.expected >= _SHORT_JOB_S
+            or wall - held_since >= _HOLD_REPORTS_S
+            or len(held) >= _HOLD_REPORTS_MAX
+        ):
+            conn.send(held)
+            held = []
         with lock:
             withdrawn = state[_SKIP_FROM] <= job.seq <= state[_SKIP_TO]
             if not withdrawn:
@@ -101,7 +124,12 @@ def _slot_main(
         else:
             report = _run_one(job, wall)
         state[_MSG] = 0
-        conn.send((job.msg_id, report))
+        if job.want_reply:
+            conn.send([(job.msg_id, report)])  # a caller waits: never held
+            continue
+        if not held:
+            held_since = time.monotonic()
+        held.append((job.msg_id, report))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +224,7 @@ class Slot:
     def hand(self, items: list[tuple[outcomes.Claimed, outcomes.Work, float]]) -> bool:
         """Queue jobs (claim, work, expected seconds) in the child; False if it had died."""
         jobs = []
-        for msg, work, _ in items:
+        for msg, work, expected in items:
             self._seq += 1
             deadline = (
                 msg.claimed_at + msg.deadline_in
@@ -212,6 +240,7 @@ class Slot:
                     work.kwargs,
                     msg.reply_key is not None,
                     deadline,
+                    expected,
                 )
             )
         try:
@@ -254,10 +283,10 @@ class Slot:
         got: list[tuple[outcomes.Claimed, outcomes.RunResult | str]] = []
         with contextlib.suppress(EOFError, OSError):
             while self.conn.poll(0):
-                msg_id, report = self.conn.recv()
-                handed = self._forget(msg_id)
-                if handed is not None:
-                    got.append((handed.msg, report))
+                for msg_id, report in self.conn.recv():
+                    handed = self._forget(msg_id)
+                    if handed is not None:
+                        got.append((handed.msg, report))
         return got
 
     def alive(self) -> bool:
