@@ -453,9 +453,11 @@ class Worker:
         self._learn(running.task_name, ran)  # and stop queueing behind this task
         taken = slot.withdraw()
         for msg in reversed(taken):
-            admitted = outcomes.admit(msg, self.known, self.s.max_attempts)
-            assert isinstance(admitted, outcomes.Work)  # it was admitted once already
-            self.buffer.appendleft((msg, admitted))
+            verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
+            if isinstance(verdict, outcomes.Work):
+                self.buffer.appendleft((msg, verdict))
+            else:  # admitted once already; kept for the decision table's sake
+                self.pending.append(_Pending(msg, verdict, time.monotonic()))
         if taken:
             log.info(
                 "msg_id=%d task=%s runs %.3fs, longer than measured: %d queued behind it "
