@@ -32,6 +32,13 @@ def _warm(dsn: str, client: Client, count: int = 10) -> None:
     wait_until(lambda: all(_ended(dsn, f"warm-{i}") for i in range(count)), 30, "the warm-up runs")
 
 
+def _enqueue_behind(client: Client, key: str, seconds: float, queued: list[str]) -> None:
+    """One slow t.record, then quick ones, committed together so one claim takes them all."""
+    client.enqueue_many(
+        [Message("t.record", [key, seconds])] + [Message("t.record", [k]) for k in queued]
+    )
+
+
 def _worker(pg_dsn: str, workers: WorkerFactory, concurrency: int, *extra: str) -> WorkerProcess:
     runs.create_runs_table(pg_dsn)
     # A window well above t.record's run time on any machine: batching is certain, and a task
@@ -47,9 +54,7 @@ def test_jobs_queued_behind_a_task_that_runs_long_move_to_a_free_slot(
     with Client(pg_dsn) as client:
         _warm(pg_dsn, client)
         queued = [f"q{i}" for i in range(6)]
-        client.enqueue_many(
-            [Message("t.record", ["slow", 4.0])] + [Message("t.record", [k]) for k in queued]
-        )
+        _enqueue_behind(client, "slow", 4.0, queued)
         wait_until(lambda: _ended(pg_dsn, "slow") == 1, 30, "the slow task to finish")
     # Every job that had been queued behind the slow one ran once, and before it ended.
     rows = runs.query(
@@ -69,9 +74,7 @@ def test_a_short_task_killed_at_the_time_limit_leaves_the_jobs_behind_it_to_run(
     with Client(pg_dsn) as client:
         _warm(pg_dsn, client)
         queued = [f"q{i}" for i in range(4)]
-        client.enqueue_many(
-            [Message("t.record", ["stuck", 30.0])] + [Message("t.record", [k]) for k in queued]
-        )
+        _enqueue_behind(client, "stuck", 30.0, queued)
         wait_until(lambda: all(_ended(pg_dsn, k) for k in queued), 30, "the jobs queued behind it")
     assert [_started(pg_dsn, k) for k in queued] == [1] * len(queued)
     assert _started(pg_dsn, "stuck") == 1
@@ -114,9 +117,7 @@ def test_sigterm_hands_back_the_jobs_queued_in_a_slot_at_once(
     queued = [f"q{i}" for i in range(4)]
     with Client(pg_dsn) as client:
         _warm(pg_dsn, client)
-        client.enqueue_many(
-            [Message("t.record", ["slow", 3.0])] + [Message("t.record", [k]) for k in queued]
-        )
+        _enqueue_behind(client, "slow", 3.0, queued)
     wait_until(lambda: _started(pg_dsn, "slow") == 1, 30, "the slow task to start")
     claimed = "SELECT count(*) FROM pgqueue.message WHERE claimed_by IS NOT NULL"
     assert runs.scalar(pg_dsn, claimed) >= 2, "jobs queued in the slot behind the slow one"
