@@ -345,13 +345,7 @@ class Worker:
         for msg in claimed:
             verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
             if isinstance(verdict, outcomes.DeadLetter):
-                log.warning(
-                    "dead-lettering msg_id=%d task=%s: %s",
-                    msg.msg_id,
-                    msg.task_name,
-                    verdict.reason,
-                )
-                self.pending.append(_Pending(msg, verdict, time.monotonic()))
+                self._dead_letter(msg, verdict)
             else:
                 self.buffer.append((msg, verdict))
         self._start_buffered()
@@ -457,7 +451,7 @@ class Worker:
             if isinstance(verdict, outcomes.Work):
                 self.buffer.appendleft((msg, verdict))
             else:  # admitted once already; kept for the decision table's sake
-                self.pending.append(_Pending(msg, verdict, time.monotonic()))
+                self._dead_letter(msg, verdict)
         if taken:
             log.info(
                 "msg_id=%d task=%s runs %.3fs, longer than measured: %d queued behind it "
@@ -474,16 +468,19 @@ class Worker:
             if isinstance(report, outcomes.RunResult):
                 self._settle(msg, report)
             else:
-                verdict = outcomes.DeadLetter(
-                    "deadline passed: the caller stopped waiting before the task could start"
+                self._dead_letter(
+                    msg,
+                    outcomes.DeadLetter(
+                        "deadline passed: the caller stopped waiting before the task could start"
+                    ),
                 )
-                log.warning(
-                    "dead-lettering msg_id=%d task=%s: %s",
-                    msg.msg_id,
-                    msg.task_name,
-                    verdict.reason,
-                )
-                self.pending.append(_Pending(msg, verdict, time.monotonic()))
+
+    def _dead_letter(self, msg: outcomes.Claimed, verdict: outcomes.DeadLetter) -> None:
+        """Queue the move to the dead-letter table (written by the next flush)."""
+        log.warning(
+            "dead-lettering msg_id=%d task=%s: %s", msg.msg_id, msg.task_name, verdict.reason
+        )
+        self.pending.append(_Pending(msg, verdict, time.monotonic()))
 
     def _time_limit(self, slot: Slot, culprit: int) -> None:
         self._lost(slot.kill(), culprit=culprit)
