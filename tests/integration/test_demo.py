@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from pgqueue import sqlfiles
+
 
 def test_demo_runs_end_to_end_on_the_embedded_postgres() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
@@ -20,7 +22,7 @@ def test_demo_runs_end_to_end_on_the_embedded_postgres() -> None:
     out = done.stdout
     for expected in [
         "starting an embedded Postgres",
-        "applied migrations [1, 2]",
+        f"applied migrations {[version for version, _, _ in sqlfiles.migrations()]}",
         "20 RPC round trips",
         "500 messages enqueued and run",
         "dead letter 1: task=demo.fail reason='failed after 2 attempts: ValueError",

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
-from pgqueue import Client
+from pgqueue import Client, sqlfiles
 from pgqueue.settings import ClientSettings
+from tests.support import runs
 from tests.support.workers import WorkerFactory, wait_until
 
 
-def _take_reply_statements(dsn: str) -> int:
+def _reply_reads(dsn: str) -> int:
+    """How often a caller read a reply row (take_reply: the delete that returns the row)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
             "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s "
             "JOIN pg_database d ON d.oid = s.dbid "
-            "WHERE d.datname = current_database() AND s.query LIKE 'DELETE FROM pgqueue.result%'"
+            "WHERE d.datname = current_database() AND s.query LIKE 'DELETE FROM pgqueue.result%' "
+            "AND s.query LIKE '%RETURNING%'"
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -31,11 +36,11 @@ def _listening(client: Client) -> bool:
     return listener is not None and listener.live
 
 
-def test_a_listening_caller_reads_its_reply_once_per_call(
+def test_a_listening_caller_gets_a_small_reply_from_its_notify_and_the_row_is_cleared(
     pg_dsn: str, workers: WorkerFactory
 ) -> None:
     workers.start(pg_dsn, concurrency=2)
-    # poll_max far above a call's duration: any extra read would be a wasted poll, not the net.
+    # poll_max far above a call's duration: any read of a row would be a wasted poll, not the net.
     settings = ClientSettings(dsn=pg_dsn, poll_max=10.0)
     with Client(settings=settings) as client:
         assert client.call("demo.echo", ["warm-up"], timeout=20).ok
@@ -45,7 +50,90 @@ def test_a_listening_caller_reads_its_reply_once_per_call(
             result = client.call("demo.echo", [i], timeout=20)
             assert result.ok, result
             assert result.value == {"args": [i], "kwargs": {}}
-        assert _take_reply_statements(pg_dsn) == 20
+        failed = client.call("demo.fail", ["boom"], timeout=20)
+        assert (failed.kind, "boom" in failed.error) == ("task_error", True), failed
+        assert _reply_reads(pg_dsn) == 0
+        assert client._listener is not None and client._listener.inline >= 21
+        # The listener deletes the rows it handed over: nothing is left for the sweep.
+        runs.wait_replies_taken(pg_dsn)
+
+
+def test_a_reply_too_big_for_a_notify_is_read_from_its_row(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=1)
+    settings = ClientSettings(dsn=pg_dsn, poll_max=10.0)
+    big = "x" * 20_000  # a NOTIFY payload must stay under 8000 bytes
+    with Client(settings=settings) as client:
+        assert client.call("demo.echo", ["warm-up"], timeout=20).ok
+        wait_until(lambda: _listening(client), 10, "the reply listener to be in place")
+        _reset_statements(pg_dsn)
+        result = client.call("demo.echo", [big], timeout=20)
+        assert result.ok, result
+        assert result.value == {"args": [big], "kwargs": {}}
+        assert _reply_reads(pg_dsn) == 1
+
+
+def test_a_reply_reads_the_same_from_the_notify_as_from_the_row(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=1)
+    # jsonb reorders object keys; the payload is built from the stored row, so both paths agree.
+    kwargs = {"zeta": 1, "a": [1.5, None, "ü"], "mid": {"b": True, "aa": 2}}
+    with (
+        Client(pg_dsn) as listening,
+        Client(settings=ClientSettings(dsn=pg_dsn, pooled=True)) as polling,
+    ):
+        assert listening.call("demo.echo", ["warm-up"], timeout=20).ok
+        wait_until(lambda: _listening(listening), 10, "the reply listener to be in place")
+        inline = listening.call("demo.echo", kwargs=kwargs, timeout=20)
+        polled = polling.call("demo.echo", kwargs=kwargs, timeout=20)
+    assert listening._listener is not None and listening._listener.inline >= 2
+    assert inline.ok and polled.ok
+    assert json.dumps(inline.value) == json.dumps(polled.value)
+    assert inline.value == {"args": [], "kwargs": kwargs}
+
+
+def test_a_reply_that_lost_to_an_earlier_one_is_notified_by_key_alone(pg_dsn: str) -> None:
+    # First write wins (§3.4): the NOTIFY must never carry the result that was not stored.
+    won, fresh, plain = "0123456789abcdef.i.won", "0123456789abcdef.i.fresh", "hand-made-key"
+    with (
+        psycopg.connect(pg_dsn, autocommit=True) as listen,
+        psycopg.connect(pg_dsn, autocommit=True) as conn,
+    ):
+        listen.execute("LISTEN pgqueue_reply_0123456789abcdef")
+        listen.execute("LISTEN pgqueue_reply")
+        conn.execute(
+            "INSERT INTO pgqueue.result (reply_key, status, error, expires_at) "
+            "VALUES (%s, 'failed', 'the earlier reply', now() + interval '1 hour')",
+            [won],
+        )
+        ids = []
+        for key in (won, fresh, plain):
+            row = conn.execute(
+                "INSERT INTO pgqueue.message (queue, task_name, payload, reply_key) "
+                "VALUES ('q', 't', '{}', %s) RETURNING msg_id",
+                [key],
+            ).fetchone()
+            assert row is not None
+            ids.append(row[0])
+        conn.execute(
+            sqlfiles.query("ack"),
+            {
+                "msg_ids": ids,
+                "read_cts": [0, 0, 0],
+                "statuses": ["completed"] * 3,
+                "results": ['{"late": true}'] * 3,
+                "errors": [""] * 3,
+                "result_ttl": 60.0,
+                "notify": True,
+            },
+        )
+        notes = {n.channel + " " + n.payload for n in listen.notifies(timeout=2, stop_after=3)}
+    assert f"pgqueue_reply_0123456789abcdef {won}" in notes
+    assert f"pgqueue_reply {plain}" in notes
+    inline = [json.loads(n.split(" ", 1)[1]) for n in notes if n.split(" ", 1)[1].startswith("{")]
+    assert inline == [{"k": fresh, "s": "completed", "r": {"late": True}, "e": ""}]
 
 
 def test_a_worker_that_does_not_notify_is_caught_by_the_safety_net_poll(

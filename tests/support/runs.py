@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 
 from tests.support.core_tasks import DDL
+from tests.support.workers import wait_until
 
 
 def create_runs_table(dsn: str) -> None:
@@ -22,3 +23,13 @@ def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
 def scalar(dsn: str, sql: str, params: Any = None) -> Any:
     rows = query(dsn, sql, params)
     return rows[0][0] if rows else None
+
+
+def wait_replies_taken(dsn: str, timeout: float = 10.0) -> None:
+    """Every stored reply was taken: a reply that came in its NOTIFY is deleted by the caller's
+    listener in the background (within a fraction of a second), so this waits for it."""
+    wait_until(
+        lambda: scalar(dsn, "SELECT count(*) FROM pgqueue.result") == 0,
+        timeout,
+        "the taken replies to be deleted",
+    )

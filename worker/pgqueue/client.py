@@ -2,8 +2,9 @@
 
 ``call`` enqueues with a fresh reply key and the caller's deadline, then waits for the reply row:
 polls with a fast-then-capped backoff clamped to the deadline, taking a pooled connection only
-for each poll. On a direct connection a listener thread may wake it early on the reply's NOTIFY;
-polling stays the correctness path, so a lost notification costs latency, never a result.
+for each poll. On a direct connection a listener thread may wake it early on the reply's NOTIFY,
+which carries a small reply itself (the row is then cleared in the background); polling stays
+the correctness path, so a lost notification costs latency, never a result.
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ def _payload(args: Sequence[Any], kwargs: Mapping[str, Any] | None, tenant: str)
         raise ConfigurationError("args", f"arguments must be JSON-serialisable: {exc}") from exc
 
 
+@dataclass(slots=True)
+class _Waiter:
+    """One waiting call: woken by its NOTIFY, which may carry the reply itself."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    reply: tuple[object, object, object] | None = None  # status, result, error
+
+
+def _parse_note(payload: str) -> tuple[str, tuple[object, object, object] | None]:
+    """(reply key, the reply if the payload carries it): see ``pgqueue.reply_note``."""
+    if payload.startswith("{"):
+        try:
+            note = json.loads(payload)
+            return str(note["k"]), (note["s"], note["r"], note["e"])
+        except (ValueError, KeyError, TypeError):
+            pass  # a hand-made key that merely starts with "{"
+    return payload, None
+
+
 class _ReplyListener:
     """One LISTEN connection per client that wakes the callers waiting on a reply key.
 
@@ -79,31 +99,61 @@ class _ReplyListener:
     on this listener's own channel (``pgqueue.reply_channel`` in the schema), so N caller
     processes do not each wake for every reply. It also listens on the shared channel, which
     carries replies to other keys (hand-made ones, or from workers before migration 0002).
+
+    A reply that fits in a NOTIFY payload arrives in it (``pgqueue.reply_note``): the waiter
+    returns it without reading the row, and this thread deletes the rows it handed over in one
+    statement per batch, between two reads of the socket. Replies that arrive for no waiter
+    (the call timed out meanwhile) are left to the retention sweep, like any unread reply.
     """
 
     def __init__(self, dsn: str, connect_timeout: float) -> None:
         self._dsn = dsn
         self._connect_timeout = connect_timeout
-        self._waiters: dict[str, threading.Event] = {}
+        self._waiters: dict[str, _Waiter] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._handed: list[str] = []  # reply keys whose rows are to be deleted
         self.live = False
         self.prefix = secrets.token_hex(8)
         self.delivered = 0  # notifications received (all keys), for tests and debugging
+        self.inline = 0  # of them, replies read from the payload
         self._thread = threading.Thread(
             target=self._run, name="pgqueue-reply-listener", daemon=True
         )
         self._thread.start()
 
-    def register(self, reply_key: str) -> threading.Event:
-        event = threading.Event()
+    def new_key(self) -> str:
+        """A reply key routed to this listener whose reply may come in the payload."""
+        return f"{self.prefix}.i.{uuid.uuid4().hex}"
+
+    def register(self, reply_key: str) -> _Waiter:
+        waiter = _Waiter()
         with self._lock:
-            self._waiters[reply_key] = event
-        return event
+            self._waiters[reply_key] = waiter
+        return waiter
 
     def unregister(self, reply_key: str) -> None:
         with self._lock:
             self._waiters.pop(reply_key, None)
+
+    def _deliver(self, payload: str) -> None:
+        self.delivered += 1
+        key, reply = _parse_note(payload)
+        with self._lock:
+            waiter = self._waiters.get(key)
+            if waiter is None:
+                return
+            if reply is not None:
+                self.inline += 1
+                waiter.reply = reply
+                self._handed.append(key)
+        waiter.event.set()
+
+    def _clear_handed(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        with self._lock:
+            keys, self._handed = self._handed, []
+        if keys:
+            conn.execute(sqlfiles.query("clear_replies"), {"reply_keys": keys})
 
     def _run(self) -> None:
         backoff = 0.1
@@ -116,14 +166,12 @@ class _ReplyListener:
                     with self._lock:
                         self.live = True
                         for waiter in self._waiters.values():
-                            waiter.set()
+                            waiter.event.set()
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            self.delivered += 1
-                            with self._lock:
-                                event = self._waiters.get(note.payload)
-                            if event is not None:
-                                event.set()
+                        # Rounds of 0.2 s: a handed-over row is deleted within that.
+                        for note in conn.notifies(timeout=0.2):
+                            self._deliver(note.payload)
+                        self._clear_handed(conn)
             except psycopg.Error as exc:
                 # Callers poll on their fast schedule meanwhile; this only costs latency.
                 self.live = False
@@ -285,20 +333,20 @@ class Client:
         wait = self.settings.default_timeout if timeout is None else float(timeout)
         listener = self._reply_listener()
         # The listener's prefix routes the reply's NOTIFY to this process alone.
-        reply_key = f"{listener.prefix}.{uuid.uuid4().hex}" if listener else uuid.uuid4().hex
+        reply_key = listener.new_key() if listener else uuid.uuid4().hex
         if wait <= 0:
             return CallResult.failure(
                 reply_key, "enqueue_error", f"timeout: must be > 0, got {wait}"
             )
         deadline = started + wait
-        event = listener.register(reply_key) if listener else None
+        waiter = listener.register(reply_key) if listener else None
         try:
             try:
                 _check(task, queue, priority, 0.0)
                 self._insert(task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait)
             except PgQueueError as exc:
                 return CallResult.failure(reply_key, "enqueue_error", str(exc))
-            return self._wait(reply_key, deadline, wait, event)
+            return self._wait(reply_key, deadline, wait, waiter)
         finally:
             if listener:
                 listener.unregister(reply_key)
@@ -310,20 +358,20 @@ class Client:
         then finds the reply by its safety-net poll (every poll_max) rather than at once.
         """
         listener = self._reply_listener()
-        event = listener.register(reply_key) if listener else None
+        waiter = listener.register(reply_key) if listener else None
         try:
-            return self._wait(reply_key, time.monotonic() + timeout, timeout, event)
+            return self._wait(reply_key, time.monotonic() + timeout, timeout, waiter)
         finally:
             if listener:
                 listener.unregister(reply_key)
 
     def _wait(
-        self, reply_key: str, deadline: float, wait: float, event: threading.Event | None
+        self, reply_key: str, deadline: float, wait: float, waiter: _Waiter | None
     ) -> CallResult:
         pause = self.settings.poll_initial
         polls = 0
         last_error = ""
-        listener = self._listener if event is not None else None
+        listener = self._listener if waiter is not None else None
         # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
         skip_poll = listener is not None and listener.live
         while True:
@@ -348,17 +396,21 @@ class Client:
                 return CallResult.failure(
                     reply_key, "timeout", f"no reply within {wait:g}s ({polls} polls){last_error}"
                 )
-            if event is not None and listener is not None and listener.live:
+            if waiter is not None and listener is not None and listener.live:
                 # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
-                event.wait(min(self.settings.poll_max, remaining))
-                event.clear()
+                waiter.event.wait(min(self.settings.poll_max, remaining))
+                waiter.event.clear()
+                if waiter.reply is not None:
+                    return from_row(reply_key, *waiter.reply)
                 skip_poll = False
                 continue
             skip_poll = False
             nap = min(pause, remaining)
-            if event is not None:
-                event.wait(nap)
-                event.clear()
+            if waiter is not None:
+                waiter.event.wait(nap)
+                waiter.event.clear()
+                if waiter.reply is not None:
+                    return from_row(reply_key, *waiter.reply)
             else:
                 time.sleep(nap)
             # Flat and fast while a short task's reply is likely, then doubling up to the cap.

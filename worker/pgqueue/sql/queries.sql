@@ -84,12 +84,16 @@ stored AS (
     FROM acked a JOIN done d USING (msg_id)
     WHERE a.reply_key IS NOT NULL
     ON CONFLICT (reply_key) DO NOTHING
-    RETURNING reply_key
+    RETURNING reply_key, status, result, error
 )
+-- The NOTIFY carries the stored reply when it fits (pgqueue.reply_note); a reply that lost to an
+-- earlier one (first write wins) is notified by key alone, so the caller reads the winner.
 SELECT a.msg_id,
        CASE WHEN %(notify)s AND a.reply_key IS NOT NULL
-            THEN pg_notify(pgqueue.reply_channel(a.reply_key), a.reply_key) END AS notified
-FROM acked a;
+            THEN pg_notify(pgqueue.reply_channel(a.reply_key),
+                           coalesce(pgqueue.reply_note(s.reply_key, s.status, s.result, s.error),
+                                    a.reply_key)) END AS notified
+FROM acked a LEFT JOIN stored s ON s.reply_key = a.reply_key;
 
 -- name: retry
 -- Fire-and-forget failure with attempts left: push the message out by the backoff.
@@ -133,6 +137,13 @@ DELETE FROM pgqueue.result r
 USING (SELECT set_config('synchronous_commit', 'off', true)) AS async
 WHERE r.reply_key = %(reply_key)s
 RETURNING r.status::text AS status, r.result, r.error;
+
+-- name: clear_replies
+-- Deletes replies their callers already have (read from the NOTIFY payload), in one statement
+-- per batch. Asynchronous commit, like take_reply: a lost delete leaves rows to the sweep.
+DELETE FROM pgqueue.result r
+USING (SELECT set_config('synchronous_commit', 'off', true)) AS async
+WHERE r.reply_key = ANY(%(reply_keys)s::text[]);
 
 -- name: queue_stats
 -- Per queue: ready (visible now), in flight (claimed, lease running), delayed (not yet visible,
