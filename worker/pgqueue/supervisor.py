@@ -108,6 +108,7 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._next_claim = 0.0
+        self._poll_at = 0.0  # the periodic poll's clock (see _next_poll)
         self._next_renew = 0.0
         self._db_retry_at = 0.0
         self._db_backoff = 0.2
@@ -351,9 +352,21 @@ class Worker:
         self._start_buffered()
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
-        # Polls every poll_interval from start to start, not poll_interval after the last one
-        # returned: through a pooler the claim's round trip is a good part of a short interval.
-        self._next_claim = began + (0.0 if full else self.s.poll_interval)
+        self._next_claim = began if full else self._next_poll(began)
+
+    def _next_poll(self, began: float) -> float:
+        """When the periodic poll comes next: a clock of poll_interval, start to start.
+
+        Claims made on an event (a task settled, a NOTIFY, a slot got ready) do not reset it.
+        They did: a caller that sends its next request just after its reply (a request handler
+        making calls in a row) then always found the worker's clock freshly restarted by the
+        reply's own settle, and waited most of an interval behind a pooler (no NOTIFY there).
+        Start to start, not after the last claim returned: through a pooler the claim's round
+        trip is a good part of a short interval.
+        """
+        if self._poll_at <= began:
+            self._poll_at = began + self.s.poll_interval
+        return self._poll_at
 
     def _expected(self, task: str) -> float | None:
         return self._cost.get(task)
