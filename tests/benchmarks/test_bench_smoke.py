@@ -17,8 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMS = {
     "drain": ["pgqueue", "pgqueuer", "raw_skip_locked"],
-    "rpc_latency": ["pgqueue_direct", "pgqueue_poll", "celery"],
-    "rpc_throughput": ["pgqueue", "celery"],
+    "rpc_latency": ["pgqueue_direct", "pgqueue_inline", "pgqueue_poll", "celery"],
+    "rpc_throughput": ["pgqueue", "pgqueue_inline", "celery", "celery_solo"],
 }
 
 
@@ -97,7 +97,7 @@ def test_every_scenario_reports_well_formed_figures(smoke: tuple[dict[str, Any],
 def test_targets_are_reported_not_asserted(smoke: tuple[dict[str, Any], Path]) -> None:
     results, out = smoke
     targets = results["targets"]
-    assert len(targets) == 5
+    assert len(targets) == 7
     for target in targets:
         assert isinstance(target["met"], bool)
         assert _positive(target["ratio_median"])

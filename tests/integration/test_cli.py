@@ -41,6 +41,7 @@ def pgq(
         (["call", "demo.echo", "--timeout", "-5"], "--timeout"),
         (["worker", "--tasks", "pgqueue.demo_tasks", "--concurrency", "-2"], "--concurrency"),
         (["worker", "--tasks", "pgqueue.demo_tasks", "--lease", "abc"], "--lease"),
+        (["worker", "--tasks", "pgqueue.demo_tasks", "--pool", "threads"], "--pool"),
         (["worker", "--tasks", "pgqueue.demo_tasks", "--queues", "ok,white space"], "--queues"),
         (["worker", "--tasks", "no.such.module"], "--tasks"),
         (["dlq", "replay", "x"], "dl_id"),

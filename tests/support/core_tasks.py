@@ -77,3 +77,13 @@ def sleep(seconds: float) -> float:
 @task(name="t.pid")
 def pid() -> int:
     return os.getpid()
+
+
+@task(name="t.stubborn_sleep")
+def stubborn_sleep(seconds: float) -> str:
+    """Swallows every Exception, as careless task code does: a time limit must still stop it."""
+    try:
+        time.sleep(seconds)
+    except Exception:
+        return "swallowed"
+    return "slept"

@@ -7,7 +7,7 @@ wins over its env var), so a bad value is reported once, naming the option, befo
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -96,6 +96,16 @@ class WorkerSettings(ConnectionSettings):
     )
     concurrency: int = Field(
         default=2, ge=1, le=512, description="Child-process slots running tasks. Default 2."
+    )
+    pool: Literal["process", "inline"] = Field(
+        default="process",
+        description=(
+            "Where tasks run. process: in child-process slots, killed at task_time_limit. "
+            "inline: in the worker process itself, one at a time, no process hop (for short "
+            "tasks you trust, like Celery's solo pool); a run is interrupted by a timer at "
+            "min(task_time_limit, lease/3), which cannot stop code stuck outside Python. "
+            "Default process."
+        ),
     )
     task_time_limit: float = Field(
         default=300.0,

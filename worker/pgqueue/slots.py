@@ -63,7 +63,26 @@ _HOLD_REPORTS_MAX = 64
 _SHORT_JOB_S = 0.001
 
 
-def _run_one(job: Job, wall: float) -> outcomes.RunResult:
+def job_for(seq: int, msg: outcomes.Claimed, work: outcomes.Work, expected: float) -> Job:
+    """The job that runs a claimed message; a call's deadline becomes a monotonic instant."""
+    deadline = (
+        msg.claimed_at + msg.deadline_in
+        if msg.reply_key is not None and msg.deadline_in is not None
+        else None
+    )
+    return Job(
+        seq,
+        msg.msg_id,
+        msg.task_name,
+        work.args,
+        work.kwargs,
+        msg.reply_key is not None,
+        deadline,
+        expected,
+    )
+
+
+def run_one(job: Job, wall: float) -> outcomes.RunResult:
     started = time.perf_counter()
     try:
         value = lookup(job.task_name).func(*job.args, **job.kwargs)
@@ -122,7 +141,7 @@ def _slot_main(
         if job.deadline is not None and wall >= job.deadline:
             report: outcomes.RunResult | str = NOT_STARTED_DEADLINE
         else:
-            report = _run_one(job, wall)
+            report = run_one(job, wall)
         state[_MSG] = 0
         if job.want_reply:
             conn.send([(job.msg_id, report)])  # a caller waits: never held
@@ -226,23 +245,7 @@ class Slot:
         jobs = []
         for msg, work, expected in items:
             self._seq += 1
-            deadline = (
-                msg.claimed_at + msg.deadline_in
-                if msg.reply_key is not None and msg.deadline_in is not None
-                else None
-            )
-            jobs.append(
-                Job(
-                    self._seq,
-                    msg.msg_id,
-                    msg.task_name,
-                    work.args,
-                    work.kwargs,
-                    msg.reply_key is not None,
-                    deadline,
-                    expected,
-                )
-            )
+            jobs.append(job_for(self._seq, msg, work, expected))
         try:
             self.conn.send(jobs)
         except (OSError, ValueError):

@@ -31,14 +31,19 @@ from typing import Any
 import psycopg
 
 from pgqueue import db, metrics, outcomes, serving, sqlfiles
+from pgqueue.inline import InlineRunner
 from pgqueue.replies import ReplyStatus
 from pgqueue.settings import WorkerSettings
-from pgqueue.slots import Lost, Slot
+from pgqueue.slots import Lost, Slot, job_for
 from pgqueue.tasks import import_task_modules
 
 log = logging.getLogger(__name__)
 
 ENQUEUE_CHANNEL = "pgqueue_enqueue"
+
+# An inline worker runs buffered jobs for at most this long per loop turn before it writes their
+# acks (one commit) and renews leases, so replies are not held behind a long batch.
+INLINE_TURN_S = 0.002
 
 
 @dataclass
@@ -116,6 +121,8 @@ class Worker:
         self._withdrawn_all = False
         self._cost: dict[str, float] = {}  # task → smoothed run time, seconds
         self._typical: float | None = None  # smoothed run time over every task
+        self._inline: InlineRunner | None = None  # --pool inline: tasks run here
+        self._inline_seq = 0
         self.http_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -139,16 +146,20 @@ class Worker:
         if self.s.metrics_port:
             server = serving.serve(self.health, self.s.metrics_host, self.s.metrics_port)
             self.http_port = server.server_address[1]
-        self.slots = [Slot(i, self.s.tasks) for i in range(self.s.concurrency)]
-        metrics.SLOTS.set(len(self.slots))
+        if self.s.pool == "inline":
+            self._inline = InlineRunner(min(self.s.task_time_limit, self.s.lease / 3))
+        else:
+            self.slots = [Slot(i, self.s.tasks) for i in range(self.s.concurrency)]
+        metrics.SLOTS.set(len(self.slots) or 1)
         log.info(
-            "worker %s: queues=%s slots=%d tasks=%d lease=%.0fs time_limit=%.0fs db=%s",
+            "worker %s: queues=%s pool=%s slots=%d tasks=%d lease=%.0fs time_limit=%gs db=%s",
             self.worker_id,
             ",".join(self.s.queues),
-            len(self.slots),
+            self.s.pool,
+            len(self.slots) or 1,
             len(self.known),
             self.s.lease,
-            self.s.task_time_limit,
+            self._inline.limit if self._inline else self.s.task_time_limit,
             db.redact(self.s.dsn),
         )
         try:
@@ -173,7 +184,9 @@ class Worker:
             metrics.BUSY_SLOTS.set(len(busy))
             # Ready = connected, taking work, and a slot has imported the tasks.
             self.health.ready = (
-                self._conn is not None and not self._stopping and any(s.ready for s in self.slots)
+                self._conn is not None
+                and not self._stopping
+                and (self._inline is not None or any(s.ready for s in self.slots))
             )
             if self._stopping and not self._withdrawn_all:
                 # Claimed but not started, here or queued in a slot: visible at once (§3.11).
@@ -305,6 +318,10 @@ class Worker:
         window, most = self.s.slot_backlog_seconds, self.s.slot_backlog_max
         typical = self._typical
         batching = typical is not None and most > 1 and 0 < typical <= window
+        if self._inline is not None:
+            # One runner: a window's worth of short tasks per claim, else one at a time.
+            n = max(1, min(most, int(window / max(typical or 0.0, 1e-4)))) if batching else 1
+            return n, n
         room = full = 0
         for slot in self.slots:
             if not slot.ready:
@@ -373,6 +390,9 @@ class Worker:
 
     def _start_buffered(self) -> None:
         """Hand buffered messages to slots, in claim order, as far as the slots have room."""
+        if self._inline is not None:
+            self._run_inline(self._inline)
+            return
         window, most = self.s.slot_backlog_seconds, self.s.slot_backlog_max
         plan: dict[int, list[tuple[outcomes.Claimed, outcomes.Work, float]]] = {}
         count = {s.index: len(s.outstanding) for s in self.slots}
@@ -404,6 +424,20 @@ class Worker:
                     len(items),
                 )
                 self._release([msg for msg, _, _ in items])
+
+    def _run_inline(self, runner: InlineRunner) -> None:
+        """Run buffered messages here, in claim order, for one turn (INLINE_TURN_S)."""
+        turn_ends = time.monotonic() + INLINE_TURN_S
+        while self.buffer and not self._stopping:
+            msg, work = self.buffer.popleft()
+            self._inline_seq += 1
+            expected = self._expected(msg.task_name) or 0.0
+            report = runner.run(job_for(self._inline_seq, msg, work, expected))
+            self._reported([(msg, report)])
+            if self.buffer and time.monotonic() >= turn_ends:
+                # The loop writes the acks and renews, then comes straight back for the rest.
+                self._next_claim = time.monotonic()
+                return
 
     def _claim(self, queue: str, limit: int) -> list[outcomes.Claimed] | None:
         assert self._conn is not None

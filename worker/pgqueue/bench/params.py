@@ -31,7 +31,6 @@ class BenchParams:
     # 3. RPC throughput
     callers: int = 8
     throughput_seconds: float = 15.0
-    celery_pool: str = "prefork"  # prefork -c 2, or "solo": 2 solo workers
     # 4. backlog scaling and churn
     backlog_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     claim_samples: int = 300

@@ -292,12 +292,13 @@ class Bench:
         concurrency: int = 2,
         pooled: bool = False,
         poll_interval: float | None = None,
+        pool: str = "process",
     ) -> Proc:
         port = embedded.free_port()
         argv = [
             "-m", "pgqueue.cli", "--log-level", "WARNING", "worker",
             "--tasks", "pgqueue.demo_tasks", "--queues", queue,
-            "--concurrency", str(concurrency),
+            "--concurrency", str(concurrency), "--pool", pool,
             "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
         ]  # fmt: skip
         if pooled:
@@ -488,7 +489,9 @@ class Bench:
         p = self.p
         dsn = self.pg.fresh_database("bench_rpc")
         pooled_dsn, pooled_path = self._pooled_dsn("bench_rpc")
-        systems = ["pgqueue_direct", "pgqueue_poll", "celery"]
+        # pgqueue_inline runs tasks in the worker process, like the Celery solo worker it is
+        # compared with; pgqueue_direct and _poll run them in killable child processes.
+        systems = ["pgqueue_direct", "pgqueue_inline", "pgqueue_poll", "celery"]
         runs: list[dict[str, dict[str, float]]] = []
         for r in range(p.runs):
             run: dict[str, dict[str, float]] = {}
@@ -513,7 +516,7 @@ class Bench:
             f"{s}_p50_vs_celery": spread(
                 [run[s]["p50_ms"] / run["celery"]["p50_ms"] for run in runs]
             )
-            for s in ("pgqueue_direct", "pgqueue_poll")
+            for s in ("pgqueue_direct", "pgqueue_inline", "pgqueue_poll")
         }
         return {
             "unit": "ms",
@@ -538,6 +541,7 @@ class Bench:
             concurrency=2,
             pooled=pooled,
             poll_interval=p.pooled_poll_interval if pooled else None,
+            pool="inline" if system == "pgqueue_inline" else "process",
         ):
             spec: dict[str, Any] = {
                 "kind": "pgqueue",
@@ -558,21 +562,24 @@ class Bench:
         p = self.p
         dsn = self.pg.fresh_database("bench_tput")
         runs: list[dict[str, dict[str, float]]] = []
+        # Two pairs, each like for like: tasks in killable child processes (pgqueue's process
+        # pool, Celery's prefork), and tasks in the worker process (--pool inline, Celery solo).
         for r in range(p.runs):
             run: dict[str, dict[str, float]] = {}
-            with self.pgqueue_workers(dsn, 2, queue="tput", concurrency=p.pgqueue_concurrency):
-                spec = {"kind": "pgqueue", "dsn": dsn, "queue": "tput"}
-                if r == p.runs - 1:
-                    reset_statements(dsn)
-                run["pgqueue"] = self._load(spec, "pgqueue")
-                if r == p.runs - 1:
-                    self.profiles["rpc_throughput.pgqueue"] = top_statements(dsn)
-            solo = p.celery_pool == "solo"
-            with self.celery_workers(
-                "tput", pool="solo" if solo else "prefork", count=2 if solo else 1
-            ):
-                spec = {"kind": "celery", "redis_url": self.redis.url, "queue": "tput"}
-                run["celery"] = self._load(spec, "celery")
+            for system, pool in (("pgqueue", "process"), ("pgqueue_inline", "inline")):
+                with self.pgqueue_workers(
+                    dsn, 2, queue="tput", concurrency=p.pgqueue_concurrency, pool=pool
+                ):
+                    spec = {"kind": "pgqueue", "dsn": dsn, "queue": "tput"}
+                    if r == p.runs - 1:
+                        reset_statements(dsn)
+                    run[system] = self._load(spec, system)
+                    if r == p.runs - 1:
+                        self.profiles[f"rpc_throughput.{system}"] = top_statements(dsn)
+            for system, pool, count in (("celery", "prefork", 1), ("celery_solo", "solo", 2)):
+                with self.celery_workers("tput", pool=pool, count=count):
+                    spec = {"kind": "celery", "redis_url": self.redis.url, "queue": "tput"}
+                    run[system] = self._load(spec, system)
             log.info(
                 "rpc throughput run %d calls/s: %s",
                 r + 1,
@@ -580,21 +587,20 @@ class Bench:
             )
             runs.append(run)
         keys = ("calls_per_s", "p50_ms", "p99_ms")
+        pairs = {"pgqueue_vs_celery": ("pgqueue", "celery")}
+        pairs["pgqueue_inline_vs_celery_solo"] = ("pgqueue_inline", "celery_solo")
         return {
             "unit": "calls/s",
-            "celery_workers": (
-                "2 solo workers" if p.celery_pool == "solo" else "1 prefork worker -c 2"
+            "celery_workers": "celery: 1 prefork worker -c 2; celery_solo: 2 solo workers",
+            "pgqueue_workers": (
+                f"pgqueue: 2 x pgqueue worker --concurrency {p.pgqueue_concurrency}; "
+                "pgqueue_inline: 2 x pgqueue worker --pool inline"
             ),
-            "pgqueue_workers": f"2 x pgqueue worker --concurrency {p.pgqueue_concurrency}",
             "runs": runs,
-            "summary": {
-                s: {k: spread([run[s][k] for run in runs]) for k in keys}
-                for s in ("pgqueue", "celery")
-            },
+            "summary": {s: {k: spread([run[s][k] for run in runs]) for k in keys} for s in runs[0]},
             "ratios": {
-                "pgqueue_vs_celery": spread(
-                    [run["pgqueue"]["calls_per_s"] / run["celery"]["calls_per_s"] for run in runs]
-                )
+                name: spread([run[a]["calls_per_s"] / run[b]["calls_per_s"] for run in runs])
+                for name, (a, b) in pairs.items()
             },
         }
 

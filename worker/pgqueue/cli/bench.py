@@ -117,12 +117,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"Folder for results.json, results.md and the plots (default {DEFAULT_OUT}).",
     )
     p.add_argument(
-        "--celery-pool",
-        choices=["prefork", "solo"],
-        default=None,
-        help="Celery side of the throughput run: one prefork worker -c 2 (default) or 2 solo.",
-    )
-    p.add_argument(
         "--no-pgbouncer",
         action="store_true",
         help="Run the poll-only RPC direct (pooled flags) instead of through PgBouncer.",
@@ -150,8 +144,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
             changes[field] = value
     if args.scenarios:
         changes["scenarios"] = tuple(dict.fromkeys(args.scenarios))
-    if args.celery_pool:
-        changes["celery_pool"] = args.celery_pool
     if args.no_pgbouncer:
         changes["use_pgbouncer"] = False
     params = params.with_changes(**changes)
