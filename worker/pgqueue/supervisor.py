@@ -428,6 +428,7 @@ class Worker:
     def _run_inline(self, runner: InlineRunner) -> None:
         """Run buffered messages here, in claim order, for one turn (INLINE_TURN_S)."""
         turn_ends = time.monotonic() + INLINE_TURN_S
+        metrics.BUSY_SLOTS.set(1 if self.buffer else 0)  # the one "slot" is this process
         while self.buffer and not self._stopping:
             msg, work = self.buffer.popleft()
             self._inline_seq += 1
