@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from pgqueue import Client, Message
 from tests.support import runs
@@ -32,13 +33,17 @@ def test_an_inline_worker_runs_calls_and_jobs_in_its_own_process(
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 0
 
 
+@pytest.mark.parametrize(
+    "bound", [["--lease", "1.5"], ["--heartbeat-staleness", "1"]], ids=["lease", "heartbeat"]
+)
 def test_an_inline_task_past_its_limit_is_interrupted_and_the_worker_goes_on(
-    pg_dsn: str, workers: WorkerFactory
+    pg_dsn: str, workers: WorkerFactory, bound: list[str]
 ) -> None:
-    # The limit is min(task_time_limit, lease/3): leases are not renewed while a task runs
-    # inline, so a longer run could let its lease lapse and the message run twice.
+    # The limit is min(task_time_limit, lease/3, heartbeat_staleness/2): neither leases nor the
+    # heartbeat are stamped while a task runs inline (a lapsed lease would run it twice, a stale
+    # heartbeat would get the pod restarted).
     worker = workers.start(
-        pg_dsn, tasks=TASKS, extra=["--pool", "inline", "--lease", "1.5", "--task-time-limit", "60"]
+        pg_dsn, tasks=TASKS, extra=["--pool", "inline", "--task-time-limit", "60", *bound]
     )
     with Client(pg_dsn) as client:
         result = client.call("t.stubborn_sleep", [30], timeout=20)

@@ -4,10 +4,11 @@ No process hop: the supervisor runs the task between two turns of its loop, so a
 saves the pipe to a child and back, and the child's process. The price is what a child gives:
 a task shares the worker's memory and signal handlers, and its time limit is a timer
 (``SIGALRM``) that raises :class:`TimeLimitExceeded` in the task, which stops Python code but
-not code stuck in a C call. The supervisor does not renew leases while a task runs, so the limit
-is at most lease/3: a renewal is never late enough for the lease to lapse and a message to run
-twice. A worker stuck for good stops beating its heartbeat; /healthz then fails and the pod is
-restarted, and the leases bring the messages back.
+not code stuck in a C call. While a task runs the supervisor neither renews leases nor stamps
+its heartbeat, so the limit is at most lease/3 (a renewal is never late enough for a lease to
+lapse and a message to run twice) and half the heartbeat staleness (a task interrupted in time
+never makes /healthz fail). A worker stuck for good, in code the timer cannot stop, does stop
+beating: /healthz fails, the pod is restarted, and the leases bring the messages back.
 """
 
 from __future__ import annotations

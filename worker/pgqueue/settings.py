@@ -103,8 +103,8 @@ class WorkerSettings(ConnectionSettings):
             "Where tasks run. process: in child-process slots, killed at task_time_limit. "
             "inline: in the worker process itself, one at a time, no process hop (for short "
             "tasks you trust, like Celery's solo pool); a run is interrupted by a timer at "
-            "min(task_time_limit, lease/3), which cannot stop code stuck outside Python. "
-            "Default process."
+            "min(task_time_limit, lease/3, heartbeat_staleness/2), which cannot stop code stuck "
+            "outside Python. Default process."
         ),
     )
     task_time_limit: float = Field(

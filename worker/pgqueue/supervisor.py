@@ -147,7 +147,8 @@ class Worker:
             server = serving.serve(self.health, self.s.metrics_host, self.s.metrics_port)
             self.http_port = server.server_address[1]
         if self.s.pool == "inline":
-            self._inline = InlineRunner(min(self.s.task_time_limit, self.s.lease / 3))
+            limit = min(self.s.task_time_limit, self.s.lease / 3, self.s.heartbeat_staleness / 2)
+            self._inline = InlineRunner(limit)
         else:
             self.slots = [Slot(i, self.s.tasks) for i in range(self.s.concurrency)]
         metrics.SLOTS.set(len(self.slots) or 1)
