@@ -68,6 +68,11 @@ HEARTBEAT_AGE = Gauge(
     "Seconds since the supervisor loop last stamped its heartbeat.",
     registry=WORKER_REGISTRY,
 )
+VACUUMS = Counter(
+    "pgqueue_vacuums",
+    "VACUUMs of the queue tables this worker ran (--vacuum-interval).",
+    registry=WORKER_REGISTRY,
+)
 DB_ERRORS = Counter(
     "pgqueue_worker_database_errors",
     "Database operations that failed and were retried.",

@@ -175,6 +175,16 @@ class WorkerSettings(ConnectionSettings):
             "unless pooled. Default 1."
         ),
     )
+    vacuum_interval: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "VACUUM the queue tables this often, seconds, from a thread of one worker at a time "
+            "(skipped when any worker or autovacuum did within the interval): their churn "
+            "outruns autovacuum's defaults and dead rows slow every claim. Needs the tables' "
+            "owner or MAINTAIN; without it autovacuum alone keeps them. 0 disables. Default 10."
+        ),
+    )
     result_ttl: float = Field(
         default=3600.0,
         gt=0,

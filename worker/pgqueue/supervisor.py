@@ -32,6 +32,7 @@ import psycopg
 
 from pgqueue import db, metrics, outcomes, serving, sqlfiles
 from pgqueue.inline import InlineRunner
+from pgqueue.maintenance import Vacuumer
 from pgqueue.replies import ReplyStatus
 from pgqueue.settings import WorkerSettings
 from pgqueue.slots import Lost, Slot, job_for
@@ -163,9 +164,20 @@ class Worker:
             self._inline.limit if self._inline else self.s.task_time_limit,
             db.redact(self.s.dsn),
         )
+        vacuumer = None
+        if self.s.vacuum_interval > 0:
+            vacuumer = Vacuumer(
+                self.s.dsn,
+                self.s.vacuum_interval,
+                pooled=self.s.pooled,
+                connect_timeout=self.s.connect_timeout,
+            )
+            vacuumer.start()
         try:
             self._loop()
         finally:
+            if vacuumer is not None:
+                vacuumer.stop()
             for slot in self.slots:
                 slot.stop()
             self._close_db()

@@ -145,6 +145,14 @@ DELETE FROM pgqueue.result r
 USING (SELECT set_config('synchronous_commit', 'off', true)) AS async
 WHERE r.reply_key = ANY(%(reply_keys)s::text[]);
 
+-- name: vacuum_due
+-- Whether the queue tables are due a vacuum: nobody (a worker or autovacuum) vacuumed the
+-- message table within the interval. Read on a fresh connection, so the statistics are current.
+SELECT coalesce(greatest(last_vacuum, last_autovacuum)
+                < now() - make_interval(secs => %(interval)s), true) AS due
+FROM pg_stat_all_tables
+WHERE schemaname = 'pgqueue' AND relname = 'message';
+
 -- name: queue_stats
 -- Per queue: ready (visible now), in flight (claimed, lease running), delayed (not yet visible,
 -- never claimed or backing off), dead-lettered, and the age of the oldest ready message.
