@@ -45,6 +45,7 @@ class DerivedTimings:
     """Every timing written into the worker pods and into ``status.derived`` (seconds)."""
 
     task_time_limit_seconds: float
+    run_limit_seconds: float
     lease_seconds: float
     renew_interval_seconds: float
     legacy_visibility_timeout_seconds: float
@@ -131,8 +132,12 @@ def derive(spec: PgQueueWorkerSpec) -> DerivedTimings:
     if ttl is None:
         ttl = max(MIN_RESULT_TTL_SECONDS, caller + RETENTION_MARGIN_SECONDS)
     schedule = spec.retention.sweep_schedule or sweep_schedule_for(ttl)
+    # An inline task holds the supervisor loop: the worker caps its run where a lease renewal
+    # and the heartbeat would otherwise come late (the same formula as the worker's).
+    run_limit = t if spec.pool == "process" else min(t, lease / 3.0, staleness / 2.0)
     return DerivedTimings(
         task_time_limit_seconds=t,
+        run_limit_seconds=round(run_limit, 3),
         lease_seconds=lease,
         renew_interval_seconds=round(lease / 3.0, 3),
         legacy_visibility_timeout_seconds=t + LEGACY_VISIBILITY_MARGIN_SECONDS,

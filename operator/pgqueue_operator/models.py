@@ -353,6 +353,15 @@ class PgQueueWorkerSpec(_Model):
     concurrency: int = Field(
         default=2, ge=1, le=512, description="Child-process task slots per pod. Default 2."
     )
+    pool: Literal["process", "inline"] = Field(
+        default="process",
+        description=(
+            "Where tasks run. process: child-process slots, killed at the time limit. inline: "
+            "in the worker process, one at a time, without the hop to a child (short tasks you "
+            "trust, like Celery's solo pool); a run is interrupted by a timer at "
+            "status.derived.runLimitSeconds = min(T, L/3, H/2). Default process."
+        ),
+    )
     replicas: int = Field(
         default=1,
         ge=0,
@@ -432,6 +441,12 @@ class Derived(_Model):
     """The timings derived from the spec (DESIGN §5), as written into the pods."""
 
     task_time_limit_seconds: float = Field(description="T: hard limit of one task run.")
+    run_limit_seconds: float = Field(
+        description=(
+            "What one run actually gets: T with the process pool; min(T, L/3, H/2) inline, where "
+            "neither leases nor the heartbeat are stamped while a task runs."
+        )
+    )
     lease_seconds: float = Field(description="L: visibility lease of a claimed message.")
     renew_interval_seconds: float = Field(description="L/3: lease renewal period.")
     legacy_visibility_timeout_seconds: float = Field(

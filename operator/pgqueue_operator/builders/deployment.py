@@ -34,6 +34,7 @@ def worker_env(spec: PgQueueWorkerSpec, derived: DerivedTimings) -> list[dict[st
         "PGQUEUE_QUEUES": ",".join(spec.queues),
         "PGQUEUE_TASKS": ",".join(spec.tasks),
         "PGQUEUE_CONCURRENCY": str(spec.concurrency),
+        "PGQUEUE_POOL": spec.pool,
         "PGQUEUE_TASK_TIME_LIMIT": common.seconds(derived.task_time_limit_seconds),
         "PGQUEUE_LEASE": common.seconds(derived.lease_seconds),
         "PGQUEUE_MAX_ATTEMPTS": str(spec.timing.max_attempts),

@@ -96,6 +96,7 @@ def test_deployment_runs_pgqueue_worker_with_the_derived_env() -> None:
     assert env["PGQUEUE_QUEUES"] == "extract,bulk"
     assert env["PGQUEUE_TASKS"] == "app.tasks,app.more"
     assert env["PGQUEUE_CONCURRENCY"] == "4"
+    assert env["PGQUEUE_POOL"] == "process"
     assert env["PGQUEUE_TASK_TIME_LIMIT"] == "120"
     assert env["PGQUEUE_LEASE"] == "30"
     assert env["PGQUEUE_MAX_ATTEMPTS"] == "5"
@@ -106,6 +107,10 @@ def test_deployment_runs_pgqueue_worker_with_the_derived_env() -> None:
     assert env["PGQUEUE_METRICS_PORT"] == "9100"
     assert env["PGQUEUE_POOLED"] == "false"
     assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 135
+
+
+def test_the_inline_pool_reaches_the_worker() -> None:
+    assert env_of(build_deployment(spec(pool="inline")))["PGQUEUE_POOL"] == "inline"
 
 
 def test_no_secret_value_is_inlined_anywhere() -> None:

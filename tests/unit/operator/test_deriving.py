@@ -30,6 +30,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {},
         {
             "task_time_limit_seconds": 300,
+            "run_limit_seconds": 300,
             "lease_seconds": 60,
             "renew_interval_seconds": 20,
             "legacy_visibility_timeout_seconds": 330,
@@ -94,6 +95,21 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "slow polling stretches H to five poll periods",
         {"timing": {"pollIntervalSeconds": 4}},
         {"heartbeat_staleness_seconds": 20},
+    ),
+    (
+        "inline: a run gets min(T, L/3, H/2), H here",
+        {"pool": "inline"},
+        {"task_time_limit_seconds": 300, "run_limit_seconds": 5, "lease_seconds": 60},
+    ),
+    (
+        "inline: a run gets min(T, L/3, H/2), L/3 here",
+        {"pool": "inline", "timing": {"leaseSeconds": 9, "heartbeatStalenessSeconds": 30}},
+        {"run_limit_seconds": 3},
+    ),
+    (
+        "inline: a short T stays T",
+        {"pool": "inline", "taskTimeLimitSeconds": 2},
+        {"run_limit_seconds": 2},
     ),
     (
         "fractional T",
