@@ -88,11 +88,7 @@ def test_sigterm_drains_running_tasks_and_hands_back_the_rest(
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message WHERE vt > now()") == 0
     assert "received SIGTERM" in worker.log()
     workers.start(pg_dsn, tasks=TASKS, concurrency=4)
-    wait_until(
-        lambda: runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0,
-        120,
-        "a second worker to drain the rest",
-    )
+    runs.wait_queue_empty(pg_dsn, 120, "a second worker to drain the rest")
     assert runs.scalar(pg_dsn, "SELECT count(DISTINCT key) FROM test_runs WHERE phase='end'") == 200
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM test_runs WHERE phase='end'") == 200
 

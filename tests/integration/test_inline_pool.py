@@ -7,7 +7,7 @@ import pytest
 
 from pgqueue import Client, Message
 from tests.support import runs
-from tests.support.workers import WorkerFactory, wait_until
+from tests.support.workers import WorkerFactory
 
 TASKS = "tests.support.core_tasks,pgqueue.demo_tasks"
 
@@ -24,11 +24,7 @@ def test_an_inline_worker_runs_calls_and_jobs_in_its_own_process(
         failed = client.call("demo.fail", ["inline"], timeout=20)
         assert (failed.kind, failed.error) == ("task_error", "ValueError: inline")
         client.enqueue_many(Message("t.record", [f"ff-{i}"]) for i in range(200))
-        wait_until(
-            lambda: runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0,
-            30,
-            "the fire-and-forget batch to be run and acked",
-        )
+        runs.wait_queue_empty(pg_dsn, 30, "the fire-and-forget batch to be run and acked")
     assert runs.scalar(pg_dsn, "SELECT count(DISTINCT key) FROM test_runs") == 200
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 0
 

@@ -33,3 +33,8 @@ def wait_replies_taken(dsn: str, timeout: float = 10.0) -> None:
         timeout,
         "the taken replies to be deleted",
     )
+
+
+def wait_queue_empty(dsn: str, timeout: float, what: str) -> None:
+    """Every message was run and settled: the message table is empty."""
+    wait_until(lambda: scalar(dsn, "SELECT count(*) FROM pgqueue.message") == 0, timeout, what)
