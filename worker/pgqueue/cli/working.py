@@ -1,4 +1,4 @@
-"""``pgqueue worker``: consume queues with N child-process slots until SIGTERM."""
+"""``pgqueue worker``: consume queues with N child-process slots (or inline) until SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Consume queues: claim, run tasks in child processes, reply, retry, dead-letter.",
         description=(
             "Run a worker supervisor. It claims messages with one SKIP LOCKED statement, runs each "
-            "task in a child-process slot (killed at --task-time-limit), renews leases every "
-            "lease/3, and drains gracefully on SIGTERM. /metrics, /healthz and /readyz are served "
-            "on --metrics-port."
+            "task in a child-process slot (killed at --task-time-limit; --pool inline runs short "
+            "trusted tasks in the worker process instead), renews leases every lease/3, vacuums "
+            "the queue tables every --vacuum-interval, and drains gracefully on SIGTERM. "
+            "/metrics, /healthz and /readyz are served on --metrics-port."
         ),
     )
     add_settings_options(p, WorkerSettings)
