@@ -375,6 +375,8 @@ class Client:
         # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
         skip_poll = listener is not None and listener.live
         while True:
+            if waiter is not None and waiter.reply is not None:
+                return from_row(reply_key, *waiter.reply)  # it came in the NOTIFY
             if not skip_poll:
                 polls += 1
                 try:
@@ -400,8 +402,6 @@ class Client:
                 # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
                 waiter.event.wait(min(self.settings.poll_max, remaining))
                 waiter.event.clear()
-                if waiter.reply is not None:
-                    return from_row(reply_key, *waiter.reply)
                 skip_poll = False
                 continue
             skip_poll = False
@@ -409,8 +409,6 @@ class Client:
             if waiter is not None:
                 waiter.event.wait(nap)
                 waiter.event.clear()
-                if waiter.reply is not None:
-                    return from_row(reply_key, *waiter.reply)
             else:
                 time.sleep(nap)
             # Flat and fast while a short task's reply is likely, then doubling up to the cap.
