@@ -18,7 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEMS = {
     "drain": ["pgqueue", "pgqueuer", "raw_skip_locked"],
     "rpc_latency": ["pgqueue_direct", "pgqueue_inline", "pgqueue_poll", "celery"],
-    "rpc_throughput": ["pgqueue", "pgqueue_inline", "celery", "celery_solo"],
+    "rpc_throughput": [
+        f"{system}.{shape}"
+        for system in ("pgqueue", "pgqueue_inline", "celery", "celery_solo")
+        for shape in ("threads", "processes")
+    ],
 }
 
 
@@ -97,7 +101,7 @@ def test_every_scenario_reports_well_formed_figures(smoke: tuple[dict[str, Any],
 def test_targets_are_reported_not_asserted(smoke: tuple[dict[str, Any], Path]) -> None:
     results, out = smoke
     targets = results["targets"]
-    assert len(targets) == 7
+    assert len(targets) == 9
     for target in targets:
         assert isinstance(target["met"], bool)
         assert _positive(target["ratio_median"])

@@ -1,9 +1,14 @@
 """The calling side of the RPC scenarios: one blocking no-op call after another, timed.
 
 The same loop serves the sequential latency scenario (in the run's own process) and the
-throughput scenario (one spawned process per caller, so eight callers never share a GIL or a
-Celery result consumer, which is not thread-safe). A caller is described by a plain dict, so it
-pickles into a spawned process.
+throughput scenario (spawned caller processes, each running one or more calling threads that
+share one client: pgqueue's ``Client`` and Celery's app are both meant to be shared by the
+threads of a process). A caller is described by a plain dict, so it pickles into a spawned
+process.
+
+With ``"echo": True`` in the spec each call sends a number and checks that its reply carries it
+back, so a reply handed to the wrong waiter (threads share one reply listener, or one Celery
+app) fails the run instead of passing as a fast call.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from typing import Any
 from pgqueue.bench.procs import BenchError
 
 NOOP_TASK = "demo.noop"
+ECHO_TASK = "demo.echo"
 CALL_TIMEOUT = 30.0
 
-Call = Callable[[], None]
+Call = Callable[[int], None]  # the argument: a number an echo call must get back
 
 
 @contextlib.contextmanager
@@ -30,11 +36,15 @@ def pgqueue_caller(spec: dict[str, Any]) -> Iterator[Call]:
     client = Client(settings=settings)
     queue = str(spec.get("queue", "default"))
     tenant = str(spec.get("tenant", ""))
+    echo = bool(spec.get("echo", False))
 
-    def call() -> None:
-        result = client.call(NOOP_TASK, queue=queue, tenant=tenant, timeout=CALL_TIMEOUT)
+    def call(token: int) -> None:
+        task, args = (ECHO_TASK, [token]) if echo else (NOOP_TASK, [])
+        result = client.call(task, args, queue=queue, tenant=tenant, timeout=CALL_TIMEOUT)
         if not result.ok:
             raise BenchError(f"pgqueue call failed: {result.kind}: {result.error}")
+        if echo and result.value != {"args": [token], "kwargs": {}}:
+            raise BenchError(f"pgqueue call {token} got another call's reply: {result.value!r}")
 
     try:
         yield call
@@ -50,9 +60,15 @@ def celery_caller(spec: dict[str, Any]) -> Iterator[Call]:
     from pgqueue.bench import celery_app  # noqa: PLC0415
 
     queue = str(spec.get("queue", "celery"))
+    echo = bool(spec.get("echo", False))
 
-    def call() -> None:
-        celery_app.noop.apply_async(queue=queue).get(timeout=CALL_TIMEOUT)
+    def call(token: int) -> None:
+        if not echo:
+            celery_app.noop.apply_async(queue=queue).get(timeout=CALL_TIMEOUT)
+            return
+        value = celery_app.echo.apply_async((token,), queue=queue).get(timeout=CALL_TIMEOUT)
+        if value != token:
+            raise BenchError(f"celery call {token} got another call's reply: {value!r}")
 
     try:
         yield call
@@ -72,11 +88,11 @@ def caller(spec: dict[str, Any]) -> contextlib.AbstractContextManager[Call]:
 def sequential(spec: dict[str, Any], warmup: int, calls: int) -> list[float]:
     """``warmup`` untimed calls, then ``calls`` timed ones, one after another (seconds each)."""
     with caller(spec) as call:
-        for _ in range(warmup):
-            call()
+        for i in range(warmup):
+            call(i)
         samples: list[float] = []
-        for _ in range(calls):
+        for i in range(calls):
             t0 = time.perf_counter()
-            call()
+            call(i)
             samples.append(time.perf_counter() - t0)
     return samples

@@ -26,3 +26,9 @@ app.conf.update(
 @app.task(name="bench.noop")
 def noop() -> None:
     """Does nothing: measures the transport."""
+
+
+@app.task(name="bench.echo")
+def echo(token: int) -> int:
+    """Returns its argument: the throughput callers check each reply is their own."""
+    return token

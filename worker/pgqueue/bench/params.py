@@ -31,6 +31,9 @@ class BenchParams:
     # 3. RPC throughput
     callers: int = 8
     throughput_seconds: float = 15.0
+    # "threads": one process, `callers` threads sharing one client (the 8 caller
+    # threads); "processes": `callers` processes with a client each
+    caller_shapes: tuple[str, ...] = ("threads", "processes")
     # 4. backlog scaling and churn
     backlog_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     claim_samples: int = 300

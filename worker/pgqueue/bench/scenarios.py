@@ -567,27 +567,41 @@ class Bench:
     # -- 3. RPC throughput -------------------------------------------------------------------------
 
     def rpc_throughput(self) -> Figures:
+        """8 callers against 2 workers, in each caller shape, for each like-for-like pair.
+
+        Shapes: ``threads``, the issue's 8 caller threads, in one process sharing one client (a
+        threaded web server process); ``processes``, 8 single-threaded caller processes with a
+        client each (gunicorn's sync workers). Pairs: tasks in killable child processes
+        (pgqueue's process pool vs Celery prefork -c 2), and tasks in the worker process
+        (``--pool inline`` vs 2 Celery solo workers).
+        """
         p = self.p
         dsn = self.pg.fresh_database("bench_tput")
         runs: list[dict[str, dict[str, float]]] = []
-        # Two pairs, each like for like: tasks in killable child processes (pgqueue's process
-        # pool, Celery's prefork), and tasks in the worker process (--pool inline, Celery solo).
         for r in range(p.runs):
+            last = r == p.runs - 1
             run: dict[str, dict[str, float]] = {}
             for system, pool in (("pgqueue", "process"), ("pgqueue_inline", "inline")):
                 with self.pgqueue_workers(
                     dsn, 2, queue="tput", concurrency=p.pgqueue_concurrency, pool=pool
                 ):
-                    spec = {"kind": "pgqueue", "dsn": dsn, "queue": "tput"}
-                    if r == p.runs - 1:
-                        reset_statements(dsn)
-                    run[system] = self._load(spec, system)
-                    if r == p.runs - 1:
-                        self.profiles[f"rpc_throughput.{system}"] = top_statements(dsn)
+                    spec = {"kind": "pgqueue", "dsn": dsn, "queue": "tput", "echo": True}
+                    for shape in p.caller_shapes:
+                        if last:
+                            reset_statements(dsn)
+                        run[f"{system}.{shape}"] = self._load(spec, system, shape)
+                        if last:
+                            self.profiles[f"rpc_throughput.{system}.{shape}"] = top_statements(dsn)
             for system, pool, count in (("celery", "prefork", 1), ("celery_solo", "solo", 2)):
                 with self.celery_workers("tput", pool=pool, count=count):
-                    spec = {"kind": "celery", "redis_url": self.redis.url, "queue": "tput"}
-                    run[system] = self._load(spec, system)
+                    spec = {
+                        "kind": "celery",
+                        "redis_url": self.redis.url,
+                        "queue": "tput",
+                        "echo": True,
+                    }
+                    for shape in p.caller_shapes:
+                        run[f"{system}.{shape}"] = self._load(spec, system, shape)
             log.info(
                 "rpc throughput run %d calls/s: %s",
                 r + 1,
@@ -595,10 +609,18 @@ class Bench:
             )
             runs.append(run)
         keys = ("calls_per_s", "p50_ms", "p99_ms")
-        pairs = {"pgqueue_vs_celery": ("pgqueue", "celery")}
-        pairs["pgqueue_inline_vs_celery_solo"] = ("pgqueue_inline", "celery_solo")
+        pairs = {
+            f"{a}_vs_{b}.{shape}": (f"{a}.{shape}", f"{b}.{shape}")
+            for shape in p.caller_shapes
+            for a, b in (("pgqueue", "celery"), ("pgqueue_inline", "celery_solo"))
+        }
         return {
             "unit": "calls/s",
+            "callers": (
+                f"threads: 1 process x {p.callers} threads sharing one client; "
+                f"processes: {p.callers} processes x 1 thread; each call echoes a number back "
+                "and the caller checks it"
+            ),
             "celery_workers": "celery: 1 prefork worker -c 2; celery_solo: 2 solo workers",
             "pgqueue_workers": (
                 f"pgqueue: 2 x pgqueue worker --concurrency {p.pgqueue_concurrency}; "
@@ -612,30 +634,38 @@ class Bench:
             },
         }
 
-    def _load(self, spec: dict[str, Any], name: str) -> dict[str, float]:
-        """``callers`` spawned processes calling in a loop for ``throughput_seconds``."""
+    def _load(self, spec: dict[str, Any], system: str, shape: str) -> dict[str, float]:
+        """``callers`` calling in a loop for ``throughput_seconds``, in the given shape."""
         p = self.p
-        barrier = _CTX.Barrier(p.callers + 1)
+        processes, threads = (1, p.callers) if shape == "threads" else (p.callers, 1)
+        barrier = _CTX.Barrier(processes + 1)
         results: multiprocessing.Queue[list[float] | str] = _CTX.Queue()
         workers = [
             _CTX.Process(
                 target=_caller_main,
-                args=(spec, barrier, p.throughput_seconds, results),
+                args=(spec, i, threads, barrier, p.throughput_seconds, results),
                 name=f"bench-caller-{i}",
                 daemon=True,
             )
-            for i in range(p.callers)
+            for i in range(processes)
         ]
         for w in workers:
             w.start()
         try:
-            barrier.wait(timeout=120)
+            try:
+                barrier.wait(timeout=120)
+            except threading.BrokenBarrierError:
+                try:
+                    why = results.get(timeout=10)
+                except queue_mod.Empty:
+                    why = "no caller reported why"
+                raise BenchError(f"{system} ({shape}) callers did not start: {why}") from None
             t0 = time.perf_counter()
             collected: list[list[float]] = []
             for _ in workers:
                 got = results.get(timeout=p.throughput_seconds + 60)
                 if isinstance(got, str):
-                    raise BenchError(f"{name} caller failed: {got}")
+                    raise BenchError(f"{system} ({shape}) caller failed: {got}")
                 collected.append(got)
             elapsed = time.perf_counter() - t0
         finally:
@@ -644,7 +674,7 @@ class Bench:
                 if w.is_alive():
                     w.kill()
         samples = [s for part in collected for s in part]
-        self.samples[f"rpc_throughput.{name}"] = samples
+        self.samples[f"rpc_throughput.{system}.{shape}"] = samples
         figures = latency_ms(samples)
         figures["calls_per_s"] = len(samples) / elapsed
         figures["window_s"] = elapsed
@@ -812,26 +842,72 @@ class Bench:
 
 def _caller_main(
     spec: dict[str, Any],
+    index: int,
+    threads: int,
     barrier: Any,
     duration: float,
     results: multiprocessing.Queue[list[float] | str],
 ) -> None:
-    """Body of one spawned throughput caller: warm up, meet the others, call for ``duration``."""
+    """Body of one spawned throughput caller process: ``threads`` threads share one client."""
     try:
         with callers.caller(spec) as call:
-            call()
-            barrier.wait(timeout=120)
-            end = time.perf_counter() + duration
-            samples: list[float] = []
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                call()
-                samples.append(time.perf_counter() - t0)
+            samples = _call_in_threads(call, index, threads, barrier, duration)
         results.put(samples)
     except Exception as exc:
         with _suppress_queue_errors():
             results.put(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _call_in_threads(
+    call: callers.Call, index: int, threads: int, barrier: Any, duration: float
+) -> list[float]:
+    """Each thread warms up with one call (Celery opens a result consumer per thread), then all
+    processes meet at ``barrier`` and call for ``duration``. Echo numbers are unique per
+    process and thread, so no reply can pass for another call's."""
+    warmed = threading.Barrier(threads + 1)
+    start = threading.Event()
+    window = {"end": 0.0}  # the threads stop at once unless the run starts
+    parts: list[list[float]] = [[] for _ in range(threads)]
+    failures: list[BaseException] = []
+
+    def body(t: int) -> None:
+        token = (index << 32) + t
+        try:
+            call(token)
+            warmed.wait()
+            start.wait()
+            while time.perf_counter() < window["end"]:
+                token += threads
+                t0 = time.perf_counter()
+                call(token)
+                parts[t].append(time.perf_counter() - t0)
+        except threading.BrokenBarrierError:
+            pass  # another thread failed its warm-up: that failure is reported
+        except BaseException as exc:  # reported to the run, which fails
+            failures.append(exc)
+            warmed.abort()
+
+    pool = [
+        threading.Thread(target=body, args=(t,), name=f"bench-call-{t}") for t in range(threads)
+    ]
+    for thread in pool:
+        thread.start()
+    try:
+        try:
+            warmed.wait()
+        except threading.BrokenBarrierError:
+            barrier.abort()  # a thread failed its warm-up: raised below, after the join
+        else:
+            barrier.wait(timeout=120)
+            window["end"] = time.perf_counter() + duration
+    finally:
+        start.set()
+        for thread in pool:
+            thread.join()
+    if failures:
+        raise failures[0]
+    return [s for part in parts for s in part]
 
 
 @contextmanager
