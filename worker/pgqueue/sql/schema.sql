@@ -75,6 +75,8 @@ CREATE TABLE pgqueue.flag (
 -- p_tenant_cursor, so many tenants rotate through successive claims), takes each tenant's best
 -- rows, interleaves them (priority, then each tenant's rank, then FIFO; tenants that tie are
 -- shuffled by p_salt), and locks what is free with SKIP LOCKED, returning rows in that order.
+-- With one tenant waiting (no tenant keys: the usual request-reply queue) that order is simply
+-- priority, then FIFO, and a plain ordered SKIP LOCKED claim gives it at half the server time.
 -- Committed asynchronously: a lost claim commit only makes the rows claimable again.
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
@@ -85,7 +87,49 @@ CREATE FUNCTION pgqueue.claim(
     deadline_in double precision, waited double precision, walked bigint, last_tenant text
 ) LANGUAGE plpgsql VOLATILE AS $claim$
 #variable_conflict use_column
+DECLARE
+    first_tenant text;
 BEGIN
+    -- The first two tenants with visible work, from the cursor. None: nothing to claim, and an
+    -- empty poll costs one index probe. One (no tenant keys, the common case): that tenant's
+    -- best rows in order, with none of the interleaving below, whose plan costs ~0.15 ms of
+    -- executor start-up on every claim however few rows it returns.
+    SELECT m.tenant INTO first_tenant FROM pgqueue.message m
+     WHERE m.queue = p_queue AND m.tenant >= p_tenant_cursor AND m.vt <= now()
+     ORDER BY m.tenant LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM FROM pgqueue.message m
+     WHERE m.queue = p_queue AND m.tenant > first_tenant AND m.vt <= now()
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN QUERY
+        WITH picked AS (
+            SELECT m.msg_id FROM pgqueue.message m
+            WHERE m.queue = p_queue AND m.tenant = first_tenant AND m.vt <= now()
+            ORDER BY m.priority DESC, m.msg_id
+            LIMIT p_limit
+            FOR UPDATE OF m SKIP LOCKED
+        ),
+        claimed AS (
+            UPDATE pgqueue.message m
+            SET vt = now() + make_interval(secs => p_lease),
+                read_ct = m.read_ct + 1,
+                claimed_by = p_worker_id,
+                claimed_at = now()
+            FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+            WHERE m.msg_id = picked.msg_id
+            RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority,
+                      m.tenant, m.read_ct, m.enqueued_at,
+                      extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
+                      extract(epoch FROM now() - m.enqueued_at)::float8 AS waited
+        )
+        SELECT c.*, 1::bigint AS walked, first_tenant AS last_tenant
+        FROM claimed c
+        ORDER BY c.priority DESC, c.msg_id;
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH RECURSIVE tenants(tenant, n) AS (
         (SELECT m.tenant, 1 FROM pgqueue.message m
