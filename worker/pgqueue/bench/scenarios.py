@@ -567,13 +567,13 @@ class Bench:
     # -- 3. RPC throughput -------------------------------------------------------------------------
 
     def rpc_throughput(self) -> Figures:
-        """8 callers against 2 workers, in each caller shape, for each like-for-like pair.
+        """8 callers against 2 task processes, in each caller shape, for each like-for-like pair.
 
         Shapes: ``threads``, the issue's 8 caller threads, in one process sharing one client (a
         threaded web server process); ``processes``, 8 single-threaded caller processes with a
-        client each (gunicorn's sync workers). Pairs: tasks in killable child processes
-        (pgqueue's process pool vs Celery prefork -c 2), and tasks in the worker process
-        (``--pool inline`` vs 2 Celery solo workers).
+        client each (gunicorn's sync workers). Pairs: tasks in two killable child processes
+        of one worker (pgqueue ``--concurrency 2`` vs Celery prefork -c 2), and tasks in the
+        worker process (2 x ``--pool inline`` vs 2 Celery solo workers).
         """
         p = self.p
         dsn = self.pg.fresh_database("bench_tput")
@@ -581,10 +581,10 @@ class Bench:
         for r in range(p.runs):
             last = r == p.runs - 1
             run: dict[str, dict[str, float]] = {}
-            for system, pool in (("pgqueue", "process"), ("pgqueue_inline", "inline")):
-                with self.pgqueue_workers(
-                    dsn, 2, queue="tput", concurrency=p.pgqueue_concurrency, pool=pool
-                ):
+            # Shaped like the Celery side: one worker with two task processes (prefork -c 2),
+            # two single-process workers (two solo workers).
+            for system, pool, count in (("pgqueue", "process", 1), ("pgqueue_inline", "inline", 2)):
+                with self.pgqueue_workers(dsn, count, queue="tput", concurrency=2, pool=pool):
                     spec = {"kind": "pgqueue", "dsn": dsn, "queue": "tput", "echo": True}
                     for shape in p.caller_shapes:
                         if last:
@@ -623,7 +623,7 @@ class Bench:
             ),
             "celery_workers": "celery: 1 prefork worker -c 2; celery_solo: 2 solo workers",
             "pgqueue_workers": (
-                f"pgqueue: 2 x pgqueue worker --concurrency {p.pgqueue_concurrency}; "
+                "pgqueue: 1 pgqueue worker --concurrency 2; "
                 "pgqueue_inline: 2 x pgqueue worker --pool inline"
             ),
             "runs": runs,

@@ -55,7 +55,7 @@ _OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--concurrency": (
         "pgqueue_concurrency",
         _count,
-        "pgqueue worker --concurrency in the drain, throughput, backlog and fairness runs (4).",
+        "pgqueue worker --concurrency in the drain, backlog and fairness runs (4).",
     ),
     "--rpc-calls": ("rpc_calls", _count, "Sequential timed calls per system (full: 2000)."),
     "--rpc-warmup": ("rpc_warmup", _count, "Untimed warm-up calls before them (200)."),
