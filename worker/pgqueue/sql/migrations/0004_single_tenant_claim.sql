@@ -34,9 +34,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- In index order: unordered, the generic plan may scan the table for a row that is not
+    -- there (a claim took 10 ms at 100k rows waiting, 130 ms at 1M).
     PERFORM FROM pgqueue.message m
      WHERE m.queue = p_queue AND m.tenant > first_tenant AND m.vt <= now()
-     LIMIT 1;
+     ORDER BY m.tenant LIMIT 1;
     IF NOT FOUND THEN
         RETURN QUERY
         WITH picked AS (
