@@ -295,11 +295,11 @@ def plots(results: dict[str, Any], samples: dict[str, list[float]], out: Path) -
         bars += [(f"drain\n{k}", v) for k, v in sc["drain"]["summary"].items()]
     if "rpc_throughput" in sc:
         bars += [
-            (f"rpc 8 callers\n{k.replace('.', ' ')}", v["calls_per_s"])
+            (f"rpc, 8 callers\n{k.replace('.', chr(10))}", v["calls_per_s"])
             for k, v in sc["rpc_throughput"]["summary"].items()
         ]
     if bars:
-        fig, ax = plt.subplots(figsize=(9, 5))
+        fig, ax = plt.subplots(figsize=(max(9, 1.1 * len(bars)), 5.5))
         _bar_chart(ax, bars)
         ax.set_ylabel("per second (median, whiskers min–max)")
         ax.set_title("Throughput: drain jobs/s and RPC calls/s")
@@ -335,11 +335,13 @@ def _bar_chart(ax: Any, bars: list[tuple[str, dict[str, Any]]]) -> None:
     high = [b[1]["max"] - b[1]["median"] for b in bars]
     ax.bar(range(len(bars)), med, yerr=[low, high], capsize=4, color=_colors(labels))
     ax.set_xticks(range(len(bars)))
-    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xticklabels(labels, fontsize=7)
     ax.set_yscale("log")
     for i, m in enumerate(med):
         ax.annotate(f"{m:,.0f}", (i, m), ha="center", va="bottom", fontsize=8)
 
 
 def _colors(labels: list[str]) -> list[str]:
-    return ["tab:blue" if "pgqueue" in label.split("\n")[-1] else "tab:gray" for label in labels]
+    """pgqueue's bars blue, the others' grey (the system is a label's second line)."""
+    systems = [label.split("\n")[1] for label in labels]
+    return ["tab:blue" if s.split("_")[0] == "pgqueue" else "tab:gray" for s in systems]
