@@ -65,7 +65,6 @@ def test_rows_locked_by_another_claimer_are_skipped_not_waited_for(pg_dsn: str) 
         a, b, c = _put(conn, ("a", 5, ""), ("b", 5, ""), ("c", 5, ""))
         with other.transaction():
             other.execute("SELECT 1 FROM pgqueue.message WHERE msg_id = %s FOR UPDATE", (a,))
-            other.execute("SET LOCAL lock_timeout = '2s'")
             conn.execute("SET lock_timeout = '2s'")  # a wait would fail the test, not hang it
             assert [r["msg_id"] for r in _claim(conn, 5)] == [b, c]
 
