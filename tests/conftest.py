@@ -11,11 +11,13 @@ pytest_plugins = [
     "tests.support.workers",
     "tests.support.kubeapi",
     "tests.support.celery_redis",
+    "tests.support.faultproxy",
 ]
 
 _TIERS = {
     "unit": "unit",
     "integration": "integration",
+    "faults": "faults",
     "k8s": "k8s",
     "e2e": "e2e",
     "images": "images",
