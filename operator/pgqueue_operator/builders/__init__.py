@@ -1,7 +1,7 @@
 """Pure builders: a spec model plus its derived timings in, Kubernetes manifests (dicts) out.
 
 Nothing here talks to the API server, so every manifest is unit-tested without a cluster. Names are
-deterministic (``names``), every child carries the recommended ``app.kubernetes.io/*`` labels and a
+deterministic (``common``), each child carries the recommended ``app.kubernetes.io/*`` labels and a
 controller owner reference to its ``PgQueueWorker`` (``common``), so garbage collection
 removes them.
 """

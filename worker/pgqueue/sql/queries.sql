@@ -1,6 +1,6 @@
 -- Every query pgqueue runs, one named entry each ("-- name: NAME" opens an entry). Parameters are
 -- psycopg named placeholders; nothing here is ever formatted with user input.
--- tests/unit/test_queries.py checks that every entry is used by the code and every use exists.
+-- tests/unit/test_sql_and_settings.py checks that every entry is used and every use exists.
 
 -- name: enqueue
 -- One message. delay and deadline are seconds from now (deadline null: none). Idle workers are
