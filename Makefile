@@ -23,6 +23,7 @@ lint: ## ruff + mypy --strict on both packages
 	$(PYTHON) -m ruff check worker operator tests
 	$(PYTHON) -m ruff format --check worker operator tests
 	$(PYTHON) -m mypy
+	lint-imports --no-cache
 
 .PHONY: fmt
 fmt: ## Format and autofix
