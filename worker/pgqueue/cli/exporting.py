@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=str(env_default("--interval", DEFAULT_INTERVAL)),
         help=(
             f"Seconds between samples (env {env_name('--interval')}). Default "
-            f"{DEFAULT_INTERVAL:g}; a sample of a million waiting messages takes about a second."
+            f"{DEFAULT_INTERVAL:g}; one sample of a million waiting messages reads for about 0.2 s."
         ),
     )
     p.add_argument(
