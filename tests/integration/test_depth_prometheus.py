@@ -124,6 +124,11 @@ def test_dashboard_depth_equals_the_tables_with_two_sources(
         assert {s["metric"]["queue"]: float(s["value"][1]) for s in dead} == {
             q: expected[(q, "dead")] for q in queues
         }
+        # Every other panel's query, as Grafana would send it, is valid PromQL here too.
+        board = json.loads(DASHBOARD.read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                prometheus.query(grafana.expand(target["expr"]))  # raises on a bad query
     finally:
         server.shutdown()
         server.server_close()
