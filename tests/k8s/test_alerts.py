@@ -26,6 +26,7 @@ RUNBOOK = REPO / "docs" / "metrics.md"
 ALERTS = {
     "PgQueueStuck",
     "PgQueueDeadLettersGrowing",
+    "PgQueueDepthUnknown",
     "PgQueueGateStoreUnreachable",
     "PgQueueHeartbeatStale",
     "PgQueueWorkerDown",
