@@ -134,7 +134,10 @@ def test_exporter_health_follows_the_database(
 
 @pytest.mark.parametrize(
     ("env", "option"),
-    [({"PGQUEUE_INTERVAL": "-1"}, "--interval"), ({"PGQUEUE_PORT": "99999"}, "--port")],
+    [
+        ({"PGQUEUE_DEPTH_INTERVAL": "-1"}, "--depth-interval"),
+        ({"PGQUEUE_METRICS_PORT": "99999"}, "--metrics-port"),
+    ],
 )
 def test_bad_settings_name_the_option(env: dict[str, str], option: str) -> None:
     result = subprocess.run(

@@ -77,12 +77,13 @@ class ExporterFactory:
     def start(self, dsn: str, *extra: str, env: dict[str, str] | None = None) -> Exporter:
         port = free_port()
         log_path = self.tmp / f"exporter-{port}.log"
-        args = [sys.executable, "-m", "pgqueue.cli", "exporter", "--host", "127.0.0.1", *extra]
+        args = [sys.executable, "-m", "pgqueue.cli", "exporter", "--metrics-host", "127.0.0.1"]
+        args += extra
         full_env = {
             **os.environ,
             "PGQUEUE_DSN": dsn,
-            "PGQUEUE_PORT": str(port),
-            "PGQUEUE_INTERVAL": "0.3",
+            "PGQUEUE_METRICS_PORT": str(port),
+            "PGQUEUE_DEPTH_INTERVAL": "0.3",
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
             **(env or {}),
         }

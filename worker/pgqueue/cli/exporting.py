@@ -48,22 +48,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_dsn(p)
     p.add_argument(
-        "--port",
+        "--metrics-port",
         type=_port,
-        default=str(env_default("--port", DEFAULT_PORT)),
-        help=f"Port of /metrics and /healthz (env {env_name('--port')}). Default {DEFAULT_PORT}.",
-    )
-    p.add_argument(
-        "--host",
-        default=env_default("--host", "0.0.0.0"),  # noqa: S104 - Prometheus scrapes from afar
-        help=f"Address to bind (env {env_name('--host')}). Default 0.0.0.0.",
-    )
-    p.add_argument(
-        "--interval",
-        type=seconds,
-        default=str(env_default("--interval", DEFAULT_INTERVAL)),
+        default=str(env_default("--metrics-port", DEFAULT_PORT)),
         help=(
-            f"Seconds between samples (env {env_name('--interval')}). Default "
+            f"Port of /metrics and /healthz (env {env_name('--metrics-port')}, the worker's too: "
+            f"set it per process). Default {DEFAULT_PORT}."
+        ),
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=env_default("--metrics-host", "0.0.0.0"),  # noqa: S104 - scraped from afar
+        help=f"Address to bind (env {env_name('--metrics-host')}). Default 0.0.0.0.",
+    )
+    p.add_argument(
+        "--depth-interval",
+        type=seconds,
+        default=str(env_default("--depth-interval", DEFAULT_INTERVAL)),
+        help=(
+            f"Seconds between samples (env {env_name('--depth-interval')}). Default "
             f"{DEFAULT_INTERVAL:g}; one sample of a million waiting messages reads for about 0.2 s."
         ),
     )
@@ -81,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_exporter(args: argparse.Namespace) -> int:
     dsn = dsn_of(args)
-    sampler = depth.DepthSampler(dsn, interval=args.interval, pooled=args.pooled)
+    sampler = depth.DepthSampler(dsn, interval=args.depth_interval, pooled=args.pooled)
     registry = depth.registry_for(sampler)
 
     def healthz() -> tuple[int, bytes, str]:
@@ -92,12 +95,12 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 
     try:
         server = serving.serve_routes(
-            args.host,
-            args.port,
+            args.metrics_host,
+            args.metrics_port,
             {"/metrics": lambda: serving.metrics_body(registry), "/healthz": healthz},
         )
     except OSError as exc:
-        log.error("cannot bind %s:%s: %s", args.host, args.port, exc.strerror)
+        log.error("cannot bind %s:%s: %s", args.metrics_host, args.metrics_port, exc.strerror)
         return 1
     stop = threading.Event()
 
@@ -112,7 +115,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         host,
         port,
         db.redact(dsn),
-        args.interval,
+        args.depth_interval,
     )
     sampler.start()
     stop.wait()
