@@ -149,3 +149,29 @@ def test_bad_settings_name_the_option(env: dict[str, str], option: str) -> None:
     )
     assert result.returncode == 2
     assert option in result.stderr
+
+
+def test_a_worker_refuses_a_bad_depth_interval_naming_it(pg_dsn: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "worker", "--tasks", "pgqueue.demo_tasks"],
+        env={**os.environ, "PGQUEUE_DSN": pg_dsn, "PGQUEUE_DEPTH_INTERVAL": "-3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "PGQUEUE_DEPTH_INTERVAL='-3'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_exporter_exits_1_when_its_port_is_taken(pg_dsn: str, exporters: ExporterFactory) -> None:
+    first = exporters.start(pg_dsn)
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "exporter", "--metrics-host", "127.0.0.1"],
+        env={**os.environ, "PGQUEUE_DSN": pg_dsn, "PGQUEUE_METRICS_PORT": str(first.port)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"cannot bind 127.0.0.1:{first.port}" in result.stderr

@@ -253,7 +253,8 @@ def start_in_worker() -> CollectorRegistry | None:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "depth_interval"
-        raise ConfigurationError("PGQUEUE_" + field.upper(), first["msg"]) from None
+        env = f"PGQUEUE_{field.upper()}"
+        raise ConfigurationError(field, f"{env}={first['input']!r}: {first['msg']}") from None
     if not settings.depth_interval:
         return None
     if not settings.dsn:
