@@ -34,6 +34,7 @@ import yaml
 from prometheus_client import start_http_server
 
 from pgqueue import Client
+from tests.support import grafana
 from tests.support.e2e_pods import (
     PodProcess,
     forward_pod,
@@ -109,7 +110,10 @@ def dashboard_panels(path: Path = DASHBOARD) -> list[Panel]:
         Panel(
             title=p["title"],
             unit=p.get("fieldConfig", {}).get("defaults", {}).get("unit", ""),
-            targets=tuple((t["refId"], t["expr"], t.get("legendFormat", "")) for t in p["targets"]),
+            targets=tuple(
+                (t["refId"], grafana.expand(t["expr"]), t.get("legendFormat", ""))
+                for t in p["targets"]
+            ),
         )
         for p in board["panels"]
     ]

@@ -1,5 +1,9 @@
 """The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``.
 
+With ``PGQUEUE_DEPTH_INTERVAL`` set, the worker also takes part in depth sampling
+(:mod:`pgqueue.depth`) and serves those series from ``/metrics`` while it is the sampler.
+:func:`serve_routes` is the same small server for ``pgqueue exporter``.
+
 ``/healthz`` reads the heartbeat the supervisor loop stamps on every turn. A running task never
 blocks that loop (tasks run in child processes), so a stale heartbeat means the supervisor itself
 is stuck, and only then does the kubelet restart the pod. ``/readyz`` says whether the worker is
@@ -10,12 +14,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from pgqueue import metrics
+from pgqueue import depth, metrics
+
+Route = Callable[[], tuple[int, bytes, str]]
 
 
 class Health:
@@ -33,16 +39,10 @@ class Health:
         return time.monotonic() - self._beat
 
 
-def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
+def _handler(routes: Mapping[str, Route]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
-                "/metrics": self._metrics,
-                "/healthz": self._healthz,
-                "/readyz": self._readyz,
-            }
-            route = routes.get(path)
+            route = routes.get(self.path.split("?", 1)[0])
             code, body, ctype = route() if route else (404, b"not found\n", "text/plain")
             self.send_response(code)
             self.send_header("Content-Type", ctype)
@@ -50,32 +50,47 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def _metrics(self) -> tuple[int, bytes, str]:
-            metrics.HEARTBEAT_AGE.set(health.age())
-            body = generate_latest(metrics.WORKER_REGISTRY) + generate_latest(REGISTRY)
-            return 200, body, CONTENT_TYPE_LATEST
-
-        def _healthz(self) -> tuple[int, bytes, str]:
-            age = health.age()
-            if age > health.staleness:
-                return 503, f"stale heartbeat: {age:.1f}s\n".encode(), "text/plain"
-            return 200, f"ok: heartbeat {age:.3f}s ago\n".encode(), "text/plain"
-
-        def _readyz(self) -> tuple[int, bytes, str]:
-            if health.ready:
-                return 200, b"ready\n", "text/plain"
-            return 503, b"not ready\n", "text/plain"
-
         def log_message(self, format: str, *args: object) -> None:
             """Probes every few seconds are not news."""
 
     return Handler
 
 
-def serve(health: Health, host: str, port: int) -> ThreadingHTTPServer:
-    """Start the endpoints on a daemon thread; returns the server (its port may be 0 → chosen)."""
-    server = ThreadingHTTPServer((host, port), _handler(health))
+def serve_routes(host: str, port: int, routes: Mapping[str, Route]) -> ThreadingHTTPServer:
+    """Serve GET routes on a daemon thread; returns the server (its port may be 0 → chosen)."""
+    server = ThreadingHTTPServer((host, port), _handler(routes))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="pgqueue-http", daemon=True)
     thread.start()
     return server
+
+
+def metrics_body(*registries: CollectorRegistry) -> tuple[int, bytes, str]:
+    return 200, b"".join(generate_latest(r) for r in registries), CONTENT_TYPE_LATEST
+
+
+def serve(health: Health, host: str, port: int) -> ThreadingHTTPServer:
+    """Start the worker's endpoints on a daemon thread; returns the server."""
+    registries = [metrics.WORKER_REGISTRY, REGISTRY]
+    sampled = depth.start_in_worker()
+    if sampled is not None:
+        registries.append(sampled)
+
+    def metrics_route() -> tuple[int, bytes, str]:
+        metrics.HEARTBEAT_AGE.set(health.age())
+        return metrics_body(*registries)
+
+    def healthz() -> tuple[int, bytes, str]:
+        age = health.age()
+        if age > health.staleness:
+            return 503, f"stale heartbeat: {age:.1f}s\n".encode(), "text/plain"
+        return 200, f"ok: heartbeat {age:.3f}s ago\n".encode(), "text/plain"
+
+    def readyz() -> tuple[int, bytes, str]:
+        if health.ready:
+            return 200, b"ready\n", "text/plain"
+        return 503, b"not ready\n", "text/plain"
+
+    return serve_routes(
+        host, port, {"/metrics": metrics_route, "/healthz": healthz, "/readyz": readyz}
+    )

@@ -18,7 +18,8 @@ import psycopg
 from pgqueue.cli.common import CliError, config_error, fail
 from pgqueue.errors import ConfigurationError, PgQueueError
 
-COMMAND_MODULES = ("queueing", "working", "demo", "gate", "bench")
+COMMAND_MODULES: tuple[str, ...] = ("queueing", "working", "demo", "gate", "bench")
+COMMAND_MODULES += ("exporting",)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -267,3 +267,8 @@ INSERT INTO pgqueue.schema_version (version, name) VALUES (%(version)s, %(name)s
 -- fails the read fast, and the gate fails closed instead of making callers wait.
 SELECT set_config('statement_timeout', %(timeout)s, true),
        set_config('lock_timeout', %(timeout)s, true);
+
+-- name: depth_sampler_lock
+-- The depth sampler's session lock: one process per database counts queue depth (a scan of the
+-- message table) at a time; the others stand by. Released when the sampler's session ends.
+SELECT pg_try_advisory_lock(hashtextextended('pgqueue.depth_sampler', 0)) AS held;
