@@ -136,7 +136,12 @@ class Kube:
 
     def secret_value(self, namespace: str, name: str, key: str) -> SecretValue:
         """One decoded Secret key; :class:`SecretError` names what is missing (never the value)."""
-        secret = self.get("v1", "Secret", namespace, name)
+        try:
+            secret = self.get("v1", "Secret", namespace, name)
+        except ApiException as exc:  # 403: this operator's RBAC does not cover the Secret
+            raise SecretError(
+                f"Secret {namespace}/{name} cannot be read: {exc.status} {_api_message(exc)}"
+            ) from None
         if secret is None:
             raise SecretError(f"Secret {namespace}/{name} not found")
         encoded = (secret.get("data") or {}).get(key)
