@@ -6,9 +6,11 @@ sweep CronJob, and which specs are refused (naming the field) before anything is
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pgqueue_operator import crdgen
 from pgqueue_operator.builders import cronjob, deployment
@@ -19,6 +21,7 @@ from pgqueue_operator.models import PgQueueWorkerSpec
 from pgqueue_operator.podmodels import OPERATOR_ENV
 from pgqueue_operator.reconciling import parse_spec
 
+REPO = Path(__file__).resolve().parents[3]
 OWNER = Owner(name="extract", namespace="jobs", uid="1234-abcd")
 
 POD: dict[str, Any] = {
@@ -268,3 +271,15 @@ def test_the_crd_guards_the_same_rules() -> None:
     assert volume["properties"]["name"]["pattern"]
     assert [r["fieldPath"] for r in pod["x-kubernetes-validations"]] == [".volumeMounts"]
     assert PgQueueWorkerSpec.model_fields["pod"].description
+
+
+def test_the_example_image_worker_validates_and_builds() -> None:
+    """examples/myapp-image/pgqueueworker.yaml (docs/your-image.md) is a valid spec."""
+    path = REPO / "examples" / "myapp-image" / "pgqueueworker.yaml"
+    (body,) = [d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "PgQueueWorker"]
+    s = parse_spec(body["spec"])
+    worker = worker_pod(s)["containers"][0]
+    assert worker["envFrom"] == [{"configMapRef": {"name": "myapp-settings"}}]
+    assert {"name": "settings", "mountPath": "/etc/myapp", "readOnly": True} in worker[
+        "volumeMounts"
+    ]
