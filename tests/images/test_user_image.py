@@ -10,8 +10,11 @@ example package must then come back with what the pod was configured with.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +34,8 @@ from pgqueue_operator.reconciling import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "myapp-image"
-WORKER_IMAGE = "localhost/pgqueue-worker:dev"
+WORKER_IMAGE = os.environ.get("PGQUEUE_TEST_WORKER_IMAGE", "localhost/pgqueue-worker:dev")
+"""The image `make images` builds; another tag of the same build can be named in env."""
 EXAMPLE_IMAGE = "localhost/pgqueue-example:test"
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 API_KEY = "k-5f3a9c1e"
@@ -55,7 +59,7 @@ def worker_image() -> str:
     """The worker image of this checkout (``make images`` when it is not built yet)."""
     if podman("image", "exists", WORKER_IMAGE, check=False).returncode != 0:
         proc = subprocess.run(
-            ["make", "--no-print-directory", "images"],
+            ["make", "--no-print-directory", "images", f"WORKER_IMAGE={WORKER_IMAGE}"],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -67,14 +71,27 @@ def worker_image() -> str:
 
 
 @pytest.fixture(scope="session")
-def example_image(worker_image: str) -> str:
+def example_image(worker_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """docs/your-image.md step by step, in a copy of the example: wheels, then the image."""
+    context = tmp_path_factory.mktemp("myapp-image") / "myapp-image"
+    shutil.copytree(EXAMPLE, context, ignore=shutil.ignore_patterns("dist", "build", "*.egg-info"))
     started = time.monotonic()
+    wheel = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", "dist", "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert wheel.returncode == 0, f"pip wheel failed:\n{wheel.stdout}{wheel.stderr}"
+    assert [w.name for w in (context / "dist").glob("*.whl")] == ["myapp-1.0.0-py3-none-any.whl"]
     podman(
         "build", "--layers", "--build-arg", f"WORKER_IMAGE={worker_image}",
-        "-t", EXAMPLE_IMAGE, str(EXAMPLE),
+        "-t", EXAMPLE_IMAGE, str(context),
         timeout=900,
     )  # fmt: skip
-    print(f"{EXAMPLE_IMAGE}: built in {time.monotonic() - started:.1f}s")
+    print(f"{EXAMPLE_IMAGE}: wheel and image built in {time.monotonic() - started:.1f}s")
     return EXAMPLE_IMAGE
 
 
