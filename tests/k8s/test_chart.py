@@ -141,6 +141,7 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set",
         "metrics.serviceMonitor.labels.release=prometheus",
     ],
+    "named-secrets": ["--set", "rbac.secrets.names={pgqueue-db,other-db}"],
 }
 
 
@@ -290,7 +291,7 @@ def test_install_and_uninstall(
     kube.kubectl("get", "crd", CRD_NAME)
 
 
-@pytest.mark.parametrize("values", ["default", "namespaced"])
+@pytest.mark.parametrize("values", ["default", "namespaced", "named-secrets"])
 def test_no_mode_renders_a_list_or_watch_of_secrets(
     kube: KubeCluster, kube_namespace: str, values: str
 ) -> None:
@@ -299,7 +300,9 @@ def test_no_mode_renders_a_list_or_watch_of_secrets(
     for rule in rules:
         assert rule["verbs"] == ["get"], rule
     where = sorted(r["in"] for r in rules)
-    assert where == (["ClusterRole"] if values == "default" else ["Role a", "Role b"])
+    assert where == (["Role a", "Role b"] if values == "namespaced" else ["ClusterRole"])
+    expected = ["pgqueue-db", "other-db"] if values == "named-secrets" else None
+    assert [r.get("resourceNames") for r in rules] == [expected] * len(rules)
 
 
 def test_secret_reads_narrowed_to_named_secrets_in_named_namespaces(
