@@ -52,8 +52,8 @@ OPERATOR_ENV: dict[str, str] = {
 TMP_PATH = "/tmp"  # noqa: S108 - the operator's emptyDir, not a file created here
 RESERVED_VOLUMES = frozenset({"tmp"})
 """Volumes the operator adds itself (the writable ``/tmp`` of a read-only root filesystem)."""
-RESERVED_CONTAINERS = frozenset({"worker", "migrate"})
-"""Container names the operator uses (the worker, and its ``pgqueue migrate`` init container)."""
+RESERVED_CONTAINERS = frozenset({"worker", "migrate", "sweep"})
+"""Container names the operator uses: the worker, its ``migrate`` init container, the sweep."""
 
 _OWNED_LIST = "[" + ", ".join(f"'{name}'" for name in OPERATOR_ENV) + "]"
 
@@ -222,7 +222,7 @@ class Container(OpenModel):
             **rules(
                 cel(
                     f"!(self.name in {_quoted(RESERVED_CONTAINERS)})",
-                    "container names worker and migrate are the operator's",
+                    "container names worker, migrate and sweep are the operator's",
                     ".name",
                 )
             ),

@@ -225,6 +225,7 @@ def test_operator_env_lists_every_variable_the_builders_write() -> None:
         ({"volumes": [{"name": "Bad_Name", "emptyDir": {}}]}, "spec.pod.volumes.0.name", ""),
         ({"extraContainers": [{"name": "worker", "image": "x"}]}, "spec.pod.extraContainers", ""),
         ({"initContainers": [{"name": "migrate", "image": "x"}]}, "spec.pod.initContainers", ""),
+        ({"initContainers": [{"name": "sweep", "image": "x"}]}, "spec.pod.initContainers", ""),
         ({"envFrom": [{"prefix": "X_"}]}, "spec.pod.envFrom.0", "exactly one"),
         (
             {"envFrom": [{"configMapRef": {"name": "a"}, "secretRef": {"name": "b"}}]},
