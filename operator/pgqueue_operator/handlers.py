@@ -4,7 +4,10 @@
 - a resync timer → reconcile again (heals drift of children and of the flag row);
 - a sample timer → queue depth into status and metrics, autoscaling;
 - ConfigMap events → gate sync of every PgQueueWorker whose ``spec.gate`` names it (an index);
-- Secret events → reconcile of every PgQueueWorker whose database Secret it is (pods roll).
+
+Secrets are not watched: the operator reads each PgQueueWorker's database Secret by name on every
+reconcile, so it needs ``get`` on those Secrets only, never a cluster-wide list/watch; a rotation
+reaches the pods on the next resync (``resync_interval``).
 
 Failures become ``kopf.TemporaryError`` with the configured delay, after the status that explains
 them has been written; nothing propagates bare.
@@ -20,6 +23,7 @@ from typing import Any, cast
 import kopf
 
 from pgqueue_operator import API_VERSION, GROUP, KIND, PLURAL, VERSION, metrics
+from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.kube import Kube
 from pgqueue_operator.reconciling import Reconciler, Result, object_ref
 from pgqueue_operator.settings import OperatorSettings
@@ -42,7 +46,9 @@ class Runtime:
             kubeconfig.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubeconfig.ConfigException:
             kubeconfig.load_kube_config()  # type: ignore[no-untyped-call]
-        self.reconciler = Reconciler(Kube(client.ApiClient()))
+        self.reconciler = Reconciler(
+            Kube(client.ApiClient()), Deadlines(self.config.database_timeout)
+        )
         return self.reconciler
 
     @property
@@ -98,11 +104,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         configmap = (spec.get("gate") or {}).get("configMapName")
         return {(namespace, configmap): name} if configmap else {}
 
-    @kopf.index(*resource, id="secret_refs", registry=registry)
-    def secret_refs(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
-        secret = (spec.get("database") or {}).get("secretName")
-        return {(namespace, secret): name} if secret else {}
-
     @kopf.on.resume(*resource, id="reconcile", registry=registry)
     @kopf.on.create(*resource, id="reconcile", registry=registry)
     @kopf.on.update(*resource, id="reconcile", registry=registry)
@@ -147,19 +148,5 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
             _emit(body, result)
             if result.retry:  # event handlers are not retried; the resync timer heals it
                 log.warning("gate sync of %s/%s: %s", namespace, worker, result.retry)
-
-    @kopf.on.event("", "v1", "secrets", id="secret_changed", registry=registry)
-    def secret_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
-        if kwargs.get("type") is None:
-            return  # the initial listing: resume handlers reconcile everything anyway
-        namespace = namespace or ""
-        for body in _workers(kwargs["secret_refs"], namespace, name):
-            worker = body["metadata"]["name"]
-            result = runtime.rec.reconcile(body)
-            runtime.rec.kube.patch_status(namespace, worker, result.status)
-            _emit(body, result)
-            if result.retry:
-                log.warning("reconcile of %s/%s after a Secret change: %s", namespace, worker,
-                            result.retry)  # fmt: skip
 
     return runtime

@@ -3,7 +3,8 @@
 Children are written with server-side apply (field manager ``pgqueue-operator``, forced): one
 idempotent request creates or updates, returns the live object, and changes nothing when nothing
 differs, so reconciles are level-based and a restart mid-reconcile cannot duplicate anything.
-Secret values are returned to the caller and never logged.
+Secret values are returned to the caller and never logged; Secrets are only ever read by name
+(``get``), never listed or watched, so the operator needs no cluster-wide read of Secrets.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -35,6 +37,18 @@ _COLLECTIONS: dict[tuple[str, str], str] = {
     ),
     (f"{GROUP}/{VERSION}", "PgQueueWorker"): f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValue:
+    """One key of a Secret, and which version of the Secret it was read from."""
+
+    value: str
+    version: str
+    """``<uid>/<resourceVersion>``: changes with every write of the Secret, says nothing of it."""
+
+    def __repr__(self) -> str:  # never the value, even in a traceback or a debugger
+        return f"SecretValue(version={self.version!r})"
 
 
 class NotFound(Exception):
@@ -120,18 +134,25 @@ class Kube:
             return False
         return True
 
-    def secret_value(self, namespace: str, name: str, key: str) -> str:
-        """The decoded value of one Secret key; :class:`SecretError` names what is missing."""
-        secret = self.get("v1", "Secret", namespace, name)
+    def secret_value(self, namespace: str, name: str, key: str) -> SecretValue:
+        """One decoded Secret key; :class:`SecretError` names what is missing (never the value)."""
+        try:
+            secret = self.get("v1", "Secret", namespace, name)
+        except ApiException as exc:  # 403: this operator's RBAC does not cover the Secret
+            raise SecretError(
+                f"Secret {namespace}/{name} cannot be read: {exc.status} {_api_message(exc)}"
+            ) from None
         if secret is None:
             raise SecretError(f"Secret {namespace}/{name} not found")
         encoded = (secret.get("data") or {}).get(key)
         if encoded is None:
             raise SecretError(f"Secret {namespace}/{name} has no key {key!r}")
         try:
-            return base64.b64decode(encoded).decode()
+            value = base64.b64decode(encoded).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise SecretError(f"Secret {namespace}/{name} key {key!r} is not UTF-8 text") from None
+        meta = secret.get("metadata") or {}
+        return SecretValue(value, f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}")
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource of a PgQueueWorker (gone: ignored)."""

@@ -9,10 +9,23 @@ server without CEL still never gets a deployment from an invalid spec.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
+
+from pgqueue_operator.modeling import (
+    CONFIGMAP_KEY,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    DURATION,
+    MODULE_NAME,
+    OPEN_OBJECT,
+    QUEUE_NAME,
+    cel,
+)
+from pgqueue_operator.modeling import Model as _Model
+from pgqueue_operator.modeling import rules as _rules
+from pgqueue_operator.podmodels import PodOverrides
 
 # Margins of DESIGN §5, shared by the CEL rules and by deriving.py.
 RETENTION_MARGIN_SECONDS = 60.0
@@ -20,34 +33,17 @@ RETENTION_MARGIN_SECONDS = 60.0
 MAX_NAME_LENGTH = 46
 """CronJob names are at most 52 characters; the sweep CronJob is ``<name>-sweep``."""
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-QUEUE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
-CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]+$"
-DURATION = r"^[0-9]+(ms|s|m|h)$"
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One ``x-kubernetes-validations`` entry; ``field_path`` names the field in the error."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-def _rules(*rules: dict[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
-
-
-OPEN_OBJECT: dict[str, Any] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-"""Schema of pass-through Kubernetes objects (resources, affinity, a toleration)."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+__all__ = [
+    "CONFIGMAP_KEY",
+    "DNS_LABEL",
+    "DNS_SUBDOMAIN",
+    "DURATION",
+    "MODULE_NAME",
+    "OPEN_OBJECT",
+    "QUEUE_NAME",
+    "PodOverrides",
+    "cel",
+]
 
 
 class DatabaseRef(_Model):
@@ -212,46 +208,6 @@ class Retention(_Model):
         ge=1,
         le=100_000,
         description="Rows deleted per statement by the sweep. Default 1000.",
-    )
-
-
-class PodOverrides(_Model):
-    """Pass-through pod settings for the worker pods (and, where it applies, the sweep pods)."""
-
-    resources: dict[str, Any] | None = Field(
-        default=None,
-        description="Container resources (requests/limits), as in a Pod spec.",
-        json_schema_extra=OPEN_OBJECT,
-    )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node selector labels, as in a Pod spec."
-    )
-    tolerations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        max_length=64,
-        description="Tolerations, as in a Pod spec.",
-        json_schema_extra={"items": OPEN_OBJECT},
-    )
-    affinity: dict[str, Any] | None = Field(
-        default=None, description="Affinity, as in a Pod spec.", json_schema_extra=OPEN_OBJECT
-    )
-    annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations on the worker pods."
-    )
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels on the worker pods."
-    )
-    service_account_name: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=DNS_SUBDOMAIN,
-        description="ServiceAccount of the worker pods. Default: the namespace's default.",
-    )
-    priority_class_name: str | None = Field(
-        default=None, max_length=253, description="PriorityClass of the worker pods."
-    )
-    image_pull_secrets: list[str] = Field(
-        default_factory=list, max_length=16, description="Names of image pull Secrets."
     )
 
 

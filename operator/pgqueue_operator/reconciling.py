@@ -4,13 +4,15 @@ Level-based: every call computes the whole desired state from the object as it i
 it with server-side apply, so running it twice, or after a crash half-way, converges to the same
 children. Each function returns the status fragment to write; the handler writes it (kopf's patch)
 and turns a :class:`Retry` into ``kopf.TemporaryError``. The gate and the depth sampler live here
-too because they need the same spec parsing and Secret lookup.
+too because they need the same spec parsing and Secret lookup. The Secret is read by name on
+every reconcile (the resync timer included), which is how a rotation reaches the pods without a
+cluster-wide Secret watch; its database calls run under :class:`~pgqueue_operator.bounding.
+Deadlines`, so a hung Postgres delays a handler by the deadline at most.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import pydantic
 
 from pgqueue import admin
 from pgqueue_operator import API_VERSION, KIND, builders, conditions, gatesync, metrics, sampling
+from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.builders.common import Owner
 from pgqueue_operator.conditions import Change
 from pgqueue_operator.deriving import DerivedTimings, derive
@@ -29,7 +32,7 @@ from pgqueue_operator.errors import (
     InvalidSpecError,
     SecretError,
 )
-from pgqueue_operator.kube import Kube
+from pgqueue_operator.kube import Kube, SecretValue
 from pgqueue_operator.models import PgQueueWorkerSpec
 
 log = logging.getLogger(__name__)
@@ -92,20 +95,16 @@ def effective_replicas(spec: PgQueueWorkerSpec, status: Mapping[str, Any]) -> in
     return spec.replicas
 
 
-def secret_checksum(dsn: str) -> str:
-    """A digest of the DSN for the pod-template annotation (the DSN itself never leaves here)."""
-    return hashlib.sha256(dsn.encode()).hexdigest()
-
-
 @dataclass
 class Reconciler:
     """The operator's I/O over one Kubernetes client."""
 
     kube: Kube
+    deadlines: Deadlines = field(default_factory=lambda: Deadlines(30.0))
 
     # -- the spec and its secret ---------------------------------------------------------------
 
-    def _dsn(self, namespace: str, spec: PgQueueWorkerSpec) -> str:
+    def _secret(self, namespace: str, spec: PgQueueWorkerSpec) -> SecretValue:
         return self.kube.secret_value(namespace, spec.database.secret_name, spec.database.key)
 
     # -- reconcile -----------------------------------------------------------------------------
@@ -138,13 +137,13 @@ class Reconciler:
             return result  # no retry: waiting for a spec change
         result.status["derived"] = derived.as_status()
         try:
-            dsn = self._dsn(owner.namespace, spec)
+            secret = self._secret(owner.namespace, spec)
         except SecretError as exc:
             metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "reconcile").inc()
             return self._degraded(result, status, "SecretNotFound", str(exc), generation, now)
         replicas = effective_replicas(spec, status)
         try:
-            deployment = self._apply_children(spec, derived, owner, replicas, dsn)
+            deployment = self._apply_children(spec, derived, owner, replicas, secret.version)
         except ApplyError as exc:
             metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "reconcile").inc()
             return self._degraded(result, status, "ApplyFailed", str(exc), generation, now)
@@ -184,7 +183,7 @@ class Reconciler:
                 "lastSweep": last_sweep,
             }
         )
-        gate = self.sync_gate(body, spec, dsn, now)
+        gate = self.sync_gate(body, spec, secret.value, now)
         result.events.extend(gate.events)
         changes.extend(gate.status.pop("_changes", []))
         result.status.update(gate.status)
@@ -222,13 +221,13 @@ class Reconciler:
         derived: DerivedTimings,
         owner: Owner,
         replicas: int,
-        dsn: str,
+        secret_version: str,
     ) -> dict[str, Any]:
         """Apply every child; delete the optional ones that are disabled. Returns the Deployment."""
         log.debug("applying the children of %s/%s", owner.namespace, owner.name)
         deployment = self.kube.apply(
             builders.deployment.build(
-                spec, derived, owner, replicas=replicas, secret_checksum=secret_checksum(dsn)
+                spec, derived, owner, replicas=replicas, secret_version=secret_version
             )
         )
         self.kube.apply(builders.service.build(spec, owner))
@@ -274,8 +273,13 @@ class Reconciler:
         configmap = self.kube.get("v1", "ConfigMap", owner.namespace, spec.gate.config_map_name)
         reading = gatesync.read(configmap, spec.gate, owner.namespace)
         try:
-            dsn = dsn or self._dsn(owner.namespace, spec)
-            outcome = gatesync.write(dsn, reading, pooled=spec.database.pooled)
+            dsn = dsn or self._secret(owner.namespace, spec).value
+            pooled = spec.database.pooled
+            outcome = self.deadlines.run(
+                (owner.namespace, owner.name, "gate"),
+                "writing the gate flag",
+                lambda: gatesync.write(dsn, reading, pooled=pooled),
+            )
         except (SecretError, DatabaseError) as exc:
             metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "gate").inc()
             reason = "SecretNotFound" if isinstance(exc, SecretError) else "DatabaseUnavailable"
@@ -331,15 +335,24 @@ class Reconciler:
         try:
             spec = parse_spec(body.get("spec") or {})
             derive(spec)
-            dsn = self._dsn(owner.namespace, spec)
+            dsn = self._secret(owner.namespace, spec).value
         except InvalidSpecError:
             return result  # reconcile reports it
         except SecretError as exc:
             result.retry = str(exc)
             return result
+        pooled = spec.database.pooled
         try:
-            stats = admin.queue_stats(dsn, pooled=spec.database.pooled)
-        except Exception as exc:  # psycopg's errors, without the DSN in the message
+            stats = self.deadlines.run(
+                (owner.namespace, owner.name, "sample"),
+                "reading queue depth",
+                lambda: admin.queue_stats(dsn, pooled=pooled),
+            )
+        except DatabaseError as exc:
+            metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "sample").inc()
+            result.retry = str(exc)
+            return result
+        except Exception as exc:  # psycopg's errors: their text may quote the DSN, so not it
             metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "sample").inc()
             result.retry = f"reading queue depth failed: {type(exc).__name__}"
             return result

@@ -69,6 +69,16 @@ class OperatorSettings(BaseSettings):
         description="Seconds before a failed reconcile is retried. Default 10.",
     )
 
+    database_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a gate sync or depth sample may wait for Postgres before the handler "
+            "gives up and retries later (a hung database never hangs the operator). Default 30."
+        ),
+    )
+
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

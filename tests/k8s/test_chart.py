@@ -66,6 +66,22 @@ def can_i(kube: KubeCluster, sa: str, verb: str, resource: str, namespace: str) 
     return proc.stdout.strip() == "yes"
 
 
+def can_i_anywhere(kube: KubeCluster, sa: str, verb: str, resource: str) -> bool:
+    """``kubectl auth can-i <verb> <resource> -A``: allowed in every namespace at once."""
+    proc = kube.kubectl("auth", "can-i", verb, resource, "-A", "--as", sa, check=False)
+    return proc.stdout.strip() == "yes"
+
+
+def secret_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**rule, "in": f"{doc['kind']} {doc['metadata'].get('namespace', '')}".strip()}
+        for doc in docs
+        if doc["kind"] in {"ClusterRole", "Role"}
+        for rule in doc["rules"]
+        if "secrets" in rule["resources"]
+    ]
+
+
 @pytest.fixture
 def namespaces(kube: KubeCluster) -> Iterator[list[str]]:
     """Two fresh namespaces for watchNamespaces, deleted afterwards."""
@@ -125,6 +141,7 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set",
         "metrics.serviceMonitor.labels.release=prometheus",
     ],
+    "named-secrets": ["--set", "rbac.secrets.names={pgqueue-db,other-db}"],
 }
 
 
@@ -250,7 +267,10 @@ def test_install_and_uninstall(
             expected = mode == "cluster"
             assert can_i(kube, sa, verb, resource, unwatched) is expected, (verb, resource)
         assert can_i(kube, sa, "list", "namespaces", "default") is (mode == "cluster")
-        # Least privilege: reads only on secrets, nothing on pods.
+        # Least privilege: Secrets are read by name only, never listed or watched anywhere.
+        for verb in ("list", "watch"):
+            assert not can_i_anywhere(kube, sa, verb, "secrets"), verb
+            assert not can_i(kube, sa, verb, "secrets", watched), verb
         assert not can_i(kube, sa, "update", "secrets", watched)
         assert not can_i(kube, sa, "delete", "pods", watched)
         if mode == "namespaced":
@@ -269,3 +289,48 @@ def test_install_and_uninstall(
     assert name not in left
     # Helm never deletes crds/ (that would delete every PgQueueWorker): the CRD stays.
     kube.kubectl("get", "crd", CRD_NAME)
+
+
+@pytest.mark.parametrize("values", ["default", "namespaced", "named-secrets"])
+def test_no_mode_renders_a_list_or_watch_of_secrets(
+    kube: KubeCluster, kube_namespace: str, values: str
+) -> None:
+    rules = secret_rules(render(kube, release_name(), kube_namespace, *VALUE_SETS[values]))
+    assert rules, "the operator must still be able to get its database Secrets"
+    for rule in rules:
+        assert rule["verbs"] == ["get"], rule
+    where = sorted(r["in"] for r in rules)
+    assert where == (["Role a", "Role b"] if values == "namespaced" else ["ClusterRole"])
+    expected = ["pgqueue-db", "other-db"] if values == "named-secrets" else None
+    assert [r.get("resourceNames") for r in rules] == [expected] * len(rules)
+
+
+def test_secret_reads_narrowed_to_named_secrets_in_named_namespaces(
+    kube: KubeCluster, kube_namespace: str, namespaces: list[str]
+) -> None:
+    """``rbac.secrets``: get only the listed Secrets, only in the listed namespaces."""
+    release = release_name()
+    name = fullname(release)
+    allowed, other = namespaces
+    kube.helm(
+        "install", release, str(CHART), "--namespace", kube_namespace,
+        "--set", f"rbac.secrets.namespaces={{{allowed}}}",
+        "--set", "rbac.secrets.names={pgqueue-db}",
+    )  # fmt: skip
+    try:
+        sa = f"system:serviceaccount:{kube_namespace}:{name}"
+        assert can_i(kube, sa, "get", "secrets/pgqueue-db", allowed)
+        assert not can_i(kube, sa, "get", "secrets/another-secret", allowed)
+        assert not can_i(kube, sa, "get", "secrets/pgqueue-db", other)
+        assert not can_i(kube, sa, "get", "secrets/pgqueue-db", kube_namespace)
+        for verb in ("list", "watch"):
+            assert not can_i_anywhere(kube, sa, verb, "secrets"), verb
+            assert not can_i(kube, sa, verb, "secrets", allowed), verb
+        # The rest of the cluster-wide mode is untouched: it still manages every namespace.
+        assert can_i(kube, sa, "create", "deployments.apps", other)
+        assert can_i(kube, sa, "watch", "configmaps", other)
+        kube.kubectl("get", "role", f"{name}-secrets", "-n", allowed)
+    finally:
+        kube.helm("uninstall", release, "--namespace", kube_namespace, "--wait")
+    left = kube.kubectl("get", "role,rolebinding", "-n", allowed, "-o", "name").stdout
+    assert name not in left

@@ -3,10 +3,12 @@
 The control plane here has no kubelet, so the controller-manager creates Pods that stay Pending.
 :func:`run_pod` plays the kubelet for one of them: the image's entrypoint (read from the Dockerfile
 in ``images/``), the container's ``command``/``args`` and ``env`` (``value``, ``secretKeyRef``
-resolved from the real Secret, ``fieldRef`` from the Pod), and its ports. Every pod shares the
-host's network here, so each container port gets a free loopback port, substituted wherever the
-spec spells that port (an ``--x=PORT`` argument, an env value ``PORT``); that is the only rewrite.
-The readiness probe (``httpGet``) decides readiness, as the kubelet would.
+and ``configMapKeyRef`` resolved from the real Secret or ConfigMap, ``fieldRef`` from the Pod;
+``envFrom`` from the real Secrets and ConfigMaps, an ``env`` entry winning over their keys), and
+its ports. Every pod shares the host's network here, so each container port gets a free loopback
+port, substituted wherever the spec spells that port (an ``--x=PORT`` argument, an env value
+``PORT``); that is the only rewrite. The readiness probe (``httpGet``) decides readiness, as the
+kubelet would.
 """
 
 from __future__ import annotations
@@ -57,6 +59,22 @@ def read_secret(kube: KubeCluster, namespace: str, name: str, key: str) -> str:
     return base64.b64decode(data[key]).decode()
 
 
+def read_data(
+    kube: KubeCluster, namespace: str, kind: str, name: str, *, optional: bool = False
+) -> dict[str, str]:
+    """Every key of a Secret (decoded) or a ConfigMap; ``{}`` for a missing optional one."""
+    out = kube.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=not optional)
+    if out.returncode != 0:
+        return {}
+    data: dict[str, str] = json.loads(out.stdout).get("data") or {}
+    if kind == "secret":
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+    return dict(data)
+
+
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
 def _field(pod: dict[str, Any], path: str) -> str:
     meta = pod["metadata"]
     fields = {
@@ -76,6 +94,13 @@ def container_env(
     """The container's env as the kubelet would set it (secrets and fields resolved)."""
     namespace = pod["metadata"]["namespace"]
     env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        kind = "configmap" if "configMapRef" in source else "secret"
+        ref = source.get("configMapRef") or source["secretRef"]
+        data = read_data(kube, namespace, kind, ref["name"], optional=bool(ref.get("optional")))
+        prefix = source.get("prefix", "")
+        # Keys that are no valid variable name are skipped, as the kubelet does.
+        env.update({prefix + k: v for k, v in data.items() if _ENV_NAME.match(prefix + k)})
     for entry in container.get("env") or []:
         if "value" in entry:
             env[entry["name"]] = str(entry["value"])
@@ -84,6 +109,9 @@ def container_env(
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             env[entry["name"]] = read_secret(kube, namespace, ref["name"], ref["key"])
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            env[entry["name"]] = read_data(kube, namespace, "configmap", ref["name"])[ref["key"]]
         elif "fieldRef" in source:
             env[entry["name"]] = _field(pod, source["fieldRef"]["fieldPath"])
         elif entry.get("valueFrom") is None:

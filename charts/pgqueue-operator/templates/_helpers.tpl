@@ -77,7 +77,7 @@ ClusterRole (all namespaces) or by one Role per watched namespace.
   resources: [servicemonitors]
   verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [""]
-  resources: [configmaps, secrets]
+  resources: [configmaps]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [events]
@@ -85,6 +85,21 @@ ClusterRole (all namespaces) or by one Role per watched namespace.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end -}}
+
+{{/*
+Secrets: `get` by name only, never list or watch (the operator reads each PgQueueWorker's
+database Secret on every reconcile; nothing else). `rbac.secrets.names` narrows it to those
+Secrets (resourceNames).
+*/}}
+{{- define "pgqueue-operator.secretRules" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+  {{- with .Values.rbac.secrets.names }}
+  resourceNames:
+    {{- toYaml (. | uniq) | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{/* Cluster-scoped reads: the CRD always; namespaces only when watching all of them. */}}

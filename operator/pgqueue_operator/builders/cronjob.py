@@ -2,16 +2,18 @@
 
 ``concurrencyPolicy: Forbid`` (two sweeps would only contend for the same rows); suspended while
 the PgQueueWorker is paused. Replies carry their own expiry (set by the worker from R), so the sweep
-needs only the dead-letter retention.
+needs only the dead-letter retention. Its pods share the workers' env, envFrom, volumes, init
+containers and placement (:mod:`~pgqueue_operator.builders.pods`): the sweep connects to the same
+database with the same certificates and settings.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pgqueue_operator.builders import common
+from pgqueue_operator.builders import common, pods
 from pgqueue_operator.builders.common import Owner
-from pgqueue_operator.builders.deployment import dsn_env
+from pgqueue_operator.builders.pods import dsn_env
 from pgqueue_operator.deriving import DerivedTimings
 from pgqueue_operator.models import PgQueueWorkerSpec
 
@@ -19,39 +21,19 @@ SWEEP_DEADLINE_SECONDS = 3600
 
 
 def build(spec: PgQueueWorkerSpec, derived: DerivedTimings, owner: Owner) -> dict[str, Any]:
-    pod = spec.pod
-    container: dict[str, Any] = {
-        "name": "sweep",
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
-        "args": ["sweep"],
-        "env": [
-            dsn_env(spec),
-            {"name": "PGQUEUE_BATCH_SIZE", "value": str(spec.retention.sweep_batch_size)},
-            {
-                "name": "PGQUEUE_DEAD_LETTER_RETENTION",
-                "value": str(spec.retention.dead_letter_retention_seconds),
-            },
-            {"name": "PGQUEUE_POOLED", "value": "true" if spec.database.pooled else "false"},
-        ],
-        "securityContext": common.restricted_security_context(),
-    }
-    if pod.resources:
-        container["resources"] = dict(pod.resources)
-    pod_spec: dict[str, Any] = {
+    env = [
+        dsn_env(spec),
+        {"name": "PGQUEUE_BATCH_SIZE", "value": str(spec.retention.sweep_batch_size)},
+        {
+            "name": "PGQUEUE_DEAD_LETTER_RETENTION",
+            "value": str(spec.retention.dead_letter_retention_seconds),
+        },
+        {"name": "PGQUEUE_POOLED", "value": "true" if spec.database.pooled else "false"},
+    ]
+    pod_spec = {
         "restartPolicy": "OnFailure",
-        "securityContext": common.pod_security_context(),
-        "automountServiceAccountToken": False,
-        "containers": [container],
+        **pods.pod_spec(spec, [pods.container(spec, "sweep", ["sweep"], env)]),
     }
-    if pod.node_selector:
-        pod_spec["nodeSelector"] = dict(pod.node_selector)
-    if pod.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in pod.tolerations]
-    if pod.service_account_name:
-        pod_spec["serviceAccountName"] = pod.service_account_name
-    if pod.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in pod.image_pull_secrets]
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

@@ -3,7 +3,9 @@
 Env follows the worker contract (``PGQUEUE_*``, DSN from the Secret by reference, never inlined).
 Probes hit the worker's own endpoints on the metrics port: ``/healthz`` fails when the supervisor
 heartbeat is older than H, ``/readyz`` when the worker cannot claim. The pod template carries a
-checksum of the config and of the Secret's DSN, so a Secret rotation rolls the pods.
+checksum of the config and of the database Secret's identity (uid and resourceVersion, never its
+data: a plain hash of a DSN could be reversed by a dictionary attack by anyone who can read
+Deployments), so a Secret rotation rolls the pods.
 """
 
 from __future__ import annotations
@@ -11,21 +13,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pgqueue_operator.builders import common
+from pgqueue_operator.builders import common, pods
 from pgqueue_operator.builders.common import Owner
+from pgqueue_operator.builders.pods import dsn_env
 from pgqueue_operator.deriving import DerivedTimings
 from pgqueue_operator.models import PgQueueWorkerSpec
 
 CONTAINER = "worker"
-
-
-def dsn_env(spec: PgQueueWorkerSpec) -> dict[str, Any]:
-    return {
-        "name": "PGQUEUE_DSN",
-        "valueFrom": {
-            "secretKeyRef": {"name": spec.database.secret_name, "key": spec.database.key}
-        },
-    }
 
 
 def worker_env(spec: PgQueueWorkerSpec, derived: DerivedTimings) -> list[dict[str, Any]]:
@@ -49,6 +43,14 @@ def worker_env(spec: PgQueueWorkerSpec, derived: DerivedTimings) -> list[dict[st
         dsn_env(spec),
         *({"name": k, "value": v} for k, v in plain.items()),
         {"name": "PGQUEUE_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+
+
+def migrate_env(spec: PgQueueWorkerSpec) -> list[dict[str, Any]]:
+    """The ``pgqueue migrate`` init container's own variables (the user's follow them)."""
+    return [
+        dsn_env(spec),
+        {"name": "PGQUEUE_POOLED", "value": "true" if spec.database.pooled else "false"},
     ]
 
 
@@ -84,66 +86,36 @@ def build(
     owner: Owner,
     *,
     replicas: int,
-    secret_checksum: str,
+    secret_version: str,
 ) -> dict[str, Any]:
-    """The Deployment; ``replicas`` is decided by the caller (spec, autoscaler, or 0 if paused)."""
+    """The Deployment; ``replicas`` is decided by the caller (spec, autoscaler, or 0 if paused).
+
+    ``secret_version`` identifies the database Secret's current content (its uid and
+    resourceVersion), so a rotation changes the pod-template checksum and rolls the pods.
+    """
     env = worker_env(spec, derived)
     pod = spec.pod
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
-        "args": ["worker"],
-        "env": env,
+    container = {
+        **pods.container(spec, CONTAINER, ["worker"], env),
         "ports": [{"name": "metrics", "containerPort": spec.metrics.port, "protocol": "TCP"}],
         **probes(spec, derived),
-        "securityContext": common.restricted_security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
     }
-    if pod.resources:
-        container["resources"] = dict(pod.resources)
     pod_labels = {**pod.labels, **common.labels(owner, "worker")}
     annotations = {
         **pod.annotations,
-        common.CHECKSUM_ANNOTATION: common.checksum(env, spec.image, secret_checksum),
+        common.CHECKSUM_ANNOTATION: common.checksum(
+            container["env"], container.get("envFrom"), spec.image, secret_version
+        ),
     }
-    pod_spec: dict[str, Any] = {
+    pod_spec = {
         "terminationGracePeriodSeconds": derived.termination_grace_period_seconds,
-        "securityContext": common.pod_security_context(),
-        "automountServiceAccountToken": False,
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        **pods.pod_spec(spec, [container, *(c.manifest() for c in pod.extra_containers)]),
     }
     if spec.migrate:
-        pod_spec["initContainers"] = [
-            {
-                "name": "migrate",
-                "image": spec.image,
-                "imagePullPolicy": spec.image_pull_policy,
-                "args": ["migrate"],
-                "env": [
-                    dsn_env(spec),
-                    {
-                        "name": "PGQUEUE_POOLED",
-                        "value": "true" if spec.database.pooled else "false",
-                    },
-                ],
-                "securityContext": common.restricted_security_context(),
-                **({"resources": dict(pod.resources)} if pod.resources else {}),
-            }
-        ]
-    if pod.node_selector:
-        pod_spec["nodeSelector"] = dict(pod.node_selector)
-    if pod.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in pod.tolerations]
-    if pod.affinity:
-        pod_spec["affinity"] = dict(pod.affinity)
-    if pod.service_account_name:
-        pod_spec["serviceAccountName"] = pod.service_account_name
-    if pod.priority_class_name:
-        pod_spec["priorityClassName"] = pod.priority_class_name
-    if pod.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in pod.image_pull_secrets]
+        migrate = pods.container(spec, "migrate", ["migrate"], migrate_env(spec))
+        pod_spec["initContainers"] = [*pod_spec.get("initContainers", []), migrate]
+    if pod.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = [dict(t) for t in pod.topology_spread_constraints]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -10,7 +10,7 @@ from pgqueue_operator.builders import common, cronjob, deployment, pdb, service,
 from pgqueue_operator.builders.common import Owner
 from pgqueue_operator.deriving import derive
 from pgqueue_operator.models import PgQueueWorkerSpec
-from pgqueue_operator.reconciling import effective_replicas, secret_checksum
+from pgqueue_operator.reconciling import effective_replicas
 
 OWNER = Owner(name="extract", namespace="jobs", uid="1234-abcd")
 
@@ -27,12 +27,8 @@ def spec(**overrides: Any) -> PgQueueWorkerSpec:
     return PgQueueWorkerSpec.model_validate(base)
 
 
-def build_deployment(
-    s: PgQueueWorkerSpec, *, dsn: str = "postgresql://a", replicas: int = 1
-) -> Any:
-    return deployment.build(
-        s, derive(s), OWNER, replicas=replicas, secret_checksum=secret_checksum(dsn)
-    )
+def build_deployment(s: PgQueueWorkerSpec, *, secret: str = "uid-1/41", replicas: int = 1) -> Any:
+    return deployment.build(s, derive(s), OWNER, replicas=replicas, secret_version=secret)
 
 
 def env_of(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -146,15 +142,16 @@ def test_migrate_init_container_is_optional() -> None:
     assert "initContainers" not in without
 
 
-def test_checksum_annotation_changes_with_secret_data_and_config_only() -> None:
+def test_checksum_annotation_changes_with_the_secret_version_and_config_only() -> None:
     s = spec()
 
     def annotation(d: dict[str, Any]) -> str:
         return str(d["spec"]["template"]["metadata"]["annotations"][common.CHECKSUM_ANNOTATION])
 
-    base = annotation(build_deployment(s, dsn="postgresql://a"))
-    assert annotation(build_deployment(s, dsn="postgresql://a")) == base
-    assert annotation(build_deployment(s, dsn="postgresql://b")) != base
+    base = annotation(build_deployment(s, secret="uid-1/41"))
+    assert annotation(build_deployment(s, secret="uid-1/41")) == base
+    assert annotation(build_deployment(s, secret="uid-1/42")) != base  # a rotation rolls
+    assert annotation(build_deployment(s, secret="uid-2/41")) != base  # a re-created Secret
     assert annotation(build_deployment(spec(taskTimeLimitSeconds=60))) != base
     assert annotation(build_deployment(s, replicas=5)) == base  # scaling does not roll pods
 

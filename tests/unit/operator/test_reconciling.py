@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from pgqueue_operator.errors import ApplyError
+from pgqueue_operator.builders.common import CHECKSUM_ANNOTATION
+from pgqueue_operator.errors import ApplyError, SecretError
+from pgqueue_operator.kube import SecretValue
 from pgqueue_operator.reconciling import Reconciler
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -22,11 +24,18 @@ class FakeKube:
     def __init__(self, secrets: dict[str, str] | None = None) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         for name, dsn in (secrets or {}).items():
-            self.objects[("Secret", "ns", name)] = {
-                "data": {"dsn": base64.b64encode(dsn.encode()).decode()}
-            }
+            self.put_secret(name, dsn)
         self.applied: list[tuple[str, str]] = []
         self.fail_kind: str | None = None
+
+    def put_secret(self, name: str, dsn: str) -> None:
+        """Create or update a Secret: its resourceVersion moves, as the API server's would."""
+        old = self.objects.get(("Secret", "ns", name))
+        version = 1 + int(old["metadata"]["resourceVersion"]) if old else 1
+        self.objects[("Secret", "ns", name)] = {
+            "metadata": {"uid": f"uid-{name}", "resourceVersion": str(version)},
+            "data": {"dsn": base64.b64encode(dsn.encode()).decode()},
+        }
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kind, meta = manifest["kind"], manifest["metadata"]
@@ -43,13 +52,13 @@ class FakeKube:
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         return self.objects.pop((kind, namespace, name), None) is not None
 
-    def secret_value(self, namespace: str, name: str, key: str) -> str:
-        from pgqueue_operator.errors import SecretError
-
+    def secret_value(self, namespace: str, name: str, key: str) -> SecretValue:
         secret = self.objects.get(("Secret", namespace, name))
         if secret is None:
             raise SecretError(f"Secret {namespace}/{name} not found")
-        return base64.b64decode(secret["data"][key]).decode()
+        meta = secret["metadata"]
+        value = base64.b64decode(secret["data"][key]).decode()
+        return SecretValue(value, f"{meta['uid']}/{meta['resourceVersion']}")
 
 
 def body(**spec: Any) -> dict[str, Any]:
@@ -151,3 +160,22 @@ def test_paused_scales_to_zero_and_reports_it() -> None:
     assert kube.objects[("CronJob", "ns", "w-sweep")]["spec"]["suspend"] is True
     assert conditions_of(result.status)["Paused"] == ("True", "Paused")
     assert conditions_of(result.status)["Ready"] == ("False", "Paused")
+
+
+def test_a_secret_rotation_rolls_the_pods_and_the_dsn_is_in_no_manifest() -> None:
+    kube = FakeKube({"db": "postgresql://app:S3cretPassw0rd@db/app"})
+
+    def checksum() -> str:
+        deployment = kube.objects[("Deployment", "ns", "w-worker")]
+        return str(deployment["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION])
+
+    reconciler(kube).reconcile(body(), NOW)
+    first = checksum()
+    reconciler(kube).reconcile(body(), NOW)
+    assert checksum() == first  # a resync of an unchanged Secret changes nothing
+    kube.put_secret("db", "postgresql://app:R0tated@db/app")
+    reconciler(kube).reconcile(body(), NOW)
+    assert checksum() != first
+    written = repr({k: v for k, v in kube.objects.items() if k[0] != "Secret"})
+    for secret_text in ("S3cretPassw0rd", "R0tated", "postgresql://"):
+        assert secret_text not in written
