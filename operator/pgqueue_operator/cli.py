@@ -9,6 +9,7 @@ given namespaces. Bad input is one line on stderr naming the option, exit status
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Deployments, keeps the gate flag in Postgres in step with a ConfigMap, samples queue "
             "depth and autoscales."
         ),
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        # The operator ships in the pgqueue distribution: one version for both.
+        version=f"{PROG} {importlib.metadata.version('pgqueue')}",
+        help="Print the version.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

@@ -1,6 +1,6 @@
-"""Every benchmark scenario at a tiny size, through the real CLI: the harness must start its
-servers, produce well-formed figures and plots, and leave no process behind. Speed targets are
-reported in the output, never asserted here."""
+"""Every benchmark scenario at a tiny size, through the harness's CLI (``python -m bench``): it
+must start its servers, produce well-formed figures and plots, and leave no process behind. Speed
+targets are reported in the output, never asserted here."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "pgqueue.cli", "--log-level", "WARNING", "bench",
+        [sys.executable, "-m", "bench", "--log-level", "WARNING",
          "--preset", "smoke", "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=840, check=False,
     )  # fmt: skip
