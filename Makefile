@@ -60,6 +60,10 @@ fmt: venv ## Format and autofix
 	$(PYTHON) -m ruff format worker operator tests bench
 	$(PYTHON) -m ruff check --fix worker operator tests bench
 
+.PHONY: docs
+docs: venv ## Build the API reference from the docstrings (pdoc) into docs/api/html/; fails on a broken reference
+	$(PYTHON) hack/apidocs.py --out docs/api/html
+
 .PHONY: test
 test: setup lint ## Install what the tiers need, then lint and every tier in one pytest session (what CI runs)
 	$(PYTEST) tests
