@@ -41,6 +41,14 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def _version() -> str:
+    # The operator ships in the pgqueue distribution: one version for both.
+    try:
+        return importlib.metadata.version("pgqueue")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (pgqueue is not installed)"
+
+
 def _env(field: str) -> str:
     return f"PGQUEUE_OPERATOR_{field.upper()}"
 
@@ -57,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        # The operator ships in the pgqueue distribution: one version for both.
-        version=f"{PROG} {importlib.metadata.version('pgqueue')}",
+        version=f"{PROG} {_version()}",
         help="Print the version.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
