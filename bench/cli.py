@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import psycopg
+
 from bench import PRESETS, run
-from bench.procs import BenchError
+from pgqueue.errors import PgQueueError
 
 PROG = "python -m bench"
 
@@ -164,8 +166,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         run_from(args)
-    except BenchError as exc:
-        _fail(str(exc))
+    except (PgQueueError, psycopg.Error) as exc:  # BenchError included
+        # libpq messages span lines; a terminal gets one.
+        _fail(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -937,7 +937,7 @@ def versions(pg: Postgres, redis: Redis | None) -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             out[binary] = "absent"
     # Workers run the working tree: say which core was measured, and whether it was edited.
-    repo = Path(__file__).resolve().parents[3]
+    repo = Path(__file__).resolve().parents[1]  # bench/ sits at the repository root
     for key, argv in (
         ("core_revision", ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]),
         ("core_edited", ["git", "-C", str(repo), "status", "--porcelain", "--", "worker/pgqueue"]),

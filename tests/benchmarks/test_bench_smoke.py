@@ -125,3 +125,14 @@ def test_nothing_is_left_running(smoke: tuple[dict[str, Any], Path]) -> None:
     workdir = results["workdir"]
     assert not Path(workdir).exists()
     assert _processes_mentioning(workdir) == []
+
+
+@pytest.mark.timeout(900)
+def test_the_measured_core_revision_is_recorded(smoke: tuple[dict[str, Any], Path]) -> None:
+    results, _ = smoke
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert results["versions"]["core_revision"] == head
+    assert results["versions"]["core_edited"] in {"yes", "no"}

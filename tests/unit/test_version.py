@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 import pgqueue
 from pgqueue import _version
@@ -38,3 +39,9 @@ def test_both_commands_print_the_version(
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"{prog} {pgqueue.__version__}\n"
+
+
+def test_the_chart_deploys_this_version() -> None:
+    # Helm reads the app version from Chart.yaml itself: this copy must follow the one place.
+    chart = yaml.safe_load((ROOT / "charts" / "pgqueue-operator" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == _version.__version__
