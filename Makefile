@@ -7,7 +7,7 @@ BOOTSTRAP_PYTHON ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST ?= $(PYTHON) -m pytest
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 export PGQUEUE_CACHE ?= $(HOME)/.cache/pgqueue
 
