@@ -79,6 +79,14 @@ def test_the_wheel_metadata_names_license_version_and_classifiers(wheel: Path) -
         assert expected in classifiers
     assert not [c for c in classifiers if c.startswith("License ::")], "SPDX replaces these"
     assert meta["Requires-Python"] == ">=3.11"
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    assert urls == {
+        "Documentation": "README.md",
+        "API reference": "docs/api/README.md",
+        "Changelog": "CHANGELOG.md",
+    }
+    for path in urls.values():  # repository paths until there is a public home
+        assert (REPO / path).is_file(), path
     extras = meta.get_all("Provides-Extra") or []
     assert {"embedded", "operator"} <= set(extras)
     license_text = (REPO / "LICENSE").read_text()
