@@ -3,9 +3,9 @@ BENCH_OUT ?= docs/benchmarks
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: ## Full benchmarks (tens of minutes); results, tables and plots into docs/benchmarks/
-	$(PYTHON) -m pgqueue.cli bench --preset full --out $(BENCH_OUT) $(BENCH_ARGS)
+bench: venv ## Full benchmarks (tens of minutes); results, tables and plots into docs/benchmarks/
+	$(PYTHON) -m bench --preset full --out $(BENCH_OUT) $(BENCH_ARGS)
 
 .PHONY: bench-smoke
-bench-smoke: ## Every benchmark scenario at a tiny size into /tmp (what CI runs, via pytest)
-	$(PYTHON) -m pgqueue.cli bench --preset smoke --out $${TMPDIR:-/tmp}/pgqueue-bench-smoke $(BENCH_ARGS)
+bench-smoke: venv ## Every benchmark scenario at a tiny size into /tmp (what CI runs, via pytest)
+	$(PYTHON) -m bench --preset smoke --out $${TMPDIR:-/tmp}/pgqueue-bench-smoke $(BENCH_ARGS)

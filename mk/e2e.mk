@@ -6,11 +6,11 @@ KIND_KUBECONFIG ?= $(PGQUEUE_CACHE)/kind-$(KIND_CLUSTER).kubeconfig
 E2E_PLOTS ?= docs/e2e
 
 .PHONY: demo-k8s
-demo-k8s: k8s-tools ## Migration day as a script with timings: helm install, apply, gate flips, Prometheus, SIGKILL, sweep, delete (plots into docs/e2e/)
+demo-k8s: venv k8s-tools ## Migration day as a script with timings: helm install, apply, gate flips, Prometheus, SIGKILL, sweep, delete (plots into docs/e2e/)
 	$(PYTHON) -m tests.e2e.story --plots $(E2E_PLOTS)
 
 .PHONY: e2e-kind
-e2e-kind: images ## The same e2e test on a kind cluster with real pods (creates it, kind-loads both images); untested in our CI
+e2e-kind: venv images ## The same e2e test on a kind cluster with real pods (creates it, kind-loads both images); untested in our CI
 	@command -v $(KIND) >/dev/null || { echo "kind is not installed (https://kind.sigs.k8s.io)"; exit 1; }
 	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
 	mkdir -p $(dir $(KIND_KUBECONFIG)) && $(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)

@@ -3,7 +3,8 @@ PODMAN ?= podman
 PGQUEUE_BASE_IMAGE ?= localhost/pgqueue-base:bookworm
 WORKER_IMAGE ?= localhost/pgqueue-worker:dev
 OPERATOR_IMAGE ?= localhost/pgqueue-operator:dev
-IMAGE_VERSION ?= $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])" 2>/dev/null || echo 0.0.0)
+# The version's one place (pyproject reads it too); sed, so no Python is needed to parse a Makefile.
+IMAGE_VERSION ?= $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' worker/pgqueue/_version.py)
 IMAGE_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 IMAGE_CREATED ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
 # --network host: the build stage installs dependencies from the package index through the host.
@@ -20,7 +21,7 @@ images-base: ## Build (or reuse from cache) the debootstrap base image localhost
 	PGQUEUE_BASE_IMAGE=$(PGQUEUE_BASE_IMAGE) hack/images/base-image.sh
 
 .PHONY: images-wheels
-images-wheels: ## Download the dependency wheels the image builds install offline (images/wheels/)
+images-wheels: venv ## Download the dependency wheels the image builds install offline (images/wheels/)
 	PYTHON=$(PYTHON) hack/images/wheelhouse.sh
 
 .PHONY: images

@@ -10,5 +10,5 @@ k8s-bin-dir: ## Print the folder holding the pinned Kubernetes tools
 	@bash hack/k8s-bin-dir.sh
 
 .PHONY: k8s-up
-k8s-up: k8s-tools ## Run a private etcd + kube-apiserver + controller-manager in the foreground (Ctrl-C stops it)
+k8s-up: venv k8s-tools ## Run a private etcd + kube-apiserver + controller-manager in the foreground (Ctrl-C stops it)
 	$(PYTHON) -m tests.support.kubeapi

@@ -2,14 +2,14 @@
 CRD_FILE := crds/pgqueueworkers.pgqueue.dev.yaml
 
 .PHONY: generate
-generate:: ## Regenerate generated files (the PgQueueWorker CRD from operator/pgqueue_operator/models.py)
+generate:: venv ## Regenerate generated files (the PgQueueWorker CRD from operator/pgqueue_operator/models.py)
 	$(PYTHON) -m pgqueue_operator.crdgen > $(CRD_FILE).tmp && mv $(CRD_FILE).tmp $(CRD_FILE)
 
 .PHONY: verify
-verify:: ## Fail when a generated file drifted from its source (run `make generate`)
+verify:: venv ## Fail when a generated file drifted from its source (run `make generate`)
 	@$(PYTHON) -m pgqueue_operator.crdgen | diff -u $(CRD_FILE) - \
 		|| { echo "$(CRD_FILE) is stale: run 'make generate'"; exit 1; }
 
 .PHONY: test-operator
-test-operator: ## Operator tests: unit tier, then the k8s tier against a real API server
+test-operator: venv ## Operator tests: unit tier, then the k8s tier against a real API server
 	$(PYTEST) tests/unit/operator tests/k8s/test_operator.py

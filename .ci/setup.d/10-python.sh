@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Debian services the integration tier starts itself, and the Python package with its test extras
-# in a virtualenv of this clone (.venv; .ci/run puts it first on PATH), so CI never touches the
-# machine's own site-packages.
+# The Debian services the integration tier and the benchmarks start themselves (private instances
+# on free ports): PgBouncer, Redis, Prometheus. Skipped when installed. The Python side (the
+# clone's .venv with the test extras) is made by make before this step.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends pgbouncer redis-server prometheus >/dev/null
-# The Debian packages start their own daemons; the tests start private ones on free ports.
-for svc in pgbouncer redis-server prometheus; do
-  (service "$svc" stop || systemctl stop "$svc" || true) >/dev/null 2>&1
+sudo=(); [[ $(id -u) == 0 ]] || sudo=(sudo)
+pkgs=(pgbouncer redis-server prometheus)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,bench]'
+if ((${#missing[@]})); then
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian packages start their own daemons (at install, and at boot); the tests start private
+# ones on free ports.
+for svc in "${pkgs[@]}"; do
+  ("${sudo[@]}" service "$svc" stop || "${sudo[@]}" systemctl stop "$svc" || true) >/dev/null 2>&1
+done
+echo "10-python: ${pkgs[*]} installed"

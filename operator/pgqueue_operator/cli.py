@@ -9,6 +9,7 @@ given namespaces. Bad input is one line on stderr naming the option, exit status
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -40,6 +41,14 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def _version() -> str:
+    # The operator ships in the pgqueue distribution: one version for both.
+    try:
+        return importlib.metadata.version("pgqueue")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (pgqueue is not installed)"
+
+
 def _env(field: str) -> str:
     return f"PGQUEUE_OPERATOR_{field.upper()}"
 
@@ -52,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
             "Deployments, keeps the gate flag in Postgres in step with a ConfigMap, samples queue "
             "depth and autoscales."
         ),
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{PROG} {_version()}",
+        help="Print the version.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

@@ -1,6 +1,6 @@
-"""Every benchmark scenario at a tiny size, through the real CLI: the harness must start its
-servers, produce well-formed figures and plots, and leave no process behind. Speed targets are
-reported in the output, never asserted here."""
+"""Every benchmark scenario at a tiny size, through the harness's CLI (``python -m bench``): it
+must start its servers, produce well-formed figures and plots, and leave no process behind. Speed
+targets are reported in the output, never asserted here."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "pgqueue.cli", "--log-level", "WARNING", "bench",
+        [sys.executable, "-m", "bench", "--log-level", "WARNING",
          "--preset", "smoke", "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=840, check=False,
     )  # fmt: skip
@@ -125,3 +125,14 @@ def test_nothing_is_left_running(smoke: tuple[dict[str, Any], Path]) -> None:
     workdir = results["workdir"]
     assert not Path(workdir).exists()
     assert _processes_mentioning(workdir) == []
+
+
+@pytest.mark.timeout(900)
+def test_the_measured_core_revision_is_recorded(smoke: tuple[dict[str, Any], Path]) -> None:
+    results, _ = smoke
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert results["versions"]["core_revision"] == head
+    assert results["versions"]["core_edited"] in {"yes", "no"}

@@ -5,7 +5,9 @@ The public surface is what ``__all__`` lists; every other module is internal and
 
 from __future__ import annotations
 
-from pgqueue import admin
+import importlib.metadata
+
+from pgqueue import _version, admin
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
 from pgqueue.client import Client, Message
 from pgqueue.errors import PgQueueError
@@ -15,6 +17,13 @@ from pgqueue.replies import CallResult
 from pgqueue.routing import Dispatcher, RoutingDispatcher
 from pgqueue.settings import ClientSettings, WorkerSettings
 from pgqueue.tasks import task
+
+try:
+    # The installed distribution's version (made from _version.py at build time), so it matches
+    # what pip reports; a source tree on sys.path without an install falls back to the file.
+    __version__: str = importlib.metadata.version("pgqueue")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+    __version__ = _version.__version__
 
 __all__ = [
     "GATE_FLAG",
@@ -29,6 +38,7 @@ __all__ = [
     "QueueStats",
     "RoutingDispatcher",
     "WorkerSettings",
+    "__version__",
     "admin",
     "migrate",
     "parse_flag_value",

@@ -15,10 +15,11 @@ from typing import NoReturn
 
 import psycopg
 
+from pgqueue import __version__
 from pgqueue.cli.common import CliError, config_error, fail
 from pgqueue.errors import ConfigurationError, PgQueueError
 
-COMMAND_MODULES: tuple[str, ...] = ("queueing", "working", "demo", "gate", "bench")
+COMMAND_MODULES: tuple[str, ...] = ("queueing", "working", "demo", "gate")
 COMMAND_MODULES += ("exporting",)
 
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
             "A Postgres-native task queue with a blocking request-reply RPC. Every option can also "
             "be set as an env var PGQUEUE_<OPTION>; the database comes from --dsn or PGQUEUE_DSN."
         ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"pgqueue {__version__}", help="Print the version."
     )
     parser.add_argument(
         "--log-level",

@@ -21,6 +21,10 @@ from pathlib import Path
 
 from pgqueue.errors import PgQueueError
 
+# The harness is not installed (it sits beside the package in the repository, outside the wheel):
+# its consumer subprocesses (``python -m bench.rawloop``) find it through PYTHONPATH.
+HARNESS_ROOT = str(Path(__file__).resolve().parents[1])
+
 
 class BenchError(PgQueueError):
     """A benchmark could not run (a server did not start, a worker died, a phase timed out)."""
@@ -102,8 +106,9 @@ class Processes:
         return proc
 
     def python(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> Proc:
-        """A Python subprocess of this interpreter (``python -m ...``)."""
-        return self.start(name, [sys.executable, *args], env=env)
+        """A Python subprocess of this interpreter (``python -m ...``) that can import ``bench``."""
+        path = os.pathsep.join(p for p in (HARNESS_ROOT, os.environ.get("PYTHONPATH")) if p)
+        return self.start(name, [sys.executable, *args], env={"PYTHONPATH": path, **(env or {})})
 
     def stop(self, proc: Proc, grace: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after the grace period."""

@@ -1,6 +1,6 @@
 """The raw ceiling: a bare SKIP LOCKED claim + DELETE ack loop, no framework around it.
 
-``python -m pgqueue.bench.rawloop DSN BATCH`` claims up to BATCH rows of ``bench_raw.job`` in one
+``python -m bench.rawloop DSN BATCH`` claims up to BATCH rows of ``bench_raw.job`` in one
 autocommit UPDATE (the statement ANCHORS.md describes), then deletes them in a second autocommit
 statement, until SIGTERM. Two commits per batch: that is what bounds it, nothing else.
 """

@@ -1,7 +1,7 @@
 """The Celery side of the comparison: one no-op task, Redis broker and result backend, JSON.
 
 The broker URL comes from ``PGQUEUE_BENCH_REDIS_URL`` (the run's private redis-server), so the
-same module serves the worker subprocess (``celery -A pgqueue.bench.celery_app worker``) and the
+same module serves the worker subprocess (``celery -A bench.celery_app worker``) and the
 callers. Everything else is Celery's default, as a team migrating from it would have it.
 """
 

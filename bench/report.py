@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgqueue.bench.stats import percentile
+from bench.stats import percentile
 
-MISSING_EXTRA = "plots need matplotlib: pip install 'pgqueue[bench]'"
+MISSING_EXTRA = (
+    "plots need matplotlib: pip install -e '.[bench]' in the repository (make bench does it)"
+)
 
 
 @dataclass(frozen=True)

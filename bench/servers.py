@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bench.procs import BenchError, Proc, Processes, wait_until
 from pgqueue import embedded
-from pgqueue.bench.procs import BenchError, Proc, Processes, wait_until
 from pgqueue.migrating import migrate
 
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import psycopg
 
+from bench import callers, pgqueuer_worker, rawloop
+from bench.params import BenchParams
+from bench.procs import BenchError, Proc, Processes, http_status, wait_until
+from bench.servers import PgBouncer, Postgres, Redis, start_pgbouncer, start_redis
+from bench.stats import latency_ms, spread
 from pgqueue import embedded, sqlfiles
-from pgqueue.bench import callers, pgqueuer_worker, rawloop
-from pgqueue.bench.params import BenchParams
-from pgqueue.bench.procs import BenchError, Proc, Processes, http_status, wait_until
-from pgqueue.bench.servers import PgBouncer, Postgres, Redis, start_pgbouncer, start_redis
-from pgqueue.bench.stats import latency_ms, spread
 from pgqueue.supervisor import claim_params
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class Bench:
         workers = []
         for i in range(count):
             argv = [
-                "-m", "celery", "-A", "pgqueue.bench.celery_app", "worker",
+                "-m", "celery", "-A", "bench.celery_app", "worker",
                 "--loglevel", "WARNING", "-Q", queue, "-n", f"bench{i}-{queue}@%h",
                 "--pool", pool,
             ]  # fmt: skip
@@ -371,7 +371,7 @@ class Bench:
         workers = [
             self.procs.python(
                 "pgqueuer-worker",
-                ["-m", "pgqueue.bench.pgqueuer_worker", dsn, str(self.p.pgqueuer_batch)],
+                ["-m", "bench.pgqueuer_worker", dsn, str(self.p.pgqueuer_batch)],
             )
             for _ in range(count)
         ]
@@ -384,9 +384,7 @@ class Bench:
     @contextmanager
     def raw_workers(self, dsn: str, count: int) -> Iterator[list[Proc]]:
         workers = [
-            self.procs.python(
-                "raw-loop", ["-m", "pgqueue.bench.rawloop", dsn, str(self.p.raw_batch)]
-            )
+            self.procs.python("raw-loop", ["-m", "bench.rawloop", dsn, str(self.p.raw_batch)])
             for _ in range(count)
         ]
         try:
@@ -939,7 +937,7 @@ def versions(pg: Postgres, redis: Redis | None) -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             out[binary] = "absent"
     # Workers run the working tree: say which core was measured, and whether it was edited.
-    repo = Path(__file__).resolve().parents[3]
+    repo = Path(__file__).resolve().parents[1]  # bench/ sits at the repository root
     for key, argv in (
         ("core_revision", ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]),
         ("core_edited", ["git", "-C", str(repo), "status", "--porcelain", "--", "worker/pgqueue"]),

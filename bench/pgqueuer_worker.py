@@ -1,6 +1,6 @@
 """A PgQueuer consumer as its documentation recommends it: asyncpg driver, uvloop, batch 10.
 
-``python -m pgqueue.bench.pgqueuer_worker DSN BATCH`` registers one no-op entrypoint and runs
+``python -m bench.pgqueuer_worker DSN BATCH`` registers one no-op entrypoint and runs
 ``QueueManager.run`` until SIGTERM. The schema comes from PgQueuer's own install API
 (:func:`install`), never from a copy of its DDL.
 """

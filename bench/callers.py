@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pgqueue.bench.procs import BenchError
+from bench.procs import BenchError
 
 NOOP_TASK = "demo.noop"
 ECHO_TASK = "demo.echo"
@@ -57,7 +57,7 @@ def celery_caller(spec: dict[str, Any]) -> Iterator[Call]:
     import os  # noqa: PLC0415
 
     os.environ["PGQUEUE_BENCH_REDIS_URL"] = str(spec["redis_url"])
-    from pgqueue.bench import celery_app  # noqa: PLC0415
+    from bench import celery_app  # noqa: PLC0415
 
     queue = str(spec.get("queue", "celery"))
     echo = bool(spec.get("echo", False))

@@ -1,17 +1,26 @@
-"""``pgqueue bench``: the side-by-side benchmarks (pgqueue, Celery, PgQueuer, raw SKIP LOCKED).
+"""``python -m bench``: the side-by-side benchmarks (pgqueue, Celery, PgQueuer, raw SKIP LOCKED).
 
 A preset picks the sizes (``full`` for ``make bench``, ``smoke`` for CI); each size and duration
-can be cut by an option, and the parameters a run used are written with its figures.
+can be cut by an option, and the parameters a run used are written with its figures. The harness
+lives in the repository, not in the ``pgqueue`` wheel: run it from a clone (``make bench``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from pgqueue.cli.common import CliError
+import psycopg
+
+from bench import PRESETS, run
+from pgqueue.errors import PgQueueError
+
+PROG = "python -m bench"
 
 DEFAULT_OUT = "docs/benchmarks"
 
@@ -86,16 +95,33 @@ _OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
 }
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="Benchmark pgqueue against Celery, PgQueuer and a raw SKIP LOCKED loop, side by side.",
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see --help)", code=2)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    raise SystemExit(code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
         description=(
+            "Benchmark pgqueue against Celery, PgQueuer and a raw SKIP LOCKED loop, side by side. "
             "Start an embedded Postgres (fsync and synchronous_commit on), a private Redis and a "
             "PgBouncer on loopback, run the scenarios with every consumer as a subprocess, and "
             "write results.json, results.md and PNG plots. Targets are reported, not asserted. "
-            "Needs the extra: pip install 'pgqueue[bench]'."
+            "Run from a clone of the repository with the bench extra: pip install -e '.[bench]' "
+            "(make bench does both)."
         ),
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="Log level (default INFO).",
     )
     p.add_argument(
         "--preset",
@@ -128,15 +154,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     for option, (_field, kind, help_text) in _OVERRIDES.items():
         p.add_argument(option, type=kind, default=None, help=help_text)
-    p.set_defaults(handler=cmd_bench)
+    return p
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
-        from pgqueue import bench  # noqa: PLC0415 - keeps the other commands light
-    except ImportError as exc:
-        raise CliError("bench", f"{exc}: pip install 'pgqueue[bench]'") from None
-    params = bench.PRESETS[args.preset]
+        run_from(args)
+    except (PgQueueError, psycopg.Error) as exc:  # BenchError included
+        # libpq messages span lines; a terminal gets one.
+        _fail(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def run_from(args: argparse.Namespace) -> None:
+    params = PRESETS[args.preset]
     changes: dict[str, object] = {}
     for option, (field, _kind, _help) in _OVERRIDES.items():
         value = getattr(args, option.lstrip("-").replace("-", "_"))
@@ -149,7 +187,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     params = params.with_changes(**changes)
     if params.runs < 3:
         print(f"note: {params.runs} run(s): medians over fewer than 3 runs are indicative only")
-    results = bench.run(params, args.out, keep_workdir=args.keep_workdir)
+    results = run(params, args.out, keep_workdir=args.keep_workdir)
     print((args.out / "results.md").read_text())
     print(f"written: {args.out}/results.json, results.md, {', '.join(results['plots'])}")
-    return 0
