@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     add_settings_options(p, WorkerSettings)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=False,
+        help="Log one JSON object per line on stderr (ts, level, logger, message).",
+    )
     p.set_defaults(handler=cmd_worker)
 
 
