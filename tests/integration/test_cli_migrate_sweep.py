@@ -56,8 +56,9 @@ def test_migrate_sql_run_by_hand_equals_migrate_and_satisfies_check(
     assert text.returncode == 0, text.stderr
     offline = pgq("migrate", "--sql", "--from", "0")  # no database needed
     assert offline.returncode == 0 and offline.stdout == text.stdout
-    # What a team's migration tool would do with the file: run it as it is.
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+    assert "\nBEGIN;" not in text.stdout and "COMMIT;" not in text.stdout  # the tool's transaction
+    # What a team's migration tool does with the file: run it in one transaction.
+    with psycopg.connect(empty_dsn) as conn, conn.transaction():
         conn.execute(text.stdout.encode())
     assert pgq("migrate", "--check", dsn=empty_dsn).returncode == 0
     assert _catalog(empty_dsn) == _catalog(pg_dsn)

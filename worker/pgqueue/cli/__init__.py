@@ -89,18 +89,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level, handlers=[handler])
+    # "dlq purge", not just "dlq": the command as typed, for the one-line error.
+    command = " ".join(
+        [args.command, *(v for k, v in vars(args).items() if k.endswith("_command") and v)]
+    )
     try:
         code = args.handler(args)
     except NotConfirmed as exc:
-        fail(f"{args.command}: {exc}", code=EXIT_NOT_CONFIRMED)
+        fail(f"{command}: {exc}", code=EXIT_NOT_CONFIRMED)
     except CliError as exc:
-        fail(f"{args.command}: {exc}")
+        fail(f"{command}: {exc}")
     except ConfigurationError as exc:
-        fail(f"{args.command}: {config_error(exc)}")
+        fail(f"{command}: {config_error(exc)}")
     except (PgQueueError, psycopg.Error) as exc:
         # libpq messages span lines; an operator's terminal and log get one.
         fail(
-            f"{args.command}: {type(exc).__name__}: {' '.join(str(exc).split())}",
+            f"{command}: {type(exc).__name__}: {' '.join(str(exc).split())}",
             code=EXIT_FAILURE,
         )
     except KeyboardInterrupt:

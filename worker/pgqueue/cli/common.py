@@ -39,7 +39,16 @@ class NotConfirmed(Exception):
 
 def add_connection(parser: argparse.ArgumentParser) -> None:
     """--dsn, --pooled, --connect-timeout, ... (the ConnectionSettings fields, env PGQUEUE_*)."""
-    add_settings_options(parser, ConnectionSettings)
+    add_dsn(parser)
+    add_settings_options(parser, ConnectionSettings, skip={"dsn"})
+
+
+def add_dsn(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help="Postgres connection string or URI (env PGQUEUE_DSN). Never printed.",
+    )
 
 
 def connection(args: argparse.Namespace) -> ConnectionSettings:

@@ -6,6 +6,7 @@ import argparse
 
 from pgqueue.cli.common import (
     CliError,
+    add_dsn,
     add_json,
     add_settings_options,
     build_settings,
@@ -19,7 +20,7 @@ from pgqueue.cli.parsing import EXIT_FAILURE, EXIT_OK
 from pgqueue.client import Client
 from pgqueue.settings import ClientSettings
 
-_CLIENT_SKIP = {"default_timeout"}  # call has --timeout
+_CLIENT_SKIP = {"dsn", "default_timeout"}  # own --dsn help; call has --timeout
 
 
 def _priority(text: str) -> int:
@@ -47,6 +48,7 @@ def _message_options(p: argparse.ArgumentParser) -> None:
         default="",
         help="Fairness key: one tenant's backlog cannot starve another's (default none).",
     )
+    add_dsn(p)
     add_settings_options(p, ClientSettings, skip=_CLIENT_SKIP)
 
 

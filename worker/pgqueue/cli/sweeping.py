@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from pgqueue import admin
-from pgqueue.cli.common import CliError, add_json, add_settings_options, build_settings, print_json
+from pgqueue.cli.common import (
+    CliError,
+    add_dsn,
+    add_json,
+    add_settings_options,
+    build_settings,
+    print_json,
+)
 from pgqueue.cli.parsing import EXIT_OK
 from pgqueue.settings import SweepSettings
 
@@ -24,7 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "deleted."
         ),
     )
-    add_settings_options(p, SweepSettings)
+    add_dsn(p)
+    add_settings_options(p, SweepSettings, skip={"dsn"})
     add_json(p, "the counts")
     p.set_defaults(handler=cmd_sweep)
 
