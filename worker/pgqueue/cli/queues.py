@@ -1,7 +1,8 @@
 """``pgqueue stats`` and ``pgqueue queue list|show|purge``: what waits on the queues; clearing it.
 
-``queue show`` pages by msg_id (``--after`` the last id of the previous page), so a page of a queue
-a million deep costs what a page of an empty one does, and nothing counts the queue per page.
+``queue show`` pages by msg_id (``--after`` the last id of the previous page): a page walks the
+primary key from its cursor and stops when full, so a deep page costs what the first does, and
+nothing counts the queue.
 ``queue purge`` moves waiting messages to the dead-letter table (reason ``purged from queue ...``):
 it can be undone with ``dlq replay``, a purged call's caller gets a failed reply at once instead
 of waiting for its timeout, and messages a worker holds are left to finish.
