@@ -154,8 +154,10 @@ class PurgeReport:
         return {"purged": self.purged, "callers_told": self.callers_told}
 
 
-def get_flag(dsn: str, key: str, *, pooled: bool = False) -> FlagState | None:
-    with db.connect(dsn, pooled=pooled) as conn:
+def get_flag(
+    dsn: str, key: str, *, pooled: bool = False, connect_timeout: float = 5.0
+) -> FlagState | None:
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         row = conn.execute(sqlfiles.query("flag_get"), {"key": key}).fetchone()
     if row is None:
         return None
@@ -163,10 +165,20 @@ def get_flag(dsn: str, key: str, *, pooled: bool = False) -> FlagState | None:
 
 
 def set_flag(
-    dsn: str, key: str, *, enabled: bool, value: str = "", source: str = "", pooled: bool = False
+    dsn: str,
+    key: str,
+    *,
+    enabled: bool,
+    value: str = "",
+    source: str = "",
+    pooled: bool = False,
+    connect_timeout: float = 5.0,
 ) -> FlagState:
     """Write a flag; ``changed`` says whether its value moved (a flip)."""
-    with db.connect(dsn, pooled=pooled, autocommit=False) as conn, conn.transaction():
+    with (
+        db.connect(dsn, pooled=pooled, autocommit=False, connect_timeout=connect_timeout) as conn,
+        conn.transaction(),
+    ):
         before = conn.execute(sqlfiles.query("flag_get"), {"key": key}).fetchone()
         row = conn.execute(
             sqlfiles.query("flag_set"),

@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_gate(args: argparse.Namespace) -> int:
     conn = connection(args)
     if args.action == "status":
-        state = admin.get_flag(conn.dsn, admin.GATE_FLAG, pooled=conn.pooled)
+        state = admin.get_flag(
+            conn.dsn, admin.GATE_FLAG, pooled=conn.pooled, connect_timeout=conn.connect_timeout
+        )
         if state is None:
             print(json.dumps(None) if args.json else "gate pg_queue_enabled: never set (off)")
             return 0
@@ -43,6 +45,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             value=args.action,
             source=args.source or who(),
             pooled=conn.pooled,
+            connect_timeout=conn.connect_timeout,
         )
     effective = _effective(state)
     record = {
