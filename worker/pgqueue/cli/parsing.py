@@ -96,6 +96,9 @@ def _checked(convert: Callable[[str], Any], choices: Any, env: str) -> Callable[
 class HelpFormatter(argparse.HelpFormatter):
     """Wraps prose paragraphs; keeps indented ones (the exit codes, examples) as written."""
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         out = []
         for para in text.split("\n\n"):
@@ -103,8 +106,15 @@ class HelpFormatter(argparse.HelpFormatter):
             if any(line.startswith(" ") for line in lines[1:]) or para.startswith(" "):
                 out.append("\n".join(indent + line for line in lines))
             else:
-                out.append(textwrap.fill(" ".join(para.split()), width, initial_indent=indent,
-                                         subsequent_indent=indent))  # fmt: skip
+                out.append(
+                    textwrap.fill(
+                        " ".join(para.split()),
+                        width,
+                        initial_indent=indent,
+                        subsequent_indent=indent,
+                        break_on_hyphens=False,  # never split --an-option
+                    )
+                )
         return "\n\n".join(out)
 
 
