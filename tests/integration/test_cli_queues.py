@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import subprocess
 import sys
 import threading
@@ -185,6 +186,23 @@ def test_destructive_commands_refuse_without_a_terminal_or_yes(
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 1
 
 
+def _read_until(fd: int, marker: bytes | None, seen: bytes, timeout: float = 60) -> bytes:
+    """Read the terminal until ``marker`` shows (None: until the child closes it)."""
+    deadline = time.monotonic() + timeout
+    while marker is None or marker not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"nothing more on the terminal within {timeout}s: {seen!r}"
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            chunk = b""
+        if not chunk:
+            assert marker is None, f"the terminal closed before {marker!r}: {seen!r}"
+            return seen
+        seen += chunk
+    return seen
+
+
 def _on_a_terminal(dsn: str, argv: list[str], answer: str) -> tuple[int, str]:
     """Run pgqueue with stdin, stdout and stderr on a pseudo-terminal; type ``answer``."""
     primary, secondary = pty.openpty()
@@ -195,17 +213,9 @@ def _on_a_terminal(dsn: str, argv: list[str], answer: str) -> tuple[int, str]:
         stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True,
     )  # fmt: skip
     os.close(secondary)
-    seen = b""
-    while b"[y/N]" not in seen:
-        chunk = os.read(primary, 4096)
-        assert chunk, seen
-        seen += chunk
+    seen = _read_until(primary, b"[y/N]", b"")
     os.write(primary, answer.encode() + b"\n")
-    try:
-        while chunk := os.read(primary, 4096):
-            seen += chunk
-    except OSError:  # EIO: the child closed the terminal
-        pass
+    seen = _read_until(primary, None, seen)
     code = proc.wait(60)
     os.close(primary)
     return code, seen.decode(errors="replace")
