@@ -94,15 +94,17 @@ typeset -gA _pgqueue_words _pgqueue_opts _pgqueue_choices
 {opts}
 {choices}
 _pgqueue() {{
-    local cmdpath=pgqueue w i
+    local cmdpath=pgqueue w i key
     for (( i = 2; i < CURRENT; i++ )); do
         w=${{words[i]}}
         [[ $w == -* ]] && continue
-        (( ${{+_pgqueue_opts[$cmdpath $w]}} )) && cmdpath="$cmdpath $w"
+        key="$cmdpath $w"
+        (( ${{+_pgqueue_opts[$key]}} )) && cmdpath=$key
     done
-    local prev=${{words[CURRENT-1]}} cur=${{words[CURRENT]}}
-    if (( ${{+_pgqueue_choices[$cmdpath $prev]}} )); then
-        compadd -- ${{=_pgqueue_choices[$cmdpath $prev]}}
+    local cur=${{words[CURRENT]}}
+    key="$cmdpath ${{words[CURRENT-1]}}"
+    if (( ${{+_pgqueue_choices[$key]}} )); then
+        compadd -- ${{=_pgqueue_choices[$key]}}
     elif [[ $cur == -* ]]; then
         compadd -- ${{=_pgqueue_opts[$cmdpath]}}
     else
