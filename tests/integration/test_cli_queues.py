@@ -295,3 +295,19 @@ def test_worker_json_logs_are_json_lines(pg_dsn: str) -> None:
     proc.stderr.close()
     entry = json.loads(line)
     assert {"ts", "level", "logger", "message"} <= set(entry)
+
+
+def test_queue_purge_on_a_terminal_says_how_many(pg_dsn: str) -> None:
+    for _ in range(3):
+        _enqueue(pg_dsn, "a", "--tenant", "acme")
+    _enqueue(pg_dsn, "a", "--tenant", "other")
+    code, out = _on_a_terminal(pg_dsn, ["queue", "purge", "orders", "--tenant", "acme"], "no")
+    assert code == 3, out
+    assert (
+        "Move the 3 waiting (ready and delayed) messages of queue 'orders' (tenant 'acme') "
+        "to the dead-letter table? [y/N]" in " ".join(out.split())
+    )
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 4
+    code, out = _on_a_terminal(pg_dsn, ["queue", "purge", "orders", "--tenant", "acme"], "yes")
+    assert code == 0, out
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 1

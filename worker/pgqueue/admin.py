@@ -302,6 +302,25 @@ def queue_messages(
     return page, (page[-1].msg_id if len(rows) > limit and page else None)
 
 
+def count_purgeable(
+    dsn: str,
+    queue: str,
+    *,
+    task: str | None = None,
+    tenant: str | None = None,
+    state: str = "all",
+    pooled: bool = False,
+    connect_timeout: float = 5.0,
+) -> int:
+    """How many messages :func:`purge_queue` would move now."""
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
+        row = conn.execute(
+            sqlfiles.query("queue_purge_count"),
+            {"queue": queue, "task": task, "tenant": tenant, "state": state},
+        ).fetchone()
+    return int(str(row["n"])) if row else 0
+
+
 def purge_queue(
     dsn: str,
     queue: str,

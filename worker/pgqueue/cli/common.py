@@ -14,6 +14,7 @@ import json
 import math
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -81,14 +82,22 @@ def add_yes(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def confirm(args: argparse.Namespace, question: str) -> None:
-    """Ask on a terminal (default no); without one, only --yes lets a destructive command run."""
+def confirm(
+    args: argparse.Namespace, question: str, detail: Callable[[], str] | None = None
+) -> None:
+    """Ask on a terminal (default no); without one, only --yes lets a destructive command run.
+
+    ``detail`` phrases the question with something worth a query (how many rows), run only
+    when there is someone to ask.
+    """
     if args.yes:
         return
     if not sys.stdin.isatty():
         raise NotConfirmed(
             f"{question.rstrip('?')}: refused without --yes (stdin is not a terminal to ask on)"
         )
+    if detail is not None:
+        question = detail()
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline().strip().lower()
     if answer not in {"y", "yes"}:

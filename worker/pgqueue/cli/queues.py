@@ -179,12 +179,21 @@ def cmd_queue_purge(args: argparse.Namespace) -> int:
         if part
     )
     states = "waiting (ready and delayed)" if args.state == "all" else args.state
-    confirm(
-        args,
-        f"Move the {states} messages of queue {args.name!r}"
-        + (f" ({scope})" if scope else "")
-        + " to the dead-letter table?",
-    )
+    what = f"{states} messages of queue {args.name!r}" + (f" ({scope})" if scope else "")
+
+    def counted() -> str:
+        n = admin.count_purgeable(
+            conn.dsn,
+            args.name,
+            task=args.task,
+            tenant=args.tenant,
+            state=args.state,
+            pooled=conn.pooled,
+            connect_timeout=conn.connect_timeout,
+        )
+        return f"Move the {n} {what} to the dead-letter table?"
+
+    confirm(args, f"Move the {what} to the dead-letter table?", counted)
     report = admin.purge_queue(
         conn.dsn,
         args.name,

@@ -368,3 +368,13 @@ SELECT count(*) AS deleted FROM kept;
 -- Whether pgqueue's version table exists, read without creating it (migrate --check may run
 -- as a role that cannot create anything).
 SELECT to_regclass('pgqueue.schema_version') IS NOT NULL AS present;
+
+-- name: queue_purge_count
+-- What a purge would move (the same rows as queue_purge), counted once for the question a person
+-- answers on a terminal; scripts with --yes never run it.
+SELECT count(*) AS n FROM pgqueue.message
+WHERE queue = %(queue)s
+  AND (%(task)s::text IS NULL OR task_name = %(task)s::text)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND ((%(state)s::text IN ('ready', 'all') AND vt <= now())
+       OR (%(state)s::text IN ('delayed', 'all') AND vt > now() AND claimed_by IS NULL));
