@@ -108,13 +108,11 @@ def test_call_enqueue_stats_dlq_sweep_round_trip(pg_dsn: str, workers: WorkerFac
     table = pgq("stats", dsn=pg_dsn).stdout
     assert "QUEUE" in table and "default" in table
 
-    listed = [
-        json.loads(line) for line in pgq("dlq", "list", "--json", dsn=pg_dsn).stdout.splitlines()
-    ]
+    listed = json.loads(pgq("dlq", "list", "--json", dsn=pg_dsn).stdout)  # one JSON array
     assert len(listed) == 1 and listed[0]["reason"].startswith(
         "failed after 1 attempts: ValueError"
     )
-    assert pgq("dlq", "purge", dsn=pg_dsn).stdout.strip() == "purged 1 dead letters"
+    assert pgq("dlq", "purge", "--yes", dsn=pg_dsn).stdout.strip() == "purged 1 dead letters"
     assert pgq("dlq", "replay", "999", dsn=pg_dsn).returncode == 1
 
     runs.query(
@@ -126,7 +124,7 @@ def test_call_enqueue_stats_dlq_sweep_round_trip(pg_dsn: str, workers: WorkerFac
     )
     swept = pgq("sweep", "--batch-size", "1", dsn=pg_dsn)
     assert swept.returncode == 0, swept.stderr
-    assert "swept 1 expired replies" in swept.stdout
+    assert "swept 1 expired replies" in swept.stdout and "0 orphaned calls" in swept.stdout
     assert [r[0] for r in runs.query(pg_dsn, "SELECT reply_key FROM pgqueue.result")] == ["fresh"]
 
 

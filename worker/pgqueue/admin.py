@@ -94,10 +94,70 @@ class DeadLetter:
 class SweepReport:
     results_deleted: int
     dead_letters_deleted: int
+    orphans_dead_lettered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "results_deleted": self.results_deleted,
+            "dead_letters_deleted": self.dead_letters_deleted,
+            "orphans_dead_lettered": self.orphans_dead_lettered,
+        }
 
 
-def get_flag(dsn: str, key: str, *, pooled: bool = False) -> FlagState | None:
-    with db.connect(dsn, pooled=pooled) as conn:
+MESSAGE_STATES = ("ready", "delayed", "in_flight", "all")
+PURGE_STATES = ("ready", "delayed", "all")
+PURGE_RESULT_TTL = 3600.0  # a purged call's failed reply waits this long for its caller
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """One message as ``pgqueue queue show`` lists it; times are seconds from now."""
+
+    msg_id: int
+    task_name: str
+    tenant: str
+    priority: int
+    read_ct: int
+    claimed_by: str | None
+    is_call: bool
+    state: str
+    enqueued_at: dt.datetime
+    age: float
+    visible_in: float
+    deadline_in: float | None
+    payload: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "msg_id": self.msg_id,
+            "task": self.task_name,
+            "tenant": self.tenant,
+            "priority": self.priority,
+            "state": self.state,
+            "call": self.is_call,
+            "attempts": self.read_ct,
+            "claimed_by": self.claimed_by,
+            "enqueued_at": self.enqueued_at.isoformat(),
+            "age": round(self.age, 3),
+            "visible_in": round(self.visible_in, 3),
+            "deadline_in": None if self.deadline_in is None else round(self.deadline_in, 3),
+            "payload": self.payload,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    purged: int
+    callers_told: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"purged": self.purged, "callers_told": self.callers_told}
+
+
+def get_flag(
+    dsn: str, key: str, *, pooled: bool = False, connect_timeout: float = 5.0
+) -> FlagState | None:
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         row = conn.execute(sqlfiles.query("flag_get"), {"key": key}).fetchone()
     if row is None:
         return None
@@ -105,10 +165,20 @@ def get_flag(dsn: str, key: str, *, pooled: bool = False) -> FlagState | None:
 
 
 def set_flag(
-    dsn: str, key: str, *, enabled: bool, value: str = "", source: str = "", pooled: bool = False
+    dsn: str,
+    key: str,
+    *,
+    enabled: bool,
+    value: str = "",
+    source: str = "",
+    pooled: bool = False,
+    connect_timeout: float = 5.0,
 ) -> FlagState:
     """Write a flag; ``changed`` says whether its value moved (a flip)."""
-    with db.connect(dsn, pooled=pooled, autocommit=False) as conn, conn.transaction():
+    with (
+        db.connect(dsn, pooled=pooled, autocommit=False, connect_timeout=connect_timeout) as conn,
+        conn.transaction(),
+    ):
         before = conn.execute(sqlfiles.query("flag_get"), {"key": key}).fetchone()
         row = conn.execute(
             sqlfiles.query("flag_set"),
@@ -131,29 +201,40 @@ def set_flag(
     )
 
 
-def queue_stats(dsn: str, *, pooled: bool = False) -> list[QueueStats]:
-    with db.connect(dsn, pooled=pooled) as conn:
+def queue_stats(
+    dsn: str, *, pooled: bool = False, connect_timeout: float = 5.0
+) -> list[QueueStats]:
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
     return [QueueStats(**row) for row in rows]  # type: ignore[arg-type]
 
 
 def dead_letters(
-    dsn: str, *, queue: str | None = None, limit: int = 100, pooled: bool = False
+    dsn: str,
+    *,
+    queue: str | None = None,
+    limit: int = 100,
+    pooled: bool = False,
+    connect_timeout: float = 5.0,
 ) -> list[DeadLetter]:
-    with db.connect(dsn, pooled=pooled) as conn:
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         rows = conn.execute(sqlfiles.query("dlq_list"), {"queue": queue, "limit": limit}).fetchall()
     return [DeadLetter(**row) for row in rows]  # type: ignore[arg-type]
 
 
-def replay_dead_letter(dsn: str, dl_id: int, *, pooled: bool = False) -> int | None:
+def replay_dead_letter(
+    dsn: str, dl_id: int, *, pooled: bool = False, connect_timeout: float = 5.0
+) -> int | None:
     """Put a dead letter back on its queue; returns the new msg_id, None if no such dead letter."""
-    with db.connect(dsn, pooled=pooled) as conn:
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         row = conn.execute(sqlfiles.query("dlq_replay"), {"dl_id": dl_id}).fetchone()
     return None if row is None else int(str(row["msg_id"]))
 
 
-def purge_dead_letters(dsn: str, *, queue: str | None = None, pooled: bool = False) -> int:
-    with db.connect(dsn, pooled=pooled) as conn:
+def purge_dead_letters(
+    dsn: str, *, queue: str | None = None, pooled: bool = False, connect_timeout: float = 5.0
+) -> int:
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         row = conn.execute(sqlfiles.query("dlq_purge"), {"queue": queue}).fetchone()
     return int(str(row["purged"])) if row else 0
 
@@ -163,22 +244,124 @@ def sweep(
     *,
     batch_size: int = 1000,
     dead_letter_retention: float = 7 * 86400.0,
+    orphan_margin: float = 300.0,
     pooled: bool = False,
+    connect_timeout: float = 5.0,
 ) -> SweepReport:
-    """Delete expired replies and aged dead letters, one short transaction per batch."""
-    totals = {"sweep_results": 0, "sweep_dead_letters": 0}
-    with db.connect(dsn, pooled=pooled) as conn:
+    """Dead-letter orphaned calls, then delete expired replies and aged dead letters.
+
+    One short transaction per batch of ``batch_size`` rows, each batch one statement (pooler-safe).
+    An orphan is a call whose caller's deadline passed more than ``orphan_margin`` seconds ago and
+    that no worker holds; it goes to the dead-letter table (kept for the retention like any other).
+    """
+    totals = {"sweep_orphans": 0, "sweep_results": 0, "sweep_dead_letters": 0}
+    params = {"batch_size": batch_size, "retention": dead_letter_retention, "margin": orphan_margin}
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         for name in totals:
             while True:
-                row = conn.execute(
-                    sqlfiles.query(name),
-                    {"batch_size": batch_size, "retention": dead_letter_retention},
-                ).fetchone()
+                row = conn.execute(sqlfiles.query(name), params).fetchone()
                 deleted = int(str(row["deleted"])) if row else 0
                 totals[name] += deleted
                 if deleted < batch_size:
                     break
-    return SweepReport(totals["sweep_results"], totals["sweep_dead_letters"])
+    return SweepReport(
+        results_deleted=totals["sweep_results"],
+        dead_letters_deleted=totals["sweep_dead_letters"],
+        orphans_dead_lettered=totals["sweep_orphans"],
+    )
+
+
+def queue_messages(
+    dsn: str,
+    queue: str,
+    *,
+    task: str | None = None,
+    tenant: str | None = None,
+    state: str = "all",
+    after: int = 0,
+    limit: int = 50,
+    pooled: bool = False,
+    connect_timeout: float = 5.0,
+) -> tuple[list[QueueMessage], int | None]:
+    """One page of a queue's messages after msg_id ``after``, and the cursor of the next page."""
+    if state not in MESSAGE_STATES:
+        raise ValueError(f"state must be one of {', '.join(MESSAGE_STATES)}, got {state!r}")
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
+        rows = conn.execute(
+            sqlfiles.query("queue_show"),
+            {
+                "queue": queue,
+                "task": task,
+                "tenant": tenant,
+                "state": state,
+                "after": after,
+                "limit": limit + 1,  # one more says whether there is a next page
+            },
+        ).fetchall()
+    page = [QueueMessage(**row) for row in rows[:limit]]  # type: ignore[arg-type]
+    return page, (page[-1].msg_id if len(rows) > limit and page else None)
+
+
+def count_purgeable(
+    dsn: str,
+    queue: str,
+    *,
+    task: str | None = None,
+    tenant: str | None = None,
+    state: str = "all",
+    pooled: bool = False,
+    connect_timeout: float = 5.0,
+) -> int:
+    """How many messages :func:`purge_queue` would move now."""
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
+        row = conn.execute(
+            sqlfiles.query("queue_purge_count"),
+            {"queue": queue, "task": task, "tenant": tenant, "state": state},
+        ).fetchone()
+    return int(str(row["n"])) if row else 0
+
+
+def purge_queue(
+    dsn: str,
+    queue: str,
+    *,
+    task: str | None = None,
+    tenant: str | None = None,
+    state: str = "all",
+    source: str = "",
+    batch_size: int = 1000,
+    pooled: bool = False,
+    connect_timeout: float = 5.0,
+) -> PurgeReport:
+    """Move a queue's waiting messages to the dead-letter table (reason ``purged ...``).
+
+    Messages a worker holds are left to finish. A purged call's caller gets a failed reply with
+    the same reason at once. One short transaction per batch, so the queue keeps flowing.
+    """
+    if state not in PURGE_STATES:
+        raise ValueError(f"state must be one of {', '.join(PURGE_STATES)}, got {state!r}")
+    reason = f"purged from queue {queue!r}" + (f" by {source}" if source else "")
+    purged = told = 0
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
+        while True:
+            row = conn.execute(
+                sqlfiles.query("queue_purge"),
+                {
+                    "queue": queue,
+                    "task": task,
+                    "tenant": tenant,
+                    "state": state,
+                    "reason": reason,
+                    "batch_size": batch_size,
+                    "result_ttl": PURGE_RESULT_TTL,
+                },
+            ).fetchone()
+            batch = int(str(row["purged"])) if row else 0
+            purged += batch
+            told += int(str(row["callers"])) if row else 0
+            if batch < batch_size:
+                break
+    return PurgeReport(purged=purged, callers_told=told)
 
 
 def dumps(obj: Any) -> str:

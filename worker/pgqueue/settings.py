@@ -256,3 +256,12 @@ class SweepSettings(ConnectionSettings):
         gt=0,
         description="Dead letters older than this are deleted, seconds. Default 7 days.",
     )
+    orphan_margin: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "A call whose caller's deadline passed more than this many seconds ago and that no "
+            "worker holds is an orphan: the sweep moves it to the dead-letter table. Keep it ≥ "
+            "the workers' lease. Default 300."
+        ),
+    )

@@ -1,39 +1,64 @@
-"""``pgqueue``: the command line (migrate, worker, enqueue, call, stats, dlq, sweep, gate, demo).
+"""``pgqueue``: the command line (migrate, worker, enqueue, call, stats, queue, dlq, sweep, gate,
+demo, completion).
 
 Each command group lives in its own module exposing ``register(subparsers)``; this module builds
-the parser and turns every expected failure into one line on stderr and a non-zero exit code.
+the parser and turns every expected failure into one line on stderr and its exit code (listed at
+the end of every ``--help``; see :mod:`pgqueue.cli.parsing`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 import psycopg
 
 from pgqueue import __version__
-from pgqueue.cli.common import CliError, config_error, fail
+from pgqueue.cli.common import CliError, NotConfirmed, config_error, fail
+from pgqueue.cli.parsing import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NOT_CONFIRMED, Parser
 from pgqueue.errors import ConfigurationError, PgQueueError
 
-COMMAND_MODULES: tuple[str, ...] = ("queueing", "working", "demo", "gate")
-COMMAND_MODULES += ("exporting",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "schema",
+    "working",
+    "messages",
+    "queues",
+    "deadletters",
+    "sweeping",
+    "gate",
+    "demo",
+    "completion",
+    "exporting",
+)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(f"{self.prog}: {message} (see --help)")
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line (--json), for log pipelines that parse rather than grep."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="pgqueue",
         description=(
-            "A Postgres-native task queue with a blocking request-reply RPC. Every option can also "
-            "be set as an env var PGQUEUE_<OPTION>; the database comes from --dsn or PGQUEUE_DSN."
+            "A Postgres-native task queue with a blocking request-reply RPC. Every option (but "
+            "--help and --yes) can also be set as an env var PGQUEUE_<OPTION>, named in its help; "
+            "the command line wins. The database comes from --dsn or PGQUEUE_DSN. Every command "
+            "that prints a result takes --json."
         ),
     )
     parser.add_argument(
@@ -46,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Log level (default INFO).",
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
     for name in COMMAND_MODULES:
         try:
@@ -62,22 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    if getattr(args, "json", False):
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
+    # "dlq purge", not just "dlq": the command as typed, for the one-line error.
+    command = " ".join(
+        [args.command, *(v for k, v in vars(args).items() if k.endswith("_command") and v)]
     )
     try:
         code = args.handler(args)
+    except NotConfirmed as exc:
+        fail(f"{command}: {exc}", code=EXIT_NOT_CONFIRMED)
     except CliError as exc:
-        fail(f"{args.command}: {exc}")
+        fail(f"{command}: {exc}")
     except ConfigurationError as exc:
-        fail(f"{args.command}: {config_error(exc)}")
+        fail(f"{command}: {config_error(exc)}")
     except (PgQueueError, psycopg.Error) as exc:
         # libpq messages span lines; an operator's terminal and log get one.
-        fail(f"{args.command}: {type(exc).__name__}: {' '.join(str(exc).split())}", code=1)
+        fail(
+            f"{command}: {type(exc).__name__}: {' '.join(str(exc).split())}",
+            code=EXIT_FAILURE,
+        )
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     raise SystemExit(code or 0)
 
 

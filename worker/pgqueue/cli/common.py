@@ -1,26 +1,30 @@
-"""What every ``pgqueue`` command shares: env-backed options, settings from options, clean errors.
+"""What every ``pgqueue`` command shares: connection options, settings from options, JSON output,
+confirmation of destructive commands, clean errors.
 
-Every option has an env var ``PGQUEUE_<OPTION>``; an option on the command line wins. Bad input
-ends in one line naming the option and exit code 2, never a traceback.
+Every option has an env var ``PGQUEUE_<OPTION>`` (see :mod:`pgqueue.cli.parsing`); an option on
+the command line wins. Bad input ends in one line naming the option and exit code 2, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import math
-import os
+import socket
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
+from pgqueue.cli.parsing import EXIT_USAGE, env_name
 from pgqueue.errors import ConfigurationError
+from pgqueue.settings import ConnectionSettings, check_queue_name
 
 S = TypeVar("S", bound=BaseSettings)
-
-EXIT_USAGE = 2
 
 
 class CliError(Exception):
@@ -30,20 +34,74 @@ class CliError(Exception):
         super().__init__(f"{option}: {problem}")
 
 
-def env_name(option: str) -> str:
-    return "PGQUEUE_" + option.lstrip("-").replace("-", "_").upper()
+class NotConfirmed(Exception):
+    """A destructive command was declined, or had no terminal to ask on and no --yes; exit 3."""
 
 
-def env_default(option: str, fallback: Any = None) -> Any:
-    return os.environ.get(env_name(option), fallback)
+def add_connection(parser: argparse.ArgumentParser) -> None:
+    """--dsn, --pooled, --connect-timeout, ... (the ConnectionSettings fields, env PGQUEUE_*)."""
+    add_dsn(parser)
+    add_settings_options(parser, ConnectionSettings, skip={"dsn"})
 
 
 def add_dsn(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn",
         default=None,
-        help="Postgres connection string (env PGQUEUE_DSN). Never printed in logs.",
+        help="Postgres connection string or URI (env PGQUEUE_DSN). Never printed.",
     )
+
+
+def connection(args: argparse.Namespace) -> ConnectionSettings:
+    """The connection settings of a command: its options over PGQUEUE_* env vars; a DSN given."""
+    settings = build_settings(ConnectionSettings, args)
+    if not settings.dsn:
+        raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
+    return settings
+
+
+def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    parser.add_argument(
+        "--json", action="store_true", default=False, help=f"Print {what} as one JSON document."
+    )
+
+
+def print_json(document: Any) -> None:
+    print(json.dumps(document, default=str, ensure_ascii=False))
+
+
+def add_yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help=(
+            "Do it without asking. Needed when stdin is not a terminal (scripts, CI, cron); never "
+            "read from the environment."
+        ),
+    )
+
+
+def confirm(
+    args: argparse.Namespace, question: str, detail: Callable[[], str] | None = None
+) -> None:
+    """Ask on a terminal (default no); without one, only --yes lets a destructive command run.
+
+    ``detail`` phrases the question with something worth a query (how many rows), run only
+    when there is someone to ask.
+    """
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise NotConfirmed(
+            f"{question.rstrip('?')}: refused without --yes (stdin is not a terminal to ask on)"
+        )
+    if detail is not None:
+        question = detail()
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in {"y", "yes"}:
+        raise NotConfirmed("not confirmed; nothing was changed")
 
 
 def option_of(field: str) -> str:
@@ -109,13 +167,6 @@ def parse_json(option: str, text: str | None, kind: type) -> Any:
     return value
 
 
-def dsn_of(args: argparse.Namespace) -> str:
-    dsn = args.dsn or os.environ.get("PGQUEUE_DSN", "")
-    if not dsn:
-        raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
-    return str(dsn)
-
-
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     print(f"pgqueue: error: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -150,3 +201,28 @@ def seconds(text: str, *, allow_zero: bool = False) -> float:
 
 def non_negative_seconds(text: str) -> float:
     return seconds(text, allow_zero=True)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain aligned table, headers upper-cased (what ``kubectl get`` users expect)."""
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def who() -> str:
+    """user@host of whoever runs the command, recorded with flags and purges."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container running as a bare uid)
+        user = "unknown"
+    return f"cli {user}@{socket.gethostname()}"
+
+
+def queue_name(text: str) -> str:
+    """argparse type: a valid queue name."""
+    try:
+        return check_queue_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pgqueue import admin
+from pgqueue.cli.common import positive_int
 from pgqueue.client import Client, Message
 from pgqueue.embedded import EmbeddedPostgres, free_port
 from pgqueue.migrating import migrate
@@ -35,7 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="Use this database instead of starting the embedded one (env PGQUEUE_DSN).",
     )
-    p.add_argument("--calls", type=int, default=20, help="RPC round trips to make (default 20).")
+    p.add_argument(
+        "--calls", type=positive_int, default=20, help="RPC round trips to make (default 20)."
+    )
     p.set_defaults(handler=cmd_demo)
 
 

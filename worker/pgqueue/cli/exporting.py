@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from types import FrameType
 
 from pgqueue import db, depth, serving
-from pgqueue.cli.common import add_dsn, dsn_of, env_default, env_name, positive_int, seconds
+from pgqueue.cli.common import CliError, add_dsn, positive_int, seconds
 
 log = logging.getLogger("pgqueue.exporter")
 
@@ -29,8 +30,6 @@ def _port(text: str) -> int:
     return value
 
 
-# argparse converts a string default with the option's type, so a bad env var fails like a bad
-# option (exit 2, naming it) and only when this command runs.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "exporter",
@@ -42,44 +41,50 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "operator's sampler uses. One process per database samples at a time (an advisory "
             "lock); a second exporter stands by and takes over when the first stops. "
             "/healthz answers 503 when the database has not answered for three intervals. "
-            "Exit codes: 0 stopped by SIGTERM or SIGINT, 1 the port could not be bound, "
-            "2 bad usage."
+            "It runs until SIGTERM or SIGINT (exit 0); a port it cannot bind is exit 1."
         ),
     )
     add_dsn(p)
+    # The Parser gives each option its PGQUEUE_* env var (named in the help) as its default.
     p.add_argument(
         "--metrics-port",
         type=_port,
-        default=str(env_default("--metrics-port", DEFAULT_PORT)),
-        help=(
-            f"Port of /metrics and /healthz (env {env_name('--metrics-port')}, the worker's too: "
-            f"set it per process). Default {DEFAULT_PORT}."
-        ),
+        default=DEFAULT_PORT,
+        help=f"Port of /metrics and /healthz (the worker's too: set it per process). "
+        f"Default {DEFAULT_PORT}.",
     )
     p.add_argument(
         "--metrics-host",
-        default=env_default("--metrics-host", "0.0.0.0"),  # noqa: S104 - scraped from afar
-        help=f"Address to bind (env {env_name('--metrics-host')}). Default 0.0.0.0.",
+        default="0.0.0.0",  # noqa: S104 - scraped from afar
+        help="Address to bind. Default 0.0.0.0.",
     )
     p.add_argument(
         "--depth-interval",
         type=seconds,
-        default=str(env_default("--depth-interval", DEFAULT_INTERVAL)),
+        default=DEFAULT_INTERVAL,
         help=(
-            f"Seconds between samples (env {env_name('--depth-interval')}). Default "
-            f"{DEFAULT_INTERVAL:g}; one sample of a million waiting messages reads for about 0.2 s."
+            f"Seconds between samples. Default {DEFAULT_INTERVAL:g}; one sample of a million "
+            "waiting messages reads for about 0.2 s."
         ),
     )
     p.add_argument(
         "--pooled",
         action=argparse.BooleanOptionalAction,
-        default=str(env_default("--pooled", "false")).lower() in {"1", "true", "yes", "on"},
-        help=(
-            "The DSN is a transaction pooler: no session lock, so run one exporter only "
-            f"(env {env_name('--pooled')}). Default false."
-        ),
+        default=False,
+        help="The DSN is a transaction pooler: no session lock, so run one exporter only. "
+        "Default false.",
+    )
+    p.add_argument(
+        "--json", action="store_true", default=False, help="Write log lines as JSON objects."
     )
     p.set_defaults(handler=cmd_exporter)
+
+
+def dsn_of(args: argparse.Namespace) -> str:
+    dsn = args.dsn or os.environ.get("PGQUEUE_DSN", "")
+    if not dsn:
+        raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
+    return str(dsn)
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:

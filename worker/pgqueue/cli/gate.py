@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import socket
 
 from pgqueue import admin
 from pgqueue.admin import parse_flag_value
-from pgqueue.cli.common import add_dsn, dsn_of
+from pgqueue.cli.common import add_connection, connection, who
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,8 +18,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "action", choices=["on", "off", "status"], help="Turn the gate on or off, or show it."
     )
-    add_dsn(p)
-    p.add_argument("--json", action="store_true", help="Print the flag as JSON.")
+    add_connection(p)
+    p.add_argument("--json", action="store_true", default=False, help="Print the flag as JSON.")
     p.add_argument(
         "--source",
         default=None,
@@ -31,16 +29,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    dsn = dsn_of(args)
+    conn = connection(args)
     if args.action == "status":
-        state = admin.get_flag(dsn, admin.GATE_FLAG)
+        state = admin.get_flag(
+            conn.dsn, admin.GATE_FLAG, pooled=conn.pooled, connect_timeout=conn.connect_timeout
+        )
         if state is None:
             print(json.dumps(None) if args.json else "gate pg_queue_enabled: never set (off)")
             return 0
     else:
-        source = args.source or f"cli {_user()}@{socket.gethostname()}"
         state = admin.set_flag(
-            dsn, admin.GATE_FLAG, enabled=args.action == "on", value=args.action, source=source
+            conn.dsn,
+            admin.GATE_FLAG,
+            enabled=args.action == "on",
+            value=args.action,
+            source=args.source or who(),
+            pooled=conn.pooled,
+            connect_timeout=conn.connect_timeout,
         )
     effective = _effective(state)
     record = {
@@ -65,13 +70,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.action != "status" and not state.changed:
         print("  (it already was; nothing flipped)")
     return 0
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container running as a bare uid)
-        return "unknown"
 
 
 def _effective(state: admin.FlagState) -> bool:

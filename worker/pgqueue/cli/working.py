@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pgqueue.cli.common import CliError, add_settings_options, build_settings
+from pgqueue.cli.common import CliError, add_dsn, add_settings_options, build_settings
 from pgqueue.errors import TaskRegistrationError
 from pgqueue.settings import WorkerSettings
 from pgqueue.supervisor import Worker
@@ -22,7 +22,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "/metrics, /healthz and /readyz are served on --metrics-port."
         ),
     )
-    add_settings_options(p, WorkerSettings)
+    add_dsn(p)
+    add_settings_options(p, WorkerSettings, skip={"dsn"})
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=False,
+        help="Log one JSON object per line on stderr (ts, level, logger, message).",
+    )
     p.set_defaults(handler=cmd_worker)
 
 

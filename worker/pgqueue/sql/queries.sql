@@ -272,3 +272,114 @@ SELECT set_config('statement_timeout', %(timeout)s, true),
 -- The depth sampler's session lock: one process per database counts queue depth (a scan of the
 -- message table) at a time; the others stand by. Released when the sampler's session ends.
 SELECT pg_try_advisory_lock(hashtextextended('pgqueue.depth_sampler', 0)) AS held;
+
+-- name: queue_show
+-- One page of a queue's messages in msg_id order, after the previous page's last id (keyset:
+-- a page costs the same at any depth and nothing counts the queue). state: ready (visible now),
+-- delayed (not yet visible, no worker holds it), in_flight (a worker holds its lease), or all.
+SELECT msg_id, task_name, tenant, priority, read_ct, claimed_by,
+       reply_key IS NOT NULL AS is_call,
+       CASE WHEN vt <= now() THEN 'ready'
+            WHEN claimed_by IS NULL THEN 'delayed'
+            ELSE 'in_flight' END AS state,
+       enqueued_at,
+       extract(epoch FROM now() - enqueued_at)::float8 AS age,
+       greatest(extract(epoch FROM vt - now()), 0)::float8 AS visible_in,
+       extract(epoch FROM deadline - now())::float8 AS deadline_in,
+       payload
+FROM pgqueue.message
+WHERE queue = %(queue)s AND msg_id > %(after)s
+  AND (%(task)s::text IS NULL OR task_name = %(task)s::text)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND (%(state)s::text = 'all'
+       OR (%(state)s::text = 'ready' AND vt <= now())
+       OR (%(state)s::text = 'delayed' AND vt > now() AND claimed_by IS NULL)
+       OR (%(state)s::text = 'in_flight' AND vt > now() AND claimed_by IS NOT NULL))
+ORDER BY msg_id
+LIMIT %(limit)s;
+
+-- name: queue_purge
+-- One batch of a queue purge. Waiting messages (ready or delayed, never one a worker holds) move
+-- to the dead-letter table with the reason given, so a purge can be replayed and is never silent,
+-- and a waiting caller gets a failed reply and its NOTIFY at once instead of waiting in vain.
+WITH batch AS (
+    SELECT msg_id FROM pgqueue.message
+    WHERE queue = %(queue)s
+      AND (%(task)s::text IS NULL OR task_name = %(task)s::text)
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+      AND ((%(state)s::text IN ('ready', 'all') AND vt <= now())
+           OR (%(state)s::text IN ('delayed', 'all') AND vt > now() AND claimed_by IS NULL))
+    ORDER BY msg_id
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+),
+moved AS (
+    DELETE FROM pgqueue.message m USING batch b WHERE m.msg_id = b.msg_id RETURNING m.*
+),
+kept AS (
+    INSERT INTO pgqueue.dead_letter
+        (msg_id, queue, task_name, payload, reply_key, priority, tenant, enqueued_at, read_ct, reason)
+    SELECT msg_id, queue, task_name, payload, reply_key, priority, tenant, enqueued_at, read_ct,
+           %(reason)s
+    FROM moved
+    RETURNING reply_key
+),
+replied AS (
+    INSERT INTO pgqueue.result (reply_key, status, result, error, expires_at)
+    SELECT reply_key, 'failed', NULL, %(reason)s, now() + make_interval(secs => %(result_ttl)s)
+    FROM kept WHERE reply_key IS NOT NULL
+    ON CONFLICT (reply_key) DO NOTHING
+    RETURNING reply_key
+),
+told AS (
+    SELECT pg_notify(pgqueue.reply_channel(reply_key), reply_key) FROM replied
+)
+SELECT (SELECT count(*) FROM kept) AS purged, (SELECT count(*) FROM told) AS callers;
+
+-- name: sweep_orphans
+-- One batch of orphaned calls: messages whose caller's deadline passed more than margin seconds
+-- ago and that no worker holds (a queue nobody consumes, say a typo in queue=, or workers gone).
+-- Their caller has long returned a timeout; they go to the dead-letter table with a reason naming
+-- the queue and the deadline, so an unconsumed queue shows up there instead of growing forever.
+WITH batch AS (
+    SELECT msg_id FROM pgqueue.message
+    WHERE reply_key IS NOT NULL AND deadline IS NOT NULL
+      AND deadline < now() - make_interval(secs => %(margin)s)
+      AND (vt <= now() OR claimed_by IS NULL)
+    ORDER BY msg_id
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+),
+moved AS (
+    DELETE FROM pgqueue.message m USING batch b WHERE m.msg_id = b.msg_id RETURNING m.*
+),
+kept AS (
+    INSERT INTO pgqueue.dead_letter
+        (msg_id, queue, task_name, payload, reply_key, priority, tenant, enqueued_at, read_ct, reason)
+    SELECT msg_id, queue, task_name, payload, reply_key, priority, tenant, enqueued_at, read_ct,
+           format('orphaned: the caller''s deadline %%s passed more than %%s s before the sweep '
+                  'and %%s (queue %%L)',
+                  to_char(deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                  %(margin)s::float8,
+                  CASE WHEN read_ct = 0 THEN 'no worker ever took it'
+                       ELSE format('its last worker (%%s) let the lease lapse', claimed_by) END,
+                  queue)
+    FROM moved
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM kept;
+
+-- name: schema_present
+-- Whether pgqueue's version table exists, read without creating it (migrate --check may run
+-- as a role that cannot create anything).
+SELECT to_regclass('pgqueue.schema_version') IS NOT NULL AS present;
+
+-- name: queue_purge_count
+-- What a purge would move (the same rows as queue_purge), counted once for the question a person
+-- answers on a terminal; scripts with --yes never run it.
+SELECT count(*) AS n FROM pgqueue.message
+WHERE queue = %(queue)s
+  AND (%(task)s::text IS NULL OR task_name = %(task)s::text)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND ((%(state)s::text IN ('ready', 'all') AND vt <= now())
+       OR (%(state)s::text IN ('delayed', 'all') AND vt > now() AND claimed_by IS NULL));
