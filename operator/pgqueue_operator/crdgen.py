@@ -15,7 +15,9 @@ from typing import Any
 import yaml
 
 from pgqueue_operator import GROUP, KIND, PLURAL, VERSION
-from pgqueue_operator.models import MAX_NAME_LENGTH, PgQueueWorkerSpec, PgQueueWorkerStatus, cel
+from pgqueue_operator.conditions import READY
+from pgqueue_operator.models import MAX_NAME_LENGTH, PgQueueWorkerSpec, cel
+from pgqueue_operator.statusmodels import PgQueueWorkerStatus
 
 HEADER = (
     "# GENERATED from operator/pgqueue_operator/models.py by `make generate`; do not edit.\n"
@@ -138,7 +140,7 @@ def crd() -> dict[str, Any]:
                         {
                             "name": "Ready",
                             "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                            "jsonPath": f'.status.conditions[?(@.type=="{READY}")].status',
                             "description": "The Ready condition.",
                         },
                         {
