@@ -2,8 +2,9 @@
 
 pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The conversion
 inlines ``$ref``s, turns ``X | None`` into an optional ``X``, maps ``exclusiveMinimum`` to the
-OpenAPI 3.0 boolean form and drops titles. ``python -m pgqueue_operator.crdgen`` prints the YAML;
-``make generate`` writes it to ``crds/`` and ``make verify`` fails when the file drifts.
+OpenAPI 3.0 boolean form and drops titles. ``python -m pgqueue_operator.crdgen`` prints the YAML
+(redirect it into ``crds/pgqueueworkers.pgqueue.dev.yaml``); ``tests/unit/operator/test_crd.py``
+fails when the file drifts.
 """
 
 from __future__ import annotations

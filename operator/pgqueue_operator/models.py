@@ -2,11 +2,10 @@
 
 ``crds/pgqueueworkers.pgqueue.dev.yaml`` is generated from these models, the pod overrides of
 :mod:`pgqueue_operator.podmodels` and the status of :mod:`pgqueue_operator.statusmodels`
-(``make generate``; see :mod:`pgqueue_operator.crdgen`), so every range, enum, default and
-description below is what the API server enforces. Cross-field invariants (DESIGN §5) are CEL
-rules attached to the models with :func:`cel`; :mod:`pgqueue_operator.deriving` checks the same
-invariants again in Python, so an API server without CEL still never gets a deployment from an
-invalid spec.
+(see :mod:`pgqueue_operator.crdgen`), so every range, enum, default and description below is what
+the API server enforces. Cross-field invariants (DESIGN §5) are CEL rules attached to the models
+with :func:`cel`; :mod:`pgqueue_operator.deriving` checks the same invariants again in Python, so
+an API server without CEL still never gets a deployment from an invalid spec.
 """
 
 from __future__ import annotations
@@ -28,6 +27,10 @@ from pgqueue_operator.modeling import (
 from pgqueue_operator.modeling import Model as _Model
 from pgqueue_operator.modeling import rules as _rules
 from pgqueue_operator.podmodels import PodOverrides
+
+# Fields are declared one by one, each with its own range, pattern and description, so many look
+# alike; that is intentional: each declaration is what `kubectl explain` shows for that field, and
+# a shared helper would hide it from the reader of this file.
 
 # Margins of DESIGN §5, shared by the CEL rules and by deriving.py.
 RETENTION_MARGIN_SECONDS = 60.0

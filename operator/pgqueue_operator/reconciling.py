@@ -21,7 +21,7 @@ from typing import Any
 from pgqueue_operator import builders, conditions, metrics
 from pgqueue_operator.autoscaling import effective_replicas
 from pgqueue_operator.bounding import Deadlines
-from pgqueue_operator.builders.common import Owner
+from pgqueue_operator.builders.common import Owner, metrics_name, worker_name
 from pgqueue_operator.conditions import DEGRADED, PAUSED, PROGRESSING, READY, Change
 from pgqueue_operator.decisions import Event, Result
 from pgqueue_operator.deriving import DerivedTimings, derive
@@ -57,8 +57,11 @@ class Reconciler:
             metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "reconcile").inc()
             return _degraded(result, "SecretNotFound", str(exc))
         replicas = effective_replicas(spec, status)
+        wanted = builders.deployment.build(
+            spec, derived, owner, replicas=replicas, secret_version=secret.version
+        )
         try:
-            deployment = self._apply_children(spec, derived, owner, replicas, secret.version)
+            deployment = self._apply_children(spec, derived, owner, wanted)
         except ApplyError as exc:
             metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "reconcile").inc()
             return _degraded(result, "ApplyFailed", str(exc))
@@ -106,31 +109,28 @@ class Reconciler:
         spec: PgQueueWorkerSpec,
         derived: DerivedTimings,
         owner: Owner,
-        replicas: int,
-        secret_version: str,
+        deployment: dict[str, Any],
     ) -> dict[str, Any]:
         """Apply every child; delete the optional ones that are disabled. Returns the Deployment."""
         log.debug("applying the children of %s/%s", owner.namespace, owner.name)
-        deployment = self.kube.apply(
-            builders.deployment.build(
-                spec, derived, owner, replicas=replicas, secret_version=secret_version
-            )
-        )
+        live = self.kube.apply(deployment)
         self.kube.apply(builders.service.build(spec, owner))
         self.kube.apply(builders.cronjob.build(spec, derived, owner))
-        pdb = builders.pdb.build(spec, owner)
-        if pdb is not None:
-            self.kube.apply(pdb)
-        else:
-            name = builders.common.worker_name(owner)
-            self.kube.delete("policy/v1", "PodDisruptionBudget", owner.namespace, name)
-        monitor = builders.servicemonitor.build(spec, owner)
-        if monitor is not None:
-            self.kube.apply(monitor)
-        else:
-            name = builders.common.metrics_name(owner)
-            self.kube.delete("monitoring.coreos.com/v1", "ServiceMonitor", owner.namespace, name)
-        return deployment
+        optional = (
+            (builders.pdb.build(spec, owner), "policy/v1", "PodDisruptionBudget", worker_name),
+            (
+                builders.servicemonitor.build(spec, owner),
+                "monitoring.coreos.com/v1",
+                "ServiceMonitor",
+                metrics_name,
+            ),
+        )
+        for manifest, api_version, kind, name_of in optional:
+            if manifest is not None:
+                self.kube.apply(manifest)
+            else:
+                self.kube.delete(api_version, kind, owner.namespace, name_of(owner))
+        return live
 
 
 def _invalid(exc: InvalidSpecError) -> Result:

@@ -15,6 +15,9 @@ from pydantic import Field
 from pgqueue_operator.modeling import Model
 
 
+# Fields are declared one by one, each with its own range, pattern and description, so many look
+# alike; that is intentional: each declaration is what `kubectl explain` shows for that field, and
+# a shared helper would hide it from the reader of this file.
 class Condition(Model):
     """A condition, as in the Kubernetes API conventions."""
 

@@ -24,7 +24,7 @@ class FakeKube:
         self.applied: list[tuple[str, str]] = []
         self.fail_kind: str | None = None
 
-    def _put(self, kind: str, name: str, data: dict[str, str]) -> None:
+    def put(self, kind: str, name: str, data: dict[str, str]) -> None:
         """Create or update: the resourceVersion moves, as the API server's would."""
         old = self.objects.get((kind, "ns", name))
         version = 1 + int(old["metadata"]["resourceVersion"]) if old else 1
@@ -34,10 +34,10 @@ class FakeKube:
         }
 
     def put_secret(self, name: str, dsn: str) -> None:
-        self._put("Secret", name, {"dsn": base64.b64encode(dsn.encode()).decode()})
+        self.put("Secret", name, {"dsn": base64.b64encode(dsn.encode()).decode()})
 
     def put_configmap(self, name: str, data: dict[str, str]) -> None:
-        self._put("ConfigMap", name, data)
+        self.put("ConfigMap", name, data)
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kind, meta = manifest["kind"], manifest["metadata"]
@@ -61,21 +61,3 @@ class FakeKube:
         meta = secret["metadata"]
         value = base64.b64decode(secret["data"][key]).decode()
         return SecretValue(value, f"{meta['uid']}/{meta['resourceVersion']}")
-
-
-def body(**spec: Any) -> dict[str, Any]:
-    """A PgQueueWorker named ``w`` in ``ns`` (generation 4), its database Secret ``db``."""
-    base: dict[str, Any] = {
-        "image": "worker:dev",
-        "queues": ["default"],
-        "tasks": ["app.tasks"],
-        "database": {"secretName": "db"},
-        "taskTimeLimitSeconds": 300,
-    }
-    base.update(spec)
-    return {
-        "apiVersion": "pgqueue.dev/v1alpha1",
-        "kind": "PgQueueWorker",
-        "metadata": {"name": "w", "namespace": "ns", "uid": "u-1", "generation": 4},
-        "spec": base,
-    }

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pgqueue_operator.conditions import Change
 from pgqueue_operator.decisions import Event, Rescale, Result
-from tests.unit.operator.fakekube import body
+from tests.unit.operator.samples import body
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=1)

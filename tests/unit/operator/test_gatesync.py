@@ -15,7 +15,8 @@ from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.decisions import Result
 from pgqueue_operator.gatesync import GateSync
 from pgqueue_operator.models import GateRef
-from tests.unit.operator.fakekube import UNREACHABLE_DSN, FakeKube, body
+from tests.unit.operator.fakekube import UNREACHABLE_DSN, FakeKube
+from tests.unit.operator.samples import body
 
 REF = GateRef(config_map_name="gate")
 

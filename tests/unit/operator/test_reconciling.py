@@ -14,7 +14,8 @@ from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.builders.common import CHECKSUM_ANNOTATION
 from pgqueue_operator.decisions import Result
 from pgqueue_operator.reconciling import Reconciler
-from tests.unit.operator.fakekube import UNREACHABLE_DSN, FakeKube, body
+from tests.unit.operator.fakekube import UNREACHABLE_DSN, FakeKube
+from tests.unit.operator.samples import body
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -11,7 +11,8 @@ from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.decisions import Result
 from pgqueue_operator.depth import Depth, backlog, summarise
 from pgqueue_operator.sampling import Sampler
-from tests.unit.operator.fakekube import UNREACHABLE_DSN, FakeKube, body
+from tests.unit.operator.fakekube import UNREACHABLE_DSN, FakeKube
+from tests.unit.operator.samples import body
 
 
 def test_summarise_keeps_spec_order_and_zero_fills() -> None:
