@@ -1,9 +1,13 @@
 """pgqueue_operator: the Kubernetes operator that runs pgqueue worker fleets.
 
-Layers, inner to outer: ``models`` (the spec as pydantic) and ``deriving`` (DESIGN §5 timings) are
-pure; ``builders`` turn a spec and its derived timings into manifests, also pure; ``conditions``,
-``gatesync`` and ``sampling`` hold the decisions; ``kube`` and ``reconciling`` talk to the API
-server and Postgres; ``handlers`` only registers them with kopf; ``cli`` starts it all.
+Layers, inner to outer. Pure: ``models``, ``podmodels`` and ``statusmodels`` (the CRD as
+pydantic), ``deriving`` (the timings, docs/architecture.md §5), ``builders`` (spec and timings in,
+manifests out), ``conditions``, ``depth``, ``autoscaling``, ``objects`` (reading a PgQueueWorker
+body), ``decisions`` (the ``Result`` every part returns) and ``verbs`` (the Kubernetes calls the
+parts need, as protocols). Deciding over I/O: ``reconciling`` (children and status),
+``gatesync`` (ConfigMap → flag row) and ``sampling`` (queue depth, autoscaling), each over
+``verbs`` and Postgres; ``kube`` implements the verbs over the API server; ``handlers`` only
+registers with kopf and applies the results; ``cli`` starts it all.
 """
 
 from __future__ import annotations

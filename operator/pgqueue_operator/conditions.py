@@ -11,14 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-READY = "Ready"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-GATE_SYNCED = "GateSynced"
-PAUSED = "Paused"
-ORDER = (READY, PROGRESSING, DEGRADED, GATE_SYNCED, PAUSED)
+# The condition types, named here and nowhere else: a ``Change`` of any other type is a type error.
+ConditionType = Literal["Ready", "Progressing", "Degraded", "GateSynced", "Paused"]
+READY: Final = "Ready"
+PROGRESSING: Final = "Progressing"
+DEGRADED: Final = "Degraded"
+GATE_SYNCED: Final = "GateSynced"
+PAUSED: Final = "Paused"
+ORDER: tuple[ConditionType, ...] = (READY, PROGRESSING, DEGRADED, GATE_SYNCED, PAUSED)
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -27,7 +29,7 @@ Status = Literal["True", "False", "Unknown"]
 class Change:
     """One condition to set: its type, status, reason and message."""
 
-    type: str
+    type: ConditionType
     status: Status
     reason: str
     message: str = ""

@@ -2,8 +2,9 @@
 
 pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The conversion
 inlines ``$ref``s, turns ``X | None`` into an optional ``X``, maps ``exclusiveMinimum`` to the
-OpenAPI 3.0 boolean form and drops titles. ``python -m pgqueue_operator.crdgen`` prints the YAML;
-``make generate`` writes it to ``crds/`` and ``make verify`` fails when the file drifts.
+OpenAPI 3.0 boolean form and drops titles. ``python -m pgqueue_operator.crdgen`` prints the YAML
+(redirect it into ``crds/pgqueueworkers.pgqueue.dev.yaml``); ``tests/unit/operator/test_crd.py``
+fails when the file drifts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 import yaml
 
 from pgqueue_operator import GROUP, KIND, PLURAL, VERSION
-from pgqueue_operator.models import MAX_NAME_LENGTH, PgQueueWorkerSpec, PgQueueWorkerStatus, cel
+from pgqueue_operator.conditions import READY
+from pgqueue_operator.models import MAX_NAME_LENGTH, PgQueueWorkerSpec, cel
+from pgqueue_operator.statusmodels import PgQueueWorkerStatus
 
 HEADER = (
     "# GENERATED from operator/pgqueue_operator/models.py by `make generate`; do not edit.\n"
@@ -138,7 +141,7 @@ def crd() -> dict[str, Any]:
                         {
                             "name": "Ready",
                             "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                            "jsonPath": f'.status.conditions[?(@.type=="{READY}")].status',
                             "description": "The Ready condition.",
                         },
                         {

@@ -4,20 +4,32 @@ The ConfigMap is watched through the API (immediate, unlike a mounted volume). :
 ConfigMap in, :class:`Reading` out, fail-closed — a missing ConfigMap, a missing key or a value
 :func:`pgqueue.parse_flag_value` cannot parse all read as *off*, with a problem that becomes a
 Warning event. :func:`write` touches the database only when the row differs, so a periodic resync
-is cheap and an Event is emitted per real flip, not per resync.
+is cheap and an Event is emitted per real flip, not per resync. :class:`GateSync` does one sync of
+one PgQueueWorker over the reads of :class:`~pgqueue_operator.verbs.KubeVerbs` and returns its
+decisions (``status.gate``, the ``GateSynced`` condition, Events); its database call runs under
+:class:`~pgqueue_operator.bounding.Deadlines`, so a hung Postgres delays it by the deadline at most.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pgqueue
 from pgqueue import admin
+from pgqueue_operator import conditions, metrics
+from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.conditions import Change, timestamp
-from pgqueue_operator.errors import DatabaseError
-from pgqueue_operator.models import GateRef
+from pgqueue_operator.decisions import Event, Result
+from pgqueue_operator.errors import DatabaseError, InvalidSpecError, SecretError
+from pgqueue_operator.models import GateRef, PgQueueWorkerSpec
+from pgqueue_operator.objects import database_secret, owner_of, spec_of
+from pgqueue_operator.verbs import KubeVerbs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,71 @@ def status_of(reading: Reading, now: dt.datetime) -> dict[str, Any]:
 def condition_of(reading: Reading) -> Change:
     """``GateSynced``: True when a parseable value was written; False (fail-closed off) if not."""
     if reading.problem:
-        return Change("GateSynced", "False", reading.problem, reading.detail)
+        return Change(conditions.GATE_SYNCED, "False", reading.problem, reading.detail)
     state = "on" if reading.enabled else "off"
-    return Change("GateSynced", "True", "Synced", f"gate {state} from {reading.source}")
+    return Change(conditions.GATE_SYNCED, "True", "Synced", f"gate {state} from {reading.source}")
+
+
+@dataclass(frozen=True, slots=True)
+class GateSync:
+    """Copies the gate of a PgQueueWorker into its database."""
+
+    kube: KubeVerbs
+    deadlines: Deadlines
+
+    def sync(
+        self,
+        body: Mapping[str, Any],
+        spec: PgQueueWorkerSpec | None = None,
+        dsn: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> Result:
+        """One sync; ``spec`` and ``dsn`` when the caller has them already (a reconcile)."""
+        now = now or conditions.now_utc()
+        owner = owner_of(body)
+        result = Result()
+        try:
+            spec = spec or spec_of(body)
+        except InvalidSpecError:
+            return result  # the reconcile reports it
+        if spec.gate is None:
+            return result
+        configmap = self.kube.get("v1", "ConfigMap", owner.namespace, spec.gate.config_map_name)
+        reading = read(configmap, spec.gate, owner.namespace)
+        try:
+            known = dsn if dsn is not None else database_secret(self.kube, owner, spec).value
+            pooled = spec.database.pooled
+            outcome = self.deadlines.run(
+                (owner.namespace, owner.name, "gate"),
+                "writing the gate flag",
+                lambda: write(known, reading, pooled=pooled),
+            )
+        except (SecretError, DatabaseError) as exc:
+            metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "gate").inc()
+            reason = "SecretNotFound" if isinstance(exc, SecretError) else "DatabaseUnavailable"
+            result.changes.append(Change(conditions.GATE_SYNCED, "False", reason, str(exc)))
+            result.retry = str(exc)
+            return result
+        metrics.record_gate(owner.namespace, owner.name, enabled=outcome.enabled)
+        result.status["gate"] = status_of(reading, now)
+        result.changes.append(condition_of(reading))
+        if outcome.written and reading.problem:
+            result.events.append(Event("Warning", reading.problem, reading.detail))
+        if outcome.flipped:
+            state = "on" if outcome.enabled else "off"
+            metrics.GATE_FLIPS.labels(owner.namespace, owner.name, state).inc()
+            result.events.append(
+                Event(
+                    "Normal",
+                    "GateOn" if outcome.enabled else "GateOff",
+                    f"gate pg_queue_enabled turned {state} from {reading.source}",
+                )
+            )
+            log.info(
+                "gate of %s/%s turned %s from %s",
+                owner.namespace,
+                owner.name,
+                state,
+                reading.source,
+            )
+        return result

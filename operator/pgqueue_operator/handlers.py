@@ -1,8 +1,10 @@
-"""The kopf registrations, and nothing else: each handler hands its object to ``reconciling``.
+"""The kopf registrations, and nothing else: each handler hands its object to the part that
+decides (``reconciling``, ``sampling``, ``gatesync``) and applies the decisions it gets back.
 
 - create / update / resume of a PgQueueWorker → reconcile (children, status, gate);
 - a resync timer → reconcile again (heals drift of children and of the flag row);
-- a sample timer → queue depth into status and metrics, autoscaling;
+- a sample timer → queue depth into status and metrics, autoscaling (a reconcile when the
+  replicas move);
 - ConfigMap events → gate sync of every PgQueueWorker whose ``spec.gate`` names it (an index);
 
 Secrets are not watched: the operator reads each PgQueueWorker's database Secret by name on every
@@ -22,13 +24,27 @@ from typing import Any, cast
 
 import kopf
 
-from pgqueue_operator import API_VERSION, GROUP, KIND, PLURAL, VERSION, metrics
+from pgqueue_operator import API_VERSION, GROUP, KIND, PLURAL, VERSION, conditions, metrics
 from pgqueue_operator.bounding import Deadlines
+from pgqueue_operator.decisions import Result
+from pgqueue_operator.gatesync import GateSync
 from pgqueue_operator.kube import Kube
-from pgqueue_operator.reconciling import Reconciler, Result, object_ref
+from pgqueue_operator.objects import object_ref
+from pgqueue_operator.reconciling import Reconciler
+from pgqueue_operator.sampling import Sampler
 from pgqueue_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The deciding parts over one Kubernetes client, and that client."""
+
+    kube: Kube
+    reconciler: Reconciler
+    sampler: Sampler
+    gates: GateSync
 
 
 @dataclass
@@ -36,9 +52,9 @@ class Runtime:
     """What the handlers share; the Kubernetes client is created at operator start-up."""
 
     config: OperatorSettings
-    reconciler: Reconciler | None = field(default=None)
+    parts: Parts | None = field(default=None)
 
-    def start(self) -> Reconciler:
+    def start(self) -> Parts:
         from kubernetes import client  # noqa: PLC0415 - loaded once, at start-up
         from kubernetes import config as kubeconfig  # noqa: PLC0415
 
@@ -46,16 +62,19 @@ class Runtime:
             kubeconfig.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubeconfig.ConfigException:
             kubeconfig.load_kube_config()  # type: ignore[no-untyped-call]
-        self.reconciler = Reconciler(
-            Kube(client.ApiClient()), Deadlines(self.config.database_timeout)
+        kube = Kube(client.ApiClient())
+        # One Deadlines for all three: its one-outstanding-call-per-key rule spans them.
+        deadlines = Deadlines(self.config.database_timeout)
+        self.parts = Parts(
+            kube, Reconciler(kube, deadlines), Sampler(kube, deadlines), GateSync(kube, deadlines)
         )
-        return self.reconciler
+        return self.parts
 
     @property
-    def rec(self) -> Reconciler:
-        if self.reconciler is None:
+    def ready(self) -> Parts:
+        if self.parts is None:
             raise kopf.TemporaryError("the operator is still starting", delay=1)
-        return self.reconciler
+        return self.parts
 
 
 def _emit(body: Mapping[str, Any], result: Result) -> None:
@@ -65,8 +84,9 @@ def _emit(body: Mapping[str, Any], result: Result) -> None:
 
 
 def _finish(body: Mapping[str, Any], result: Result, patch: kopf.Patch, delay: float) -> None:
-    if result.status:
-        patch.setdefault("status", {}).update(result.status)
+    status = result.status_patch(body, conditions.now_utc())
+    if status:
+        patch.setdefault("status", {}).update(status)
     _emit(body, result)
     if result.retry:
         raise kopf.TemporaryError(result.retry, delay=delay)
@@ -90,7 +110,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         settings.persistence.finalizer = "pgqueue.dev/finalizer"
         settings.posting.level = logging.INFO
         settings.watching.reconnect_backoff = 1.0
-        if runtime.reconciler is None:
+        if runtime.parts is None:
             runtime.start()
 
     @kopf.on.login(id="login", registry=registry)
@@ -109,7 +129,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
     @kopf.on.update(*resource, id="reconcile", registry=registry)
     def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         metrics.revive(body.metadata.namespace or "", body.metadata.name or "")
-        _finish(body, runtime.rec.reconcile(body), patch, delay)
+        _finish(body, runtime.ready.reconciler.reconcile(body), patch, delay)
 
     @kopf.timer(
         *resource,
@@ -119,11 +139,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         registry=registry,
     )
     def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        _finish(body, runtime.rec.reconcile(body), patch, delay)
+        _finish(body, runtime.ready.reconciler.reconcile(body), patch, delay)
 
     @kopf.timer(*resource, interval=config.sample_interval, id="sample", registry=registry)
     def sample(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        _finish(body, runtime.rec.sample(body), patch, delay)
+        parts = runtime.ready
+        result = parts.sampler.sample(body)
+        if result.rescale is not None:  # the Deployment follows status.autoscaling: reconcile
+            result = parts.reconciler.reconcile(result.applied_to(body)).merge(result)
+        _finish(body, result, patch, delay)
 
     @kopf.on.delete(*resource, optional=True, id="forget", registry=registry)
     def forget(namespace: str | None, name: str, **_: Any) -> None:
@@ -132,7 +156,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
     def _workers(index: kopf.Index[Any, str], namespace: str, name: str) -> list[dict[str, Any]]:
         bodies = []
         for worker in sorted(set(index.get((namespace, name), []))):
-            body = runtime.rec.kube.get(API_VERSION, KIND, namespace, worker)
+            body = runtime.ready.kube.get(API_VERSION, KIND, namespace, worker)
             if body is not None:
                 bodies.append(body)
         return bodies
@@ -142,9 +166,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         namespace = namespace or ""
         for body in _workers(kwargs["gate_refs"], namespace, name):
             worker = body["metadata"]["name"]
-            result = runtime.rec.sync_gate(body)
-            patch = runtime.rec.gate_status_patch(body, result)
-            runtime.rec.kube.patch_status(namespace, worker, patch)
+            result = runtime.ready.gates.sync(body)
+            patch = result.status_patch(body, conditions.now_utc())
+            runtime.ready.kube.patch_status(namespace, worker, patch)
             _emit(body, result)
             if result.retry:  # event handlers are not retried; the resync timer heals it
                 log.warning("gate sync of %s/%s: %s", namespace, worker, result.retry)

@@ -13,7 +13,6 @@ import base64
 import binascii
 import contextlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -21,6 +20,9 @@ from kubernetes.client.exceptions import ApiException
 
 from pgqueue_operator import GROUP, PLURAL, VERSION
 from pgqueue_operator.errors import ApplyError, SecretError
+from pgqueue_operator.verbs import SecretValue
+
+__all__ = ["FIELD_MANAGER", "Kube", "NotFound", "SecretValue", "path_of"]
 
 FIELD_MANAGER = "pgqueue-operator"
 REQUEST_TIMEOUT = (5.0, 15.0)
@@ -39,18 +41,6 @@ _COLLECTIONS: dict[tuple[str, str], str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SecretValue:
-    """One key of a Secret, and which version of the Secret it was read from."""
-
-    value: str
-    version: str
-    """``<uid>/<resourceVersion>``: changes with every write of the Secret, says nothing of it."""
-
-    def __repr__(self) -> str:  # never the value, even in a traceback or a debugger
-        return f"SecretValue(version={self.version!r})"
-
-
 class NotFound(Exception):
     """The object (or its kind) does not exist."""
 
@@ -60,7 +50,11 @@ def path_of(api_version: str, kind: str, namespace: str, name: str) -> str:
 
 
 class Kube:
-    """A thin dict-in, dict-out client over one ``kubernetes.client.ApiClient``."""
+    """A thin dict-in, dict-out client over one ``kubernetes.client.ApiClient``.
+
+    It implements :class:`~pgqueue_operator.verbs.ChildVerbs`, and the status patch and raw
+    requests the handlers and the tests use.
+    """
 
     def __init__(self, api: ApiClient) -> None:
         self.api = api

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from pgqueue_operator.sampling import Depth
+from pgqueue_operator.depth import Depth
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _OWNER = ("namespace", "pgqueueworker")

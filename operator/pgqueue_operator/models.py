@@ -1,10 +1,11 @@
-"""The ``PgQueueWorker`` spec and status as pydantic models: the one source of the CRD schema.
+"""The ``PgQueueWorker`` spec as pydantic models: the one source of the CRD's spec schema.
 
-``crds/pgqueueworkers.pgqueue.dev.yaml`` is generated from these models (``make generate``; see
-:mod:`pgqueue_operator.crdgen`), so every range, enum, default and description below is what the
-API server enforces. Cross-field invariants (DESIGN §5) are CEL rules attached to the models with
-:func:`cel`; :mod:`pgqueue_operator.deriving` checks the same invariants again in Python, so an API
-server without CEL still never gets a deployment from an invalid spec.
+``crds/pgqueueworkers.pgqueue.dev.yaml`` is generated from these models, the pod overrides of
+:mod:`pgqueue_operator.podmodels` and the status of :mod:`pgqueue_operator.statusmodels`
+(see :mod:`pgqueue_operator.crdgen`), so every range, enum, default and description below is what
+the API server enforces. Cross-field invariants (DESIGN §5) are CEL rules attached to the models
+with :func:`cel`; :mod:`pgqueue_operator.deriving` checks the same invariants again in Python, so
+an API server without CEL still never gets a deployment from an invalid spec.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from pgqueue_operator.modeling import (
 from pgqueue_operator.modeling import Model as _Model
 from pgqueue_operator.modeling import rules as _rules
 from pgqueue_operator.podmodels import PodOverrides
+
+# Fields are declared one by one, each with its own range, pattern and description, so many look
+# alike; that is intentional: each declaration is what `kubectl explain` shows for that field, and
+# a shared helper would hide it from the reader of this file.
 
 # Margins of DESIGN §5, shared by the CEL rules and by deriving.py.
 RETENTION_MARGIN_SECONDS = 60.0
@@ -372,109 +377,4 @@ class PgQueueWorkerSpec(_Model):
         default_factory=Metrics,
         description="Worker metrics port and optional ServiceMonitor.",
         json_schema_extra={"default": {}},
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Status: written by the operator only; the schema documents it (and keeps unknown fields, so a
-# newer operator's fields survive a rollback).
-
-
-class Condition(_Model):
-    """A condition, as in the Kubernetes API conventions."""
-
-    type: str = Field(description="Ready, Progressing, Degraded, GateSynced or Paused.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason of the last transition.")
-    message: str = Field(default="", description="Human-readable detail.")
-    last_transition_time: str = Field(description="When the status last flipped (RFC 3339).")
-    observed_generation: int | None = Field(
-        default=None, description="The spec generation this condition was computed from."
-    )
-
-
-class Derived(_Model):
-    """The timings derived from the spec (DESIGN §5), as written into the pods."""
-
-    task_time_limit_seconds: float = Field(description="T: hard limit of one task run.")
-    run_limit_seconds: float = Field(
-        description=(
-            "What one run actually gets: T with the process pool; min(T, L/3, H/2) inline, where "
-            "neither leases nor the heartbeat are stamped while a task runs."
-        )
-    )
-    lease_seconds: float = Field(description="L: visibility lease of a claimed message.")
-    renew_interval_seconds: float = Field(description="L/3: lease renewal period.")
-    legacy_visibility_timeout_seconds: float = Field(
-        description="VT = T + margin: the lease a worker without renewal would need."
-    )
-    heartbeat_staleness_seconds: float = Field(description="H: liveness staleness.")
-    poll_interval_seconds: float = Field(description="Idle claim period.")
-    drain_seconds: float = Field(description="D: drain time after SIGTERM (≤ T).")
-    termination_grace_period_seconds: int = Field(description="Pod grace period ≥ D + margin.")
-    caller_timeout_seconds: float = Field(description="C: how long callers wait.")
-    result_ttl_seconds: float = Field(description="R: reply retention (≥ C + margin).")
-    sweep_schedule: str = Field(description="Cron schedule of the sweep.")
-
-
-class GateStatus(_Model):
-    """The gate as last copied into the database."""
-
-    enabled: bool = Field(description="Whether the flag was written as on.")
-    value: str = Field(description="The raw ConfigMap value.")
-    state: Literal["on", "off"] = Field(description="on or off (the printer column).")
-    source: str = Field(description="configmap <ns>/<name>@<resourceVersion>.")
-    synced_at: str = Field(description="When it was written (RFC 3339).")
-
-
-class QueueDepth(_Model):
-    """Depth of one queue at the last sample."""
-
-    queue: str = Field(description="Queue name.")
-    ready: int = Field(description="Visible messages waiting for a worker.")
-    in_flight: int = Field(description="Claimed messages (lease running).")
-    delayed: int = Field(description="Messages not yet visible (retry backoff, scheduled).")
-    dead: int = Field(description="Dead letters of this queue.")
-    oldest_age_seconds: float = Field(description="Age of the oldest ready message, seconds.")
-
-
-class AutoscalingStatus(_Model):
-    """The autoscaler's memory between samples."""
-
-    desired_replicas: int = Field(description="Replicas the autoscaler set.")
-    below_since: str | None = Field(
-        default=None, description="Since when fewer replicas would do (scale-down delay start)."
-    )
-    last_scale_time: str | None = Field(default=None, description="Last change of replicas.")
-
-
-class PgQueueWorkerStatus(_Model):
-    """Observed state of a PgQueueWorker."""
-
-    observed_generation: int | None = Field(
-        default=None, description="The spec generation last reconciled."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description="Ready, Progressing, Degraded, GateSynced, Paused.",
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
-    )
-    replicas: int | None = Field(default=None, description="Worker pods wanted.")
-    ready_replicas: int | None = Field(default=None, description="Worker pods ready.")
-    selector: str | None = Field(default=None, description="Label selector of the worker pods.")
-    derived: Derived | None = Field(default=None, description="Derived timings (DESIGN §5).")
-    gate: GateStatus | None = Field(default=None, description="The gate as last synced.")
-    depth: list[QueueDepth] = Field(
-        default_factory=list, description="Per-queue depth at the last sample."
-    )
-    backlog: int | None = Field(
-        default=None, description="Ready plus in-flight messages over all queues."
-    )
-    sampled_at: str | None = Field(default=None, description="When depth was sampled.")
-    autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler state.")
-    last_sweep: str | None = Field(
-        default=None, description="Last successful sweep (from the CronJob)."
     )

@@ -1,140 +1,103 @@
-"""The depth sampler and the autoscaler's decision.
+"""The depth sampler: queue depth into status and metrics, and the autoscaler's next step.
 
-:func:`summarise` turns the core's per-queue stats into status entries and the backlog (ready plus
-in flight, over the queues this fleet consumes); :func:`decide` is the autoscaler: desired replicas
-= ceil(backlog / targetBacklogPerReplica) clamped to min..max, up at once, down only after the
-backlog has wanted fewer replicas for ``scaleDownDelaySeconds`` without interruption. Both are pure;
-the clock and the previous state come in as arguments and the state goes out in ``status``.
+:class:`Sampler` reads the per-queue stats of one PgQueueWorker's database
+(``pgqueue.admin.queue_stats``, under :class:`~pgqueue_operator.bounding.Deadlines`), summarises
+them for the queues the fleet consumes (:mod:`~pgqueue_operator.depth`) and, when the fleet
+autoscales, lets :func:`~pgqueue_operator.autoscaling.decide` pick the replicas. It returns
+decisions and applies none: when the replicas move, the result carries a
+:class:`~pgqueue_operator.decisions.Rescale` and the handler reconciles the object with the new
+``status.autoscaling``, which is where the Deployment's replicas come from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from pgqueue_operator.models import Autoscaling
+from pgqueue import admin
+from pgqueue_operator import autoscaling, conditions, depth, metrics
+from pgqueue_operator.bounding import Deadlines
+from pgqueue_operator.decisions import Event, Rescale, Result
+from pgqueue_operator.deriving import derive
+from pgqueue_operator.errors import DatabaseError, InvalidSpecError, SecretError
+from pgqueue_operator.objects import database_secret, owner_of, spec_of
+from pgqueue_operator.verbs import KubeVerbs
 
-
-class Stats(Protocol):
-    """What the sampler needs of ``pgqueue.QueueStats``."""
-
-    @property
-    def queue(self) -> str: ...
-    @property
-    def ready(self) -> int: ...
-    @property
-    def in_flight(self) -> int: ...
-    @property
-    def delayed(self) -> int: ...
-    @property
-    def dead(self) -> int: ...
-    @property
-    def oldest_age(self) -> float: ...
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Depth:
-    queue: str
-    ready: int
-    in_flight: int
-    delayed: int
-    dead: int
-    oldest_age_seconds: float
+class Sampler:
+    """Samples the depth of a PgQueueWorker's queues."""
 
-    def as_status(self) -> dict[str, Any]:
-        return {
-            "queue": self.queue,
-            "ready": self.ready,
-            "inFlight": self.in_flight,
-            "delayed": self.delayed,
-            "dead": self.dead,
-            "oldestAgeSeconds": round(self.oldest_age_seconds, 3),
-        }
+    kube: KubeVerbs
+    deadlines: Deadlines
 
-
-def summarise(stats: Iterable[Stats], queues: Sequence[str]) -> list[Depth]:
-    """One entry per consumed queue, in spec order; a queue with no rows reads as zeros."""
-    by_queue = {s.queue: s for s in stats}
-    out = []
-    for queue in queues:
-        s = by_queue.get(queue)
-        if s is None:
-            out.append(Depth(queue, 0, 0, 0, 0, 0.0))
-        else:
-            out.append(
-                Depth(queue, s.ready, s.in_flight, s.delayed, s.dead, float(s.oldest_age or 0.0))
+    def sample(self, body: Mapping[str, Any], now: dt.datetime | None = None) -> Result:
+        """``status.depth``, ``backlog``, ``sampledAt``, maybe ``autoscaling`` and a rescale."""
+        now = now or conditions.now_utc()
+        owner = owner_of(body)
+        status: Mapping[str, Any] = body.get("status") or {}
+        result = Result()
+        try:
+            spec = spec_of(body)
+            derive(spec)
+            dsn = database_secret(self.kube, owner, spec).value
+        except InvalidSpecError:
+            return result  # the reconcile reports it
+        except SecretError as exc:
+            result.retry = str(exc)
+            return result
+        pooled = spec.database.pooled
+        try:
+            stats = self.deadlines.run(
+                (owner.namespace, owner.name, "sample"),
+                "reading queue depth",
+                lambda: admin.queue_stats(dsn, pooled=pooled),
             )
-    return out
-
-
-def backlog(depths: Iterable[Depth]) -> int:
-    """Work that needs a slot now or is holding one: ready plus in flight."""
-    return sum(d.ready + d.in_flight for d in depths)
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleState:
-    """The autoscaler's memory, kept in ``status.autoscaling``."""
-
-    desired: int
-    below_since: dt.datetime | None = None
-    last_scale_time: dt.datetime | None = None
-
-    def as_status(self) -> dict[str, Any]:
-        # Millisecond precision: the scale-down delay is measured from these, and a delay of a
-        # few seconds must not be cut short by truncation to whole seconds.
-        return {
-            "desiredReplicas": self.desired,
-            "belowSince": _precise(self.below_since) if self.below_since else None,
-            "lastScaleTime": _precise(self.last_scale_time) if self.last_scale_time else None,
-        }
-
-    @classmethod
-    def from_status(cls, status: dict[str, Any] | None) -> ScaleState | None:
-        if not status or status.get("desiredReplicas") is None:
-            return None
-        return cls(
-            desired=int(status["desiredReplicas"]),
-            below_since=_parse_time(status.get("belowSince")),
-            last_scale_time=_parse_time(status.get("lastScaleTime")),
+        except DatabaseError as exc:
+            metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "sample").inc()
+            result.retry = str(exc)
+            return result
+        except Exception as exc:  # psycopg's errors: their text may quote the DSN, so not it
+            metrics.SYNC_ERRORS.labels(owner.namespace, owner.name, "sample").inc()
+            result.retry = f"reading queue depth failed: {type(exc).__name__}"
+            return result
+        depths = depth.summarise(stats, spec.queues)
+        metrics.record_depth(owner.namespace, owner.name, depths)
+        total = depth.backlog(depths)
+        result.status.update(
+            {
+                "depth": [d.as_status() for d in depths],
+                "backlog": total,
+                "sampledAt": conditions.timestamp(now),
+            }
         )
-
-
-def _precise(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(text: Any) -> dt.datetime | None:
-    if not text:
-        return None
-    return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-
-
-def wanted(policy: Autoscaling, backlog_now: int) -> int:
-    """ceil(backlog / target), clamped to min..max."""
-    raw = math.ceil(backlog_now / policy.target_backlog_per_replica)
-    return max(policy.min_replicas, min(policy.max_replicas, raw))
-
-
-def decide(
-    policy: Autoscaling, backlog_now: int, previous: ScaleState | None, now: dt.datetime
-) -> ScaleState:
-    """The next replicas: up at once, down after the delay, always within min..max."""
-    want = wanted(policy, backlog_now)
-    if previous is None:
-        return ScaleState(want, None, now)
-    current = previous.desired
-    if current > policy.max_replicas or current < policy.min_replicas:
-        # The bounds moved under us: obey them at once (a spec change, not a load change).
-        return ScaleState(max(policy.min_replicas, min(policy.max_replicas, current)), None, now)
-    if want > current:
-        return ScaleState(want, None, now)
-    if want == current:
-        return ScaleState(current, None, previous.last_scale_time)
-    since = previous.below_since or now
-    if (now - since).total_seconds() >= policy.scale_down_delay_seconds:
-        return ScaleState(want, None, now)
-    return ScaleState(current, since, previous.last_scale_time)
+        if spec.autoscaling is None or spec.paused:
+            return result
+        previous = autoscaling.ScaleState.from_status(status.get("autoscaling"))
+        decision = autoscaling.decide(spec.autoscaling, total, previous, now)
+        result.status["autoscaling"] = decision.as_status()
+        metrics.record_desired(owner.namespace, owner.name, decision.desired)
+        if previous is not None and decision.desired == previous.desired:
+            return result
+        log.info(
+            "autoscaling %s/%s: backlog %d -> %d replicas",
+            owner.namespace,
+            owner.name,
+            total,
+            decision.desired,
+        )
+        result.rescale = Rescale(decision.desired)
+        if previous is not None:
+            result.events.append(
+                Event(
+                    "Normal",
+                    "ScaledUp" if decision.desired > previous.desired else "ScaledDown",
+                    f"backlog {total}: replicas {previous.desired} -> {decision.desired}",
+                )
+            )
+        return result

@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+# Fields are declared one by one, each with its own range, pattern and description, so many look
+# alike; that is intentional: each declaration is what `--help` says of that setting, and a
+# shared helper would hide it from the reader of this file.
 class OperatorSettings(BaseSettings):
     """Settings of ``pgqueue-operator run``."""
 

@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 from pgqueue_operator.bounding import Deadlines
-from pgqueue_operator.kube import SecretValue
-from pgqueue_operator.reconciling import Reconciler
+from pgqueue_operator.gatesync import GateSync
+from pgqueue_operator.sampling import Sampler
+from pgqueue_operator.verbs import SecretValue
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgServer
 
@@ -21,7 +22,7 @@ DEADLINE = 1.0
 
 
 class Kube:
-    """Just the reads the gate sync and the sampler make: the database Secret and the gate."""
+    """The reads the gate sync and the sampler make (``KubeVerbs``): the Secret and the gate."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -52,20 +53,21 @@ def test_a_stalled_database_never_holds_a_handler_past_its_deadline(
     pg_server: PgServer, pg_dsn: str, proxy_factory: object
 ) -> None:
     proxy: FaultProxy = proxy_factory(pg_server.host, pg_server.port)  # type: ignore[operator]
-    reconciler = Reconciler(Kube(proxy.dsn_for(pg_dsn)), Deadlines(DEADLINE))  # type: ignore[arg-type]
-    assert reconciler.sample(body()).retry is None  # traffic flows: depth is read
-    assert reconciler.sync_gate(body()).retry is None
+    kube, deadlines = Kube(proxy.dsn_for(pg_dsn)), Deadlines(DEADLINE)
+    sampler, gates = Sampler(kube, deadlines), GateSync(kube, deadlines)
+    assert sampler.sample(body()).retry is None  # traffic flows: depth is read
+    assert gates.sync(body()).retry is None
 
     proxy.stall()
     t0 = time.monotonic()
-    sampled = reconciler.sample(body())
+    sampled = sampler.sample(body())
     took = time.monotonic() - t0
     print(f"\nsample with the database partitioned returned in {took:.2f}s")
     assert sampled.retry == f"reading queue depth: no answer within {DEADLINE:g} s"
     assert took < DEADLINE + 5  # the deadline and thread start-up, on a busy machine
-    gate = reconciler.sync_gate(body())
+    gate = gates.sync(body())
     assert gate.retry == f"writing the gate flag: no answer within {DEADLINE:g} s"
-    (change,) = gate.status["_changes"]
+    (change,) = gate.changes
     assert (change.type, change.status, change.reason) == (
         "GateSynced",
         "False",
@@ -75,13 +77,13 @@ def test_a_stalled_database_never_holds_a_handler_past_its_deadline(
     # The stuck call is still out (bounded by the connection's own timeouts): the next sample
     # says so at once rather than leaving a second thread stuck behind it.
     t1 = time.monotonic()
-    again = reconciler.sample(body())
+    again = sampler.sample(body())
     if again.retry is not None and "previous attempt" in again.retry:
         assert time.monotonic() - t1 < DEADLINE
 
     proxy.resume()
     deadline = time.monotonic() + 60
-    while (retry := reconciler.sample(body()).retry) is not None:
+    while (retry := sampler.sample(body()).retry) is not None:
         assert time.monotonic() < deadline, f"the sampler never recovered: {retry}"
         time.sleep(0.2)  # poll interval of a deadline loop
-    assert reconciler.sync_gate(body()).retry is None
+    assert gates.sync(body()).retry is None

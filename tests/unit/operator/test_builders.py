@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from pgqueue_operator.autoscaling import effective_replicas
 from pgqueue_operator.builders import common, cronjob, deployment, pdb, service, servicemonitor
 from pgqueue_operator.builders.common import Owner
 from pgqueue_operator.deriving import derive
 from pgqueue_operator.models import PgQueueWorkerSpec
-from pgqueue_operator.reconciling import effective_replicas
 
 OWNER = Owner(name="extract", namespace="jobs", uid="1234-abcd")
 

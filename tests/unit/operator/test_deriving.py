@@ -9,18 +9,11 @@ import pytest
 from pgqueue_operator.deriving import derive, sweep_schedule_for
 from pgqueue_operator.errors import InvalidSpecError
 from pgqueue_operator.models import PgQueueWorkerSpec
+from tests.unit.operator.samples import MINIMAL_SPEC
 
 
 def spec(**overrides: Any) -> PgQueueWorkerSpec:
-    base: dict[str, Any] = {
-        "image": "worker:dev",
-        "queues": ["default"],
-        "tasks": ["app.tasks"],
-        "database": {"secretName": "db"},
-        "taskTimeLimitSeconds": 300,
-    }
-    base.update(overrides)
-    return PgQueueWorkerSpec.model_validate(base)
+    return PgQueueWorkerSpec.model_validate({**MINIMAL_SPEC, **overrides})
 
 
 # (case, spec overrides, expected derived fields)
