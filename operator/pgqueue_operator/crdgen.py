@@ -2,9 +2,9 @@
 
 pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The conversion
 inlines ``$ref``s, turns ``X | None`` into an optional ``X``, maps ``exclusiveMinimum`` to the
-OpenAPI 3.0 boolean form and drops titles. ``python -m pgqueue_operator.crdgen`` prints the YAML
-(redirect it into ``crds/pgqueueworkers.pgqueue.dev.yaml``); ``tests/unit/operator/test_crd.py``
-fails when the file drifts.
+OpenAPI 3.0 boolean form and drops titles. ``make generate`` writes it to
+``crds/pgqueueworkers.pgqueue.dev.yaml`` (``python -m pgqueue_operator.crdgen`` prints it); ``make
+verify`` and ``tests/unit/operator/test_crd.py`` fail when the file drifts.
 """
 
 from __future__ import annotations
