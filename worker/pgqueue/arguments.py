@@ -20,6 +20,8 @@ from pgqueue.tasks import TASK_NAME, check_task_name
 
 REPLY_KEY = re.compile(r"[A-Za-z0-9_.:@/-]{1,255}")
 TENANT_MAX = 255
+# An escaped NUL, not an escaped backslash followed by "u0000".
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _shown(value: object) -> str:
@@ -83,25 +85,24 @@ def payload(args: object, kwargs: object, tenant: str, max_bytes: int) -> str:
         "tenant": tenant,
     }
     try:
-        text = json.dumps(body, allow_nan=False)
+        text = json.dumps(body, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigurationError(
             "args", f"arguments must be JSON-serialisable: {str(exc)[:200]}"
         ) from None
-    if "\\u0000" in text:
-        # jsonb cannot store a NUL character: the insert would fail with a DataError.
-        raise ConfigurationError("args", "arguments must not contain NUL (\\x00) characters")
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        raise ConfigurationError(
-            "payload",
-            f"arguments are {size} bytes as JSON, over max_payload_bytes={max_bytes} "
-            "(pass a reference to large data instead, or raise the cap)",
-        )
     try:
-        text.encode("utf-8")
+        encoded = text.encode("utf-8")
     except UnicodeEncodeError:
         raise ConfigurationError(
             "args", "arguments must be valid Unicode (a lone surrogate cannot be stored)"
         ) from None
+    if _NUL.search(text):
+        # jsonb cannot store a NUL character: the insert would fail with a DataError.
+        raise ConfigurationError("args", "arguments must not contain NUL (\\x00) characters")
+    if len(encoded) > max_bytes:
+        raise ConfigurationError(
+            "payload",
+            f"arguments are {len(encoded)} bytes as JSON, over max_payload_bytes={max_bytes} "
+            "(pass a reference to large data instead, or raise the cap)",
+        )
     return text
