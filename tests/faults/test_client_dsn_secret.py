@@ -17,6 +17,7 @@ import pytest
 from pgqueue import Client, ClientSettings, db
 from pgqueue.embedded import free_port
 from pgqueue.errors import ConfigurationError
+from pgqueue.gating import FAILED, Gate
 from pgqueue.migrating import migrate
 
 PASSWORD = "S3cr%zzet"
@@ -57,6 +58,8 @@ def test_a_malformed_dsn_never_shows_its_password(caplog: pytest.LogCaptureFixtu
         assert caught.value.field == "dsn"
         _clean(str(caught.value))
     _clean(db.redact(dsn))
+    with Gate(dsn, ttl=0) as gate:  # fail-closed: the fallback, and a warning without it
+        assert gate.decide() == FAILED
     for argv in (
         ("call", "demo.echo", "--timeout", "3"),
         ("stats",),
