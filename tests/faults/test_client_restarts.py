@@ -17,8 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgqueue import Client, ClientSettings
+from pgqueue import Client, ClientSettings, admin
 from pgqueue.embedded import free_port
+from pgqueue.gating import ENABLED, Gate
 from tests.support.postgres import PgServer
 from tests.support.workers import WorkerFactory, wait_until
 
@@ -37,6 +38,18 @@ def test_first_call_after_a_postgres_restart_succeeds(
         result = client.call("demo.echo", ["first"], timeout=60)
         assert result.ok, result
         assert client.call("demo.echo", ["second"], timeout=30).ok
+
+
+def test_first_gate_read_after_a_postgres_restart_reads_the_flag(
+    pg_server: PgServer, pg_dsn: str
+) -> None:
+    admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=True, value="on", source="test")
+    with Gate(pg_dsn, ttl=0) as gate:
+        assert gate.decide() == ENABLED
+        pg_server.stop("immediate")
+        pg_server.start()
+        # Its connection died while idle: a fresh one, not a fail-closed read.
+        assert gate.decide() == ENABLED
 
 
 @dataclass

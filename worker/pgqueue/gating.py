@@ -168,6 +168,9 @@ class Gate:
     def _read(self) -> Decision:
         self.reads += 1
         try:
+            if isinstance(self._conn, psycopg.Connection) and db.is_dead(self._conn):
+                # Died while idle (a restart, a failover): a fresh one, not a failed read.
+                self._drop_connection()
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
             conn = self._conn
