@@ -44,7 +44,7 @@ def test_connections_get_keepalives_timeouts_and_keep_the_dsns_own_values() -> N
     assert info["keepalives_interval"] == "3" and info["keepalives_count"] == "3"
     assert info["tcp_user_timeout"] == "20000"
     assert "-c statement_timeout=30000" in info["options"]
-    assert "-c idle_in_transaction_session_timeout=0" in info["options"]
+    assert "idle_in_transaction" not in info["options"]  # 0: the server's own setting
     own = conninfo_to_dict(
         db.conninfo("host=db options='-c statement_timeout=5'", settings, pooled=False)
     )
@@ -53,7 +53,9 @@ def test_connections_get_keepalives_timeouts_and_keep_the_dsns_own_values() -> N
     assert "options" not in pooled  # a pooler does not pass startup options on
     assert pooled["tcp_user_timeout"] == "20000"
     assert db.io_bound(settings) == 35.0
-    assert db.io_bound(ConnectionSettings(statement_timeout=0)) is None
+    off = ConnectionSettings(statement_timeout=0, idle_in_transaction_timeout=0)
+    assert db.io_bound(off) is None
+    assert "options" not in conninfo_to_dict(db.conninfo("host=db", off, pooled=False))
 
 
 def test_bounds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -179,12 +179,17 @@ def connect_kwargs(settings: ConnectionSettings, *, pooled: bool) -> dict[str, A
     }
     if not pooled:
         # A pooler (PgBouncer) does not pass startup options to the server: set these there.
+        # 0 sends nothing (the server's own setting stays), for proxies that refuse options.
         options = [
-            f"-c statement_timeout={round(settings.statement_timeout * 1000)}",
-            "-c idle_in_transaction_session_timeout="
-            f"{round(settings.idle_in_transaction_timeout * 1000)}",
+            f"-c {name}={round(seconds * 1000)}"
+            for name, seconds in (
+                ("statement_timeout", settings.statement_timeout),
+                ("idle_in_transaction_session_timeout", settings.idle_in_transaction_timeout),
+            )
+            if seconds > 0
         ]
-        kwargs["options"] = " ".join(options)
+        if options:
+            kwargs["options"] = " ".join(options)
     return kwargs
 
 
