@@ -14,7 +14,7 @@ import time
 
 import psycopg
 
-from pgqueue import Client, ClientSettings
+from pgqueue import CallResult, Client, ClientSettings
 from pgqueue.client import CALL_MARGIN
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgServer
@@ -25,7 +25,7 @@ TIMEOUT = 2.0
 SLACK = CALL_MARGIN + 1.5
 
 
-def _timed_call(client: Client, timeout: float) -> tuple[float, object]:
+def _timed_call(client: Client, timeout: float) -> tuple[float, CallResult]:
     started = time.monotonic()
     result = client.call("demo.echo", ["during"], timeout=timeout)
     return time.monotonic() - started, result
@@ -42,7 +42,7 @@ def test_call_returns_by_its_deadline_through_a_partition_and_works_after(
         try:
             for _ in range(2):  # a second call meets the connections the first one gave up
                 elapsed, result = _timed_call(client, TIMEOUT)
-                assert result.kind in {"timeout", "enqueue_error"}, result  # type: ignore[attr-defined]
+                assert result.kind in {"timeout", "enqueue_error"}, result
                 assert elapsed <= TIMEOUT + SLACK, f"call took {elapsed:.2f}s with {TIMEOUT}s"
         finally:
             proxy.resume()
@@ -71,7 +71,7 @@ def test_call_returns_by_its_deadline_with_its_backends_stopped(
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
-        assert result.kind in {"timeout", "enqueue_error"}, result  # type: ignore[attr-defined]
+        assert result.kind in {"timeout", "enqueue_error"}, result
         assert elapsed <= TIMEOUT + SLACK, f"call took {elapsed:.2f}s with {TIMEOUT}s"
         after = client.call("demo.echo", ["after"], timeout=30)
         assert after.ok, after

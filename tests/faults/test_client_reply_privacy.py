@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import Client
+from pgqueue import Client, sqlfiles
 from pgqueue.client import CallResult
 from pgqueue.listening import wake_of
 from tests.support.postgres import PgServer
@@ -134,3 +134,36 @@ def test_a_connect_only_role_cannot_read_or_forge_a_reply(
         for _, payload in heard:
             assert key not in payload and hand_made not in payload
             assert not payload.startswith("{")
+
+
+def test_roles_that_read_replies_before_0006_can_name_their_channel_after(
+    pg_server: PgServer,
+) -> None:
+    # An upgrade must not stop a deployed app role's acks and listens: 0006 grants the secret
+    # to every role that could read the result table, and to nobody else.
+    name = f"pgqueue_upgrade_{secrets.token_hex(4)}"
+    app, other = f"app_{secrets.token_hex(4)}", f"other_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for role in (app, other):
+            conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(pg_server.dsn_for(name), autocommit=True) as conn:
+            conn.execute(sqlfiles.query("schema_version_create"))
+            for version, _, text in sqlfiles.migrations():
+                if version == 6:
+                    conn.execute(
+                        sql.SQL("GRANT USAGE ON SCHEMA pgqueue TO {}").format(sql.Identifier(app))
+                    )
+                    conn.execute(
+                        sql.SQL("GRANT SELECT ON pgqueue.result TO {}").format(sql.Identifier(app))
+                    )
+                conn.execute(text.encode())
+            can = "SELECT has_table_privilege(%s, 'pgqueue.reply_secret', 'SELECT')"
+            assert conn.execute(can, [app]).fetchone() == (True,)
+            assert conn.execute(can, [other]).fetchone() == (False,)
+    finally:
+        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            for role in (app, other):
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -206,6 +206,27 @@ CREATE TABLE pgqueue.reply_secret (
 );
 INSERT INTO pgqueue.reply_secret DEFAULT VALUES;
 
+-- Whoever could read replies before keeps calling and working: every role with SELECT on the
+-- result table (PUBLIC included) gets SELECT on the secret too. Later roles: grant both.
+DO $grant$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT rolname FROM pg_roles
+             WHERE NOT rolsuper AND rolname !~ '^pg_'
+               AND has_table_privilege(oid, 'pgqueue.result', 'SELECT')
+               AND oid <> (SELECT relowner FROM pg_class WHERE oid = 'pgqueue.result'::regclass)
+    LOOP
+        EXECUTE format('GRANT SELECT ON pgqueue.reply_secret TO %I', r.rolname);
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a
+               WHERE c.oid = 'pgqueue.result'::regclass AND a.grantee = 0
+                 AND a.privilege_type = 'SELECT') THEN
+        GRANT SELECT ON pgqueue.reply_secret TO PUBLIC;
+    END IF;
+END
+$grant$;
+
 -- The channel of a reply's NOTIFY. A client that listens names its reply keys
 -- "<16 hex>.<uuid>" and listens on the keyed hash of its 16 hex, so a reply wakes only its own
 -- caller's process; any other key goes to the shared channel pgqueue_reply.
