@@ -10,7 +10,7 @@ import importlib.metadata
 from pgqueue import _version, admin
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
 from pgqueue.client import Client, Message
-from pgqueue.errors import PgQueueError
+from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
 from pgqueue.replies import CallResult
@@ -30,7 +30,9 @@ __all__ = [
     "CallResult",
     "Client",
     "ClientSettings",
+    "ConfigurationError",
     "Dispatcher",
+    "EnqueueError",
     "FlagState",
     "Gate",
     "Message",

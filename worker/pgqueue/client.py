@@ -2,36 +2,47 @@
 
 ``call`` enqueues with a fresh reply key and the caller's deadline, then waits for the reply row:
 polls with a fast-then-capped backoff clamped to the deadline, taking a pooled connection only
-for each poll. On a direct connection a listener thread may wake it early on the reply's NOTIFY,
-which carries a small reply itself (the row is then cleared in the background); polling stays
-the correctness path, so a lost notification costs latency, never a result.
+for each poll. On a direct connection a listener thread (:mod:`pgqueue.listening`) may wake it
+early on the reply's NOTIFY, which carries a small reply itself on the client's private channel
+(the row is then cleared in the background); polling stays the correctness path, so a lost
+notification costs latency, never a result.
+
+Every wait for the server inside ``call`` is bounded by the caller's deadline (plus
+:data:`CALL_MARGIN`), whatever the network or the backend does; a pooled connection that died
+while idle is replaced on checkout, and a statement that failed before reaching the server is
+retried once on a fresh connection.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import db, metrics, sqlfiles
-from pgqueue.errors import ConfigurationError, PgQueueError
+from pgqueue import arguments, db, metrics, sqlfiles
+from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
+from pgqueue.listening import ReplyListener, Waiter
 from pgqueue.replies import CallResult, from_row
-from pgqueue.settings import ClientSettings, check_queue_name
+from pgqueue.settings import ClientSettings
 
 log = logging.getLogger(__name__)
 
-REPLY_CHANNEL = "pgqueue_reply"  # shared: replies to keys without a listener's prefix
+# How late past its timeout call() may return: a statement still in flight at the deadline gets
+# this long to answer before its connection is given up (then the rest is scheduling).
+CALL_GRACE = 0.1
+CALL_MARGIN = 0.25  # documented bound: call(timeout=T) returns within T + CALL_MARGIN
+
+T = TypeVar("T")
+Conn = psycopg.Connection[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,160 +58,27 @@ class Message:
     delay: float = 0.0
 
 
-def _check(task: str, queue: str, priority: int, delay: float) -> None:
-    if not task:
-        raise ConfigurationError("task", "a task name is required")
-    try:
-        check_queue_name(queue)
-    except ValueError as exc:
-        raise ConfigurationError("queue", str(exc)) from None
-    if not 1 <= priority <= 10:
-        raise ConfigurationError("priority", f"must be 1..10, got {priority}")
-    if delay < 0:
-        raise ConfigurationError("delay", f"must be ≥ 0 seconds, got {delay}")
-
-
-def _payload(args: Sequence[Any], kwargs: Mapping[str, Any] | None, tenant: str) -> str:
-    try:
-        return json.dumps(
-            {"args": list(args), "kwargs": dict(kwargs or {}), "headers": {}, "tenant": tenant}
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError("args", f"arguments must be JSON-serialisable: {exc}") from exc
-
-
-@dataclass(slots=True)
-class _Waiter:
-    """One waiting call: woken by its NOTIFY, which may carry the reply itself."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-    reply: tuple[object, object, object] | None = None  # status, result, error
-
-
-def _parse_note(payload: str) -> tuple[str, tuple[object, object, object] | None]:
-    """(reply key, the reply if the payload carries it): see ``pgqueue.reply_note``."""
-    if payload.startswith("{"):
-        try:
-            note = json.loads(payload)
-            return str(note["k"]), (note["s"], note["r"], note["e"])
-        except (ValueError, KeyError, TypeError):
-            pass  # a hand-made key that merely starts with "{"
-    return payload, None
-
-
-class _ReplyListener:
-    """One LISTEN connection per client that wakes the callers waiting on a reply key.
-
-    While it is ``live`` (LISTEN in place) a reply cannot be stored without its NOTIFY reaching
-    this session, so waiters poll only as a safety net; on every (re)connect it wakes all of them
-    once, which covers a reply stored while it was away.
-
-    Reply keys of this listener's callers start with its ``prefix``; workers notify such a key
-    on this listener's own channel (``pgqueue.reply_channel`` in the schema), so N caller
-    processes do not each wake for every reply. It also listens on the shared channel, which
-    carries replies to other keys (hand-made ones, or from workers before migration 0002).
-
-    A reply that fits in a NOTIFY payload arrives in it (``pgqueue.reply_note``): the waiter
-    returns it without reading the row, and this thread deletes the rows it handed over in one
-    statement per batch, between two reads of the socket. Replies that arrive for no waiter
-    (the call timed out meanwhile) are left to the retention sweep, like any unread reply.
-    """
-
-    def __init__(self, dsn: str, connect_timeout: float) -> None:
-        self._dsn = dsn
-        self._connect_timeout = connect_timeout
-        self._waiters: dict[str, _Waiter] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._handed: list[str] = []  # reply keys whose rows are to be deleted
-        self.live = False
-        self.prefix = secrets.token_hex(8)
-        self.delivered = 0  # notifications received (all keys), for tests and debugging
-        self.inline = 0  # of them, replies read from the payload
-        self._thread = threading.Thread(
-            target=self._run, name="pgqueue-reply-listener", daemon=True
-        )
-        self._thread.start()
-
-    def new_key(self) -> str:
-        """A reply key routed to this listener whose reply may come in the payload."""
-        return f"{self.prefix}.i.{uuid.uuid4().hex}"
-
-    def register(self, reply_key: str) -> _Waiter:
-        waiter = _Waiter()
-        with self._lock:
-            self._waiters[reply_key] = waiter
-        return waiter
-
-    def unregister(self, reply_key: str) -> None:
-        with self._lock:
-            self._waiters.pop(reply_key, None)
-
-    def _deliver(self, payload: str) -> None:
-        self.delivered += 1
-        key, reply = _parse_note(payload)
-        with self._lock:
-            waiter = self._waiters.get(key)
-            if waiter is None:
-                return
-            if reply is not None:
-                self.inline += 1
-                waiter.reply = reply
-                self._handed.append(key)
-        waiter.event.set()
-
-    def _clear_handed(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
-        with self._lock:
-            keys, self._handed = self._handed, []
-        if keys:
-            conn.execute(sqlfiles.query("clear_replies"), {"reply_keys": keys})
-
-    def _run(self) -> None:
-        backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                with db.connect(self._dsn, connect_timeout=self._connect_timeout) as conn:
-                    conn.execute(f"LISTEN {REPLY_CHANNEL}")
-                    conn.execute(f"LISTEN {REPLY_CHANNEL}_{self.prefix}")
-                    backoff = 0.1
-                    with self._lock:
-                        self.live = True
-                        for waiter in self._waiters.values():
-                            waiter.event.set()
-                    while not self._stop.is_set():
-                        # Rounds of 0.2 s: a handed-over row is deleted within that.
-                        for note in conn.notifies(timeout=0.2):
-                            self._deliver(note.payload)
-                        self._clear_handed(conn)
-            except psycopg.Error as exc:
-                # Callers poll on their fast schedule meanwhile; this only costs latency.
-                self.live = False
-                log.debug("reply listener reconnecting after %s", type(exc).__name__)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.live = False
-
-
 class Client:
     """Enqueue tasks and call them; safe to share between threads."""
 
     def __init__(self, dsn: str | None = None, settings: ClientSettings | None = None) -> None:
         base = settings or ClientSettings()
         self.settings = base.model_copy(update={"dsn": dsn}) if dsn else base
-        if not self.settings.dsn:
-            raise ConfigurationError("dsn", "no database given (set PGQUEUE_DSN or pass dsn)")
-        self._listener: _ReplyListener | None = None
+        # Parsed here, once: a malformed DSN is a ConfigurationError that never shows it.
+        self._conninfo = db.conninfo(self.settings.dsn, self.settings, pooled=self.settings.pooled)
+        self._listener: ReplyListener | None = None
         self._listener_lock = threading.Lock()
         self._pid = os.getpid()
         self._pool_ = self._new_pool()
 
-    def _new_pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+    def _new_pool(self) -> ConnectionPool[Conn]:
+        bound = db.io_bound(self.settings)
+
+        def configure(conn: Conn) -> None:
+            conn.io_bound = bound  # type: ignore[attr-defined]
+
         return ConnectionPool(
-            self.settings.dsn,
+            self._conninfo,
             min_size=1,
             max_size=self.settings.pool_size,
             kwargs={
@@ -209,14 +87,15 @@ class Client:
                 "prepare_threshold": None if self.settings.pooled else 5,
                 "application_name": "pgqueue-client",
             },
+            configure=configure,
             timeout=self.settings.connect_timeout,
             open=True,
             name="pgqueue-client",
-            connection_class=psycopg.Connection[dict[str, Any]],
+            connection_class=db.BoundedConnection,
         )
 
     @property
-    def _pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+    def _pool(self) -> ConnectionPool[Conn]:
         """The pool of this process: a client created before a fork (gunicorn --preload, Celery
         prefork) must not share the parent's sockets and pool threads, so a child opens its own."""
         if os.getpid() != self._pid:
@@ -226,6 +105,42 @@ class Client:
                     self._listener = None
                     self._pid = os.getpid()
         return self._pool_
+
+    def _scrub(self, text: str) -> str:
+        return db.scrub(text, self.settings.dsn)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _checkout(self, until: float | None) -> Conn:
+        """A live pooled connection: one that died while idle is dropped without a round trip."""
+        pool = self._pool
+        for _ in range(self.settings.pool_size + 1):
+            left = self.settings.connect_timeout if until is None else until - time.monotonic()
+            if left <= 0:
+                raise PoolTimeout("no connection before the deadline")
+            conn = pool.getconn(timeout=left)
+            if not db.is_dead(conn):
+                return conn
+            conn.close()
+            pool.putconn(conn)  # closed: the pool discards it and opens a new one
+        raise psycopg.OperationalError("no live connection in the pool")
+
+    def _run(self, op: Callable[[Conn], T], until: float | None, what: str) -> T:
+        """Run ``op`` on a pooled connection, once more on a fresh one if the statement never
+        reached the server (never when it may have run)."""
+        for attempt in (1, 2):
+            conn = self._checkout(until)
+            try:
+                return op(conn)
+            except psycopg.OperationalError as exc:
+                if attempt == 1 and db.unsent(exc):
+                    log.debug("%s: retrying on a fresh connection after %s", what, exc)
+                    conn.close()
+                    continue
+                raise
+            finally:
+                self._pool.putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- fire and forget -------------------------------------------------------------------
 
@@ -240,65 +155,84 @@ class Client:
         tenant: str = "",
         delay: float = 0.0,
     ) -> int:
-        """Put one message on a queue; returns its msg_id. Raises PgQueueError on failure."""
-        _check(task, queue, priority, delay)
-        return self._insert(task, args, kwargs, queue, priority, tenant, delay, None, None)
+        """Put one message on a queue; returns its msg_id.
+
+        Raises :class:`~pgqueue.errors.ConfigurationError` naming a bad argument, and
+        :class:`~pgqueue.errors.EnqueueError` when the database did not take the message.
+        """
+        params = self._params(task, args, kwargs, queue, priority, tenant, delay, None, None)
+        return self._insert(params, None)
 
     def enqueue_many(self, messages: Iterable[Message]) -> list[int]:
         """Put a batch of messages on their queues in one statement; returns their msg_ids."""
         batch = list(messages)
-        for m in batch:
-            _check(m.task, m.queue, m.priority, m.delay)
+        checked = [
+            self._params(m.task, m.args, m.kwargs, m.queue, m.priority, m.tenant, m.delay)
+            for m in batch
+        ]
         if not batch:
             return []
         params = {
-            "queues": [m.queue for m in batch],
-            "task_names": [m.task for m in batch],
-            "payloads": [_payload(m.args, m.kwargs, m.tenant) for m in batch],
+            "queues": [p["queue"] for p in checked],
+            "task_names": [p["task_name"] for p in checked],
+            "payloads": [p["payload"] for p in checked],
             "reply_keys": [None] * len(batch),
-            "priorities": [m.priority for m in batch],
-            "tenants": [m.tenant for m in batch],
-            "delays": [float(m.delay) for m in batch],
+            "priorities": [p["priority"] for p in checked],
+            "tenants": [p["tenant"] for p in checked],
+            "delays": [p["delay"] for p in checked],
             "notify": self.settings.notify,
         }
-        try:
-            with self._pool.connection() as conn:
-                rows = conn.execute(sqlfiles.query("enqueue_many"), params).fetchall()
-        except psycopg.Error as exc:
-            raise PgQueueError(f"enqueue_many failed: {exc}") from exc
-        return [int(r["msg_id"]) for r in rows]
 
-    def _insert(
+        def insert(conn: Conn) -> list[int]:
+            rows = conn.execute(sqlfiles.query("enqueue_many"), params).fetchall()
+            return [int(r["msg_id"]) for r in rows]
+
+        try:
+            return self._run(insert, None, "enqueue_many")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise EnqueueError(self._scrub(f"enqueue_many failed: {exc}")) from None
+
+    def _params(
         self,
-        task: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any] | None,
-        queue: str,
-        priority: int,
-        tenant: str,
-        delay: float,
-        reply_key: str | None,
-        deadline: float | None,
-    ) -> int:
-        params = {
+        task: object,
+        args: object,
+        kwargs: object,
+        queue: object,
+        priority: object,
+        tenant: object,
+        delay: object,
+        reply_key: str | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """The enqueue statement's parameters, every argument checked (errors name it)."""
+        arguments.check_message(task, queue, priority, tenant)
+        after = arguments.seconds("delay", delay, positive=False)
+        assert isinstance(tenant, str)
+        return {
             "queue": queue,
             "task_name": task,
-            "payload": _payload(args, kwargs, tenant),
+            "payload": arguments.payload(args, kwargs, tenant, self.settings.max_payload_bytes),
             "reply_key": reply_key,
             "priority": priority,
             "tenant": tenant,
-            "delay": float(delay),
+            "delay": after,
             "deadline": deadline,
             "notify": self.settings.notify,
             "async_commit": reply_key is not None and self.settings.async_call_commit,
         }
+
+    def _insert(self, params: dict[str, Any], until: float | None) -> int:
+        def insert(conn: Conn) -> int:
+            row = conn.execute(sqlfiles.query("enqueue"), params).fetchone()
+            assert row is not None
+            return int(row["msg_id"])
+
         try:
-            with self._pool.connection() as conn:
-                row = conn.execute(sqlfiles.query("enqueue"), params).fetchone()
-        except psycopg.Error as exc:
-            raise PgQueueError(f"enqueue of {task!r} failed: {exc}") from exc
-        assert row is not None
-        return int(row["msg_id"])
+            return self._run(insert, until, "enqueue")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise EnqueueError(
+                self._scrub(f"enqueue of {params['task_name']!r} failed: {exc}")
+            ) from None
 
     # -- request-reply ---------------------------------------------------------------------
 
@@ -313,40 +247,54 @@ class Client:
         priority: int = 5,
         tenant: str = "",
     ) -> CallResult:
-        """Run a task and wait for its reply; never raises for transport or task errors."""
+        """Run a task and wait for its reply; never raises, whatever the arguments or the network.
+
+        Returns within ``timeout`` + :data:`CALL_MARGIN` seconds. A bad argument is an
+        ``enqueue_error`` result whose error names it.
+        """
         started = time.monotonic()
-        result = self._call(task, args, kwargs, queue, timeout, priority, tenant, started)
-        metrics.CALL_DURATION.labels(task, result.kind).observe(time.monotonic() - started)
+        try:
+            result = self._call(task, args, kwargs, queue, timeout, priority, tenant, started)
+        except Exception as exc:
+            error = self._scrub(f"{type(exc).__name__}: {exc}")
+            log.error("call failed unexpectedly: %s", error)
+            result = CallResult.failure("", "enqueue_error", error)
+        label = task if isinstance(task, str) and arguments.valid_task(task) else "<invalid>"
+        metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
         return result
 
     def _call(
         self,
-        task: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any] | None,
-        queue: str,
-        timeout: float | None,
-        priority: int,
-        tenant: str,
+        task: object,
+        args: object,
+        kwargs: object,
+        queue: object,
+        timeout: object,
+        priority: object,
+        tenant: object,
         started: float,
     ) -> CallResult:
-        wait = self.settings.default_timeout if timeout is None else float(timeout)
         listener = self._reply_listener()
         # The listener's prefix routes the reply's NOTIFY to this process alone.
         reply_key = listener.new_key() if listener else uuid.uuid4().hex
-        if wait <= 0:
-            return CallResult.failure(
-                reply_key, "enqueue_error", f"timeout: must be > 0, got {wait}"
+        try:
+            wait = (
+                self.settings.default_timeout
+                if timeout is None
+                else arguments.seconds("timeout", timeout, positive=True)
             )
+            params = self._params(task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait)
+        except ConfigurationError as exc:
+            return CallResult.failure(reply_key, "enqueue_error", str(exc))
         deadline = started + wait
         waiter = listener.register(reply_key) if listener else None
         try:
-            try:
-                _check(task, queue, priority, 0.0)
-                self._insert(task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait)
-            except PgQueueError as exc:
-                return CallResult.failure(reply_key, "enqueue_error", str(exc))
-            return self._wait(reply_key, deadline, wait, waiter)
+            with db.deadline(deadline + CALL_GRACE):
+                try:
+                    self._insert(params, deadline)
+                except PgQueueError as exc:
+                    return CallResult.failure(reply_key, "enqueue_error", str(exc))
+                return self._wait(reply_key, deadline, wait, waiter)
         finally:
             if listener:
                 listener.unregister(reply_key)
@@ -356,17 +304,34 @@ class Client:
 
         A key made by another Client's call is notified on that client's channel: this wait
         then finds the reply by its safety-net poll (every poll_max) rather than at once.
+        Never raises: a bad key or timeout is an ``enqueue_error`` result naming it.
         """
-        listener = self._reply_listener()
-        waiter = listener.register(reply_key) if listener else None
         try:
-            return self._wait(reply_key, time.monotonic() + timeout, timeout, waiter)
+            key = arguments.check_reply_key(reply_key)
+            wait = arguments.seconds("timeout", timeout, positive=True)
+        except ConfigurationError as exc:
+            return CallResult.failure(str(reply_key)[:255], "enqueue_error", str(exc))
+        listener = self._reply_listener()
+        waiter = listener.register(key) if listener else None
+        deadline = time.monotonic() + wait
+        try:
+            with db.deadline(deadline + CALL_GRACE):
+                return self._wait(key, deadline, wait, waiter)
         finally:
             if listener:
-                listener.unregister(reply_key)
+                listener.unregister(key)
+
+    def _take(self, reply_key: str, deadline: float) -> CallResult | None:
+        def take(conn: Conn) -> dict[str, Any] | None:
+            return conn.execute(sqlfiles.query("take_reply"), {"reply_key": reply_key}).fetchone()
+
+        row = self._run(take, deadline + CALL_GRACE, "take_reply")
+        if row is None:
+            return None
+        return from_row(reply_key, row["status"], row["result"], row["error"])
 
     def _wait(
-        self, reply_key: str, deadline: float, wait: float, waiter: _Waiter | None
+        self, reply_key: str, deadline: float, wait: float, waiter: Waiter | None
     ) -> CallResult:
         pause = self.settings.poll_initial
         polls = 0
@@ -380,16 +345,13 @@ class Client:
             if not skip_poll:
                 polls += 1
                 try:
-                    with self._pool.connection() as conn:
-                        row = conn.execute(
-                            sqlfiles.query("take_reply"), {"reply_key": reply_key}
-                        ).fetchone()
-                    if row is not None:
-                        return from_row(reply_key, row["status"], row["result"], row["error"])
+                    result = self._take(reply_key, deadline)
+                    if result is not None:
+                        return result
                     last_error = ""
-                except (psycopg.Error, OSError) as exc:
+                except (psycopg.Error, PoolTimeout, OSError) as exc:
                     # The database is away: keep trying until the deadline; the reply waits.
-                    last_error = f"; last poll failed: {type(exc).__name__}: {exc}".strip()
+                    last_error = self._scrub(f"; last poll failed: {type(exc).__name__}: {exc}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 log.info(
@@ -415,12 +377,12 @@ class Client:
             if polls >= self.settings.poll_flat:
                 pause = min(pause * 2, self.settings.poll_max)
 
-    def _reply_listener(self) -> _ReplyListener | None:
+    def _reply_listener(self) -> ReplyListener | None:
         if self.settings.pooled:
             return None  # LISTEN does not survive a transaction pooler
         with self._listener_lock:
             if self._listener is None:
-                self._listener = _ReplyListener(self.settings.dsn, self.settings.connect_timeout)
+                self._listener = ReplyListener(self.settings.dsn, self.settings)
             return self._listener
 
     def close(self) -> None:

@@ -20,6 +20,10 @@ class ConfigurationError(PgQueueError):
         self.problem = problem
 
 
+class EnqueueError(PgQueueError):
+    """The database did not take a message (unreachable, no answer in time, refused)."""
+
+
 class MigrationError(PgQueueError):
     """The schema could not be brought to the current version."""
 

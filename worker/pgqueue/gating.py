@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from pgqueue import db, metrics, sqlfiles
 from pgqueue.admin import GATE_FLAG, parse_flag_value
+from pgqueue.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,9 @@ class Gate:
     def _read(self) -> Decision:
         self.reads += 1
         try:
+            if isinstance(self._conn, psycopg.Connection) and db.is_dead(self._conn):
+                # Died while idle (a restart, a failover): a fresh one, not a failed read.
+                self._drop_connection()
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
             conn = self._conn
@@ -174,9 +178,10 @@ class Gate:
                 limit = f"{round(self.connect_timeout * 1000)}ms"
                 conn.execute(sqlfiles.query("gate_read_limits"), {"timeout": limit})
                 row = conn.execute(sqlfiles.query("flag_get"), {"key": self.key}).fetchone()
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, ConfigurationError) as exc:
             self._drop_connection()
-            self._outage(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            why = db.scrub(" ".join(str(exc).split()), self.dsn)[:200]
+            self._outage(f"{type(exc).__name__}: {why}")
             return FAILED
         self._recovered()
         if row is None:
@@ -192,7 +197,7 @@ class Gate:
 
     def _default_connect(self) -> psycopg.Connection[dict[str, Any]]:
         # TCP timeouts so that a silent network (no RST) fails the read instead of hanging it.
-        params = conninfo_to_dict(self.dsn)
+        params = db.parse_dsn(self.dsn)  # its errors never show the password
         limit_ms = round(self.connect_timeout * 1000)
         for name, value in (
             ("tcp_user_timeout", limit_ms),

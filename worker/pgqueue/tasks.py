@@ -8,11 +8,12 @@ accident; an explicit ``name=`` is how a task keeps its Celery name during a mig
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
-from pgqueue.errors import TaskNotFound, TaskRegistrationError
+from pgqueue.errors import ConfigurationError, TaskNotFound, TaskRegistrationError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,6 +27,21 @@ class TaskSpec:
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
+
+# Dotted Python and Celery names fit ("<locals>" of a nested function too); the bound keeps
+# names usable as metric label values.
+TASK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@/<>-]{0,254}")
+NAME_RULE = (
+    "letters, digits and _ . : @ / < > - (1-255 characters, starting with a letter, digit or _)"
+)
+
+
+def check_task_name(name: object, field: str = "task") -> str:
+    """A task name's charset and length (<= 255); the error names ``field``."""
+    if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise ConfigurationError(field, f"invalid task name {shown}: use {NAME_RULE}")
+    return name
 
 
 @overload
@@ -41,6 +57,10 @@ def task(
         if not callable(f):
             raise TaskRegistrationError(f"@task needs a function, got {f!r}")
         task_name = name or f"{f.__module__}.{f.__qualname__}"
+        try:
+            check_task_name(task_name, "name")
+        except ConfigurationError as exc:
+            raise TaskRegistrationError(f"@task {exc}") from None
         known = _REGISTRY.get(task_name)
         if (
             known is not None

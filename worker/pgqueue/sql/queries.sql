@@ -5,6 +5,8 @@
 -- name: enqueue
 -- One message. delay and deadline are seconds from now (deadline null: none). Idle workers are
 -- woken by a NOTIFY that is delivered with this very commit (and not at all if it rolls back).
+-- A NOTIFY queue more than half full (a listener that stopped reading holds it) would fail
+-- the commit when full: the wake-up is then skipped, as workers poll anyway.
 -- A call's message may commit asynchronously (%(async_commit)s): lost in a crash, it shows as the
 -- caller's timeout, never as a double run, and the worker's synchronous reply commit flushes it.
 WITH cfg AS (
@@ -19,7 +21,8 @@ ins AS (
             now() + make_interval(secs => %(deadline)s))
     RETURNING msg_id, queue
 )
-SELECT msg_id, CASE WHEN %(notify)s THEN pg_notify('pgqueue_enqueue', queue) END AS notified,
+SELECT msg_id, CASE WHEN %(notify)s AND pg_notification_queue_usage() < 0.5
+                    THEN pg_notify('pgqueue_enqueue', queue) END AS notified,
        cfg.mode
 FROM ins, cfg;
 
@@ -36,7 +39,7 @@ WITH ins AS (
 woken AS (
     SELECT pg_notify('pgqueue_enqueue', q.queue)
     FROM (SELECT DISTINCT queue FROM ins) q
-    WHERE %(notify)s
+    WHERE %(notify)s AND pg_notification_queue_usage() < 0.5  -- see enqueue
 )
 SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id;
 
@@ -90,6 +93,7 @@ stored AS (
 -- earlier one (first write wins) is notified by key alone, so the caller reads the winner.
 SELECT a.msg_id,
        CASE WHEN %(notify)s AND a.reply_key IS NOT NULL
+                 AND pg_notification_queue_usage() < 0.5  -- else callers poll (see enqueue)
             THEN pg_notify(pgqueue.reply_channel(a.reply_key),
                            coalesce(pgqueue.reply_note(s.reply_key, s.status, s.result, s.error),
                                     a.reply_key)) END AS notified
@@ -127,7 +131,9 @@ replied AS (
 )
 SELECT k.dl_id,
        CASE WHEN %(notify)s AND k.reply_key IS NOT NULL
-            THEN pg_notify(pgqueue.reply_channel(k.reply_key), k.reply_key) END AS notified
+                 AND pg_notification_queue_usage() < 0.5  -- else callers poll (see enqueue)
+            THEN pg_notify(pgqueue.reply_channel(k.reply_key), pgqueue.reply_wake(k.reply_key))
+       END AS notified
 FROM kept k;
 
 -- name: take_reply
@@ -144,6 +150,11 @@ RETURNING r.status::text AS status, r.result, r.error;
 DELETE FROM pgqueue.result r
 USING (SELECT set_config('synchronous_commit', 'off', true)) AS async
 WHERE r.reply_key = ANY(%(reply_keys)s::text[]);
+
+-- name: listen_replies
+-- A client's reply listener: LISTEN on its private channel (named by the server, never in a
+-- query text) and on the shared one; returns the private channel's name (migration 0006).
+SELECT pgqueue.listen_replies(%(prefix)s) AS channel;
 
 -- name: vacuum_due
 -- Whether the queue tables are due a vacuum: nobody (a worker or autovacuum) vacuumed the

@@ -1,0 +1,178 @@
+"""The client's reply listener: one LISTEN session per client that wakes its waiting callers.
+
+Replies are for their caller only (issue 14). A client's reply keys start with its random
+``prefix``; workers notify such a key on the client's private channel, whose name is a keyed
+hash of the prefix under a server secret (``pgqueue.reply_channel``): a role that cannot read
+``pgqueue.reply_secret`` cannot derive it, and the listener LISTENs through
+``pgqueue.listen_replies`` so that the name never shows in ``pg_stat_activity``. A reply read
+from a NOTIFY payload is accepted only from that private channel; the shared channel, where any
+role that can connect may LISTEN or NOTIFY, carries a hash of a key (a wake-up, never a key or a
+reply), and whatever arrives there only makes a caller read its row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pgqueue import db, sqlfiles
+from pgqueue.settings import ConnectionSettings
+
+log = logging.getLogger(__name__)
+
+REPLY_CHANNEL = "pgqueue_reply"  # shared: wake-ups for keys without a listener's prefix
+
+
+def wake_of(reply_key: str) -> str:
+    """The shared channel's wake-up for a key (``pgqueue.reply_wake``): a hash, not the key."""
+    return "w:" + hashlib.sha256(reply_key.encode()).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class Waiter:
+    """One waiting call: woken by its NOTIFY, which may carry the reply itself."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    reply: tuple[object, object, object] | None = None  # status, result, error
+
+
+def parse_note(payload: str) -> tuple[str, tuple[object, object, object] | None]:
+    """(reply key or wake-up, the reply if the payload carries it): see ``pgqueue.reply_note``."""
+    if payload.startswith("{"):
+        try:
+            note = json.loads(payload)
+            return str(note["k"]), (note["s"], note["r"], note["e"])
+        except (ValueError, KeyError, TypeError):
+            pass  # not a reply: a stray payload wakes nobody
+    return payload, None
+
+
+class ReplyListener:
+    """One LISTEN connection per client that wakes the callers waiting on a reply key.
+
+    While it is ``live`` (LISTEN in place) a reply cannot be stored without its NOTIFY reaching
+    this session, so waiters poll only as a safety net; on every (re)connect it wakes all of them
+    once, which covers a reply stored while it was away.
+
+    A reply that fits in a NOTIFY payload arrives in it (``pgqueue.reply_note``) on the private
+    channel: the waiter returns it without reading the row, and this thread deletes the rows it
+    handed over in one statement per batch, between two reads of the socket. Replies that arrive
+    for no waiter (the call timed out meanwhile) are left to the retention sweep.
+    """
+
+    def __init__(self, dsn: str, settings: ConnectionSettings) -> None:
+        self._dsn = dsn
+        self._settings = settings
+        self._waiters: dict[str, Waiter] = {}
+        self._wakes: dict[str, str] = {}  # wake-up hash -> reply key
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._handed: list[str] = []  # reply keys whose rows are to be deleted
+        self.live = False
+        self.prefix = secrets.token_hex(8)
+        self.channel = ""  # the private channel, once LISTEN is in place
+        self.delivered = 0  # notifications received (all keys), for tests and debugging
+        self.inline = 0  # of them, replies read from the payload
+        self.refused = 0  # inline replies ignored because they came on the shared channel
+        self._thread = threading.Thread(
+            target=self._run, name="pgqueue-reply-listener", daemon=True
+        )
+        self._thread.start()
+
+    def new_key(self) -> str:
+        """A reply key routed to this listener whose reply may come in the payload."""
+        return f"{self.prefix}.i.{uuid.uuid4().hex}"
+
+    def register(self, reply_key: str) -> Waiter:
+        waiter = Waiter()
+        with self._lock:
+            self._waiters[reply_key] = waiter
+            if not reply_key.startswith(self.prefix):
+                self._wakes[wake_of(reply_key)] = reply_key
+        return waiter
+
+    def unregister(self, reply_key: str) -> None:
+        with self._lock:
+            self._waiters.pop(reply_key, None)
+            if not reply_key.startswith(self.prefix):
+                self._wakes.pop(wake_of(reply_key), None)
+
+    def _deliver(self, channel: str, payload: str) -> None:
+        self.delivered += 1
+        key, reply = parse_note(payload)
+        private = bool(self.channel) and channel == self.channel
+        with self._lock:
+            key = self._wakes.get(key, key)
+            waiter = self._waiters.get(key)
+            if waiter is None:
+                return
+            if reply is not None:
+                if not private:
+                    # Anyone may NOTIFY the shared channel: a reply there is never believed,
+                    # it only makes the caller read its row.
+                    self.refused += 1
+                else:
+                    self.inline += 1
+                    waiter.reply = reply
+                    self._handed.append(key)
+        waiter.event.set()
+
+    def _clear_handed(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        with self._lock:
+            keys, self._handed = self._handed, []
+        if keys:
+            conn.execute(sqlfiles.query("clear_replies"), {"reply_keys": keys})
+
+    def _run(self) -> None:
+        backoff = 0.1
+        warned = False
+        while not self._stop.is_set():
+            try:
+                with db.connect(
+                    self._dsn,
+                    connect_timeout=self._settings.connect_timeout,
+                    settings=self._settings,
+                    application_name="pgqueue-client",
+                ) as conn:
+                    row = conn.execute(
+                        sqlfiles.query("listen_replies"), {"prefix": self.prefix}
+                    ).fetchone()
+                    assert row is not None
+                    self.channel = str(row["channel"])
+                    backoff = 0.1
+                    warned = False
+                    with self._lock:
+                        self.live = True
+                        for waiter in self._waiters.values():
+                            waiter.event.set()
+                    while not self._stop.is_set():
+                        # Rounds of 0.2 s: a handed-over row is deleted within that.
+                        for note in conn.notifies(timeout=0.2):
+                            self._deliver(note.channel, note.payload)
+                        self._clear_handed(conn)
+            except psycopg.Error as exc:
+                # Callers poll on their fast schedule meanwhile; this only costs latency.
+                self.live = False
+                if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not warned:
+                    warned = True
+                    log.warning(
+                        "reply listener cannot LISTEN (%s): grant SELECT on "
+                        "pgqueue.reply_secret to this role; callers poll meanwhile",
+                        db.scrub(str(exc).splitlines()[0], self._dsn),
+                    )
+                log.debug("reply listener reconnecting after %s", type(exc).__name__)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.live = False
