@@ -8,7 +8,7 @@ early on the reply's NOTIFY, which carries a small reply itself on the client's 
 notification costs latency, never a result.
 
 Every wait for the server inside ``call`` is bounded by the caller's deadline (plus
-:data:`CALL_MARGIN`), whatever the network or the backend does; a pooled connection that died
+``CALL_MARGIN``, 0.25 s), whatever the network or the backend does; a pooled connection that died
 while idle is replaced on checkout, and a statement that failed before reaching the server is
 retried once on a fresh connection.
 """
@@ -249,7 +249,7 @@ class Client:
     ) -> CallResult:
         """Run a task and wait for its reply; never raises, whatever the arguments or the network.
 
-        Returns within ``timeout`` + :data:`CALL_MARGIN` seconds. A bad argument is an
+        Returns within ``timeout`` + ``CALL_MARGIN`` (0.25 s). A bad argument is an
         ``enqueue_error`` result whose error names it.
         """
         started = time.monotonic()
