@@ -195,6 +195,15 @@ class WorkerSettings(ConnectionSettings):
         ge=1,
         description="Largest JSON reply stored, bytes; larger is a failed reply. Default 1 MiB.",
     )
+    max_error_bytes: int = Field(
+        default=65_536,
+        ge=256,
+        description=(
+            "Largest error text (a task's exception, a dead letter's reason) stored, bytes of "
+            "UTF-8; a longer one is cut with a marker '… [truncated: N more bytes]'. "
+            "Default 64 KiB."
+        ),
+    )
     shutdown_grace: float = Field(
         default=30.0,
         ge=0,

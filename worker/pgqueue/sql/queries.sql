@@ -48,33 +48,39 @@ SELECT * FROM pgqueue.claim(%(queue)s, %(limit)s, %(candidates)s, %(lease)s, %(w
 
 -- name: renew
 -- Extends the leases a worker still holds; rows not returned were lost (gone or re-claimed).
+-- Every write of a claim's holder is fenced by (msg_id, claim_token): a re-claim stamps a new
+-- token, so a worker that lost its lease can never act on another worker's claim.
 UPDATE pgqueue.message m
 SET vt = now() + make_interval(secs => %(lease)s)
-FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS held(msg_id, read_ct)
-WHERE m.msg_id = held.msg_id AND m.read_ct = held.read_ct
+FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[]) AS held(msg_id, claim_token)
+WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
 RETURNING m.msg_id;
 
 -- name: release
 -- Hands claimed messages back at once (graceful shutdown): the attempt is not counted.
 UPDATE pgqueue.message m
-SET vt = now(), read_ct = m.read_ct - 1, claimed_by = NULL, claimed_at = NULL
-FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS held(msg_id, read_ct)
-WHERE m.msg_id = held.msg_id AND m.read_ct = held.read_ct
+SET vt = now(), read_ct = m.read_ct - 1, claimed_by = NULL, claimed_at = NULL,
+    claim_token = NULL
+FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[]) AS held(msg_id, claim_token)
+WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
 RETURNING m.msg_id;
 
 -- name: ack
 -- Deletes finished messages and stores their replies (those with a reply key) in one statement
 -- and one commit, however many finished together; each row is fenced by its claim and each reply
 -- is first-write-wins. Returns the msg_ids this worker still held (the others lost their lease).
+-- The NOTIFY never fails the statement over its payload: a key too long to notify (NOTIFY takes
+-- < 8000 bytes) is not notified, and %(notify)s false (the worker's answer to a full NOTIFY
+-- queue) writes without it; the caller's poll finds the reply either way.
 WITH done AS (
-    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(statuses)s::text[],
+    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[], %(statuses)s::text[],
                          %(results)s::text[], %(errors)s::text[])
-        AS d(msg_id, read_ct, status, result, error)
+        AS d(msg_id, claim_token, status, result, error)
 ),
 acked AS (
     DELETE FROM pgqueue.message m
     USING done d
-    WHERE m.msg_id = d.msg_id AND m.read_ct = d.read_ct
+    WHERE m.msg_id = d.msg_id AND m.claim_token = d.claim_token
     RETURNING m.msg_id, m.reply_key
 ),
 stored AS (
@@ -89,7 +95,7 @@ stored AS (
 -- The NOTIFY carries the stored reply when it fits (pgqueue.reply_note); a reply that lost to an
 -- earlier one (first write wins) is notified by key alone, so the caller reads the winner.
 SELECT a.msg_id,
-       CASE WHEN %(notify)s AND a.reply_key IS NOT NULL
+       CASE WHEN %(notify)s AND a.reply_key IS NOT NULL AND octet_length(a.reply_key) < 7900
             THEN pg_notify(pgqueue.reply_channel(a.reply_key),
                            coalesce(pgqueue.reply_note(s.reply_key, s.status, s.result, s.error),
                                     a.reply_key)) END AS notified
@@ -99,15 +105,17 @@ FROM acked a LEFT JOIN stored s ON s.reply_key = a.reply_key;
 -- Fire-and-forget failure with attempts left: push the message out by the backoff.
 UPDATE pgqueue.message
 SET vt = now() + make_interval(secs => %(delay)s), claimed_by = NULL, claimed_at = NULL
-WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+WHERE msg_id = %(msg_id)s AND claim_token = %(claim_token)s
 RETURNING msg_id;
 
 -- name: dead_letter
 -- Moves a message to the dead-letter table with its reason, fenced by the claim, and gives a
--- waiting caller a failed reply at once so it does not wait for its timeout.
+-- waiting caller a failed reply at once so it does not wait for its timeout. A reply key over
+-- %(max_reply_key_bytes)s bytes (hand-made; a key the result table cannot index) gets no reply
+-- and no NOTIFY: the dead letter alone records why.
 WITH moved AS (
     DELETE FROM pgqueue.message
-    WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+    WHERE msg_id = %(msg_id)s AND claim_token = %(claim_token)s
     RETURNING *
 ),
 kept AS (
@@ -121,12 +129,14 @@ kept AS (
 replied AS (
     INSERT INTO pgqueue.result (reply_key, status, result, error, expires_at)
     SELECT k.reply_key, 'failed', NULL, %(reason)s, now() + make_interval(secs => %(result_ttl)s)
-    FROM kept k WHERE k.reply_key IS NOT NULL
+    FROM kept k
+    WHERE k.reply_key IS NOT NULL AND octet_length(k.reply_key) <= %(max_reply_key_bytes)s
     ON CONFLICT (reply_key) DO NOTHING
     RETURNING reply_key
 )
 SELECT k.dl_id,
        CASE WHEN %(notify)s AND k.reply_key IS NOT NULL
+                 AND octet_length(k.reply_key) <= %(max_reply_key_bytes)s
             THEN pg_notify(pgqueue.reply_channel(k.reply_key), k.reply_key) END AS notified
 FROM kept k;
 

@@ -9,7 +9,8 @@ CREATE TABLE pgqueue.schema_version (
 );
 
 -- One row per pending unit of work. A row is visible to claimers when vt <= now(); a claim pushes
--- vt out by the lease and bumps read_ct, and (msg_id, read_ct) fences every later write.
+-- vt out by the lease, bumps read_ct and stamps a fresh claim_token; (msg_id, claim_token) fences
+-- every later write of the claim's holder.
 CREATE TABLE pgqueue.message (
     msg_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     queue        text NOT NULL,
@@ -23,10 +24,15 @@ CREATE TABLE pgqueue.message (
     read_ct      integer NOT NULL DEFAULT 0,
     deadline     timestamptz,
     claimed_by   text,
-    claimed_at   timestamptz
+    claimed_at   timestamptz,
+    claim_token  bigint
 );
 -- Serves both the tenant walk and each tenant's (priority desc, msg_id) order in the claim.
 CREATE INDEX message_claim_idx ON pgqueue.message (queue, tenant, priority DESC, msg_id);
+
+-- Claim tokens: one per claim, never repeated (a sequence's values survive a crash once a
+-- synchronous commit that used them is flushed, and the claim commits synchronously).
+CREATE SEQUENCE pgqueue.claim_token_seq AS bigint;
 
 CREATE TYPE pgqueue.result_status AS ENUM ('completed', 'failed');
 
@@ -77,14 +83,18 @@ CREATE TABLE pgqueue.flag (
 -- shuffled by p_salt), and locks what is free with SKIP LOCKED, returning rows in that order.
 -- With one tenant waiting (no tenant keys: the usual request-reply queue) that order is simply
 -- priority, then FIFO, and a plain ordered SKIP LOCKED claim gives it at half the server time.
--- Committed asynchronously: a lost claim commit only makes the rows claimable again.
+-- Committed synchronously (never slower than 'local', whatever the session says): a claim a
+-- worker was told of cannot vanish in a crash, so no second worker re-claims and runs it again.
+-- Each claim stamps a fresh claim_token from a sequence; every later write is fenced by
+-- (msg_id, claim_token), a pair no re-claim can repeat (read_ct repeats after a release).
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
     p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text
 ) RETURNS TABLE (
     msg_id bigint, queue text, task_name text, payload jsonb, reply_key text,
     priority smallint, tenant text, read_ct integer, enqueued_at timestamptz,
-    deadline_in double precision, waited double precision, walked bigint, last_tenant text
+    deadline_in double precision, waited double precision, walked bigint, last_tenant text,
+    claim_token bigint
 ) LANGUAGE plpgsql VOLATILE AS $claim$
 #variable_conflict use_column
 DECLARE
@@ -107,7 +117,10 @@ BEGIN
      ORDER BY m.tenant LIMIT 1;
     IF NOT FOUND THEN
         RETURN QUERY
-        WITH picked AS (
+        WITH durable AS (SELECT set_config('synchronous_commit', CASE current_setting(
+                             'synchronous_commit') WHEN 'off' THEN 'local'
+                             ELSE current_setting('synchronous_commit') END, true)),
+        picked AS (
             SELECT m.msg_id FROM pgqueue.message m
             WHERE m.queue = p_queue AND m.tenant = first_tenant AND m.vt <= now()
             ORDER BY m.priority DESC, m.msg_id
@@ -119,15 +132,19 @@ BEGIN
             SET vt = now() + make_interval(secs => p_lease),
                 read_ct = m.read_ct + 1,
                 claimed_by = p_worker_id,
-                claimed_at = now()
-            FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+                claimed_at = now(),
+                claim_token = nextval('pgqueue.claim_token_seq')
+            FROM picked, durable
             WHERE m.msg_id = picked.msg_id
             RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority,
                       m.tenant, m.read_ct, m.enqueued_at,
                       extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
-                      extract(epoch FROM now() - m.enqueued_at)::float8 AS waited
+                      extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
+                      m.claim_token
         )
-        SELECT c.*, 1::bigint AS walked, first_tenant AS last_tenant
+        SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
+               c.read_ct, c.enqueued_at, c.deadline_in, c.waited, 1::bigint AS walked,
+               first_tenant AS last_tenant, c.claim_token
         FROM claimed c
         ORDER BY c.priority DESC, c.msg_id;
         RETURN;
@@ -163,6 +180,9 @@ BEGIN
         SELECT array_agg(msg_id ORDER BY priority DESC, rank, md5(tenant || p_salt), msg_id) AS ids
         FROM candidates
     ),
+    durable AS (SELECT set_config('synchronous_commit', CASE current_setting(
+                    'synchronous_commit') WHEN 'off' THEN 'local'
+                    ELSE current_setting('synchronous_commit') END, true)),
     picked AS (
         -- By primary key from the short candidate list: never a scan of the backlog. The
         -- candidates' positions come WITH ORDINALITY (array_position per row was quadratic:
@@ -181,18 +201,21 @@ BEGIN
         SET vt = now() + make_interval(secs => p_lease),
             read_ct = m.read_ct + 1,
             claimed_by = p_worker_id,
-            claimed_at = now()
-        FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+            claimed_at = now(),
+            claim_token = nextval('pgqueue.claim_token_seq')
+        FROM picked, durable
         WHERE m.msg_id = picked.msg_id
         RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority, m.tenant,
                   m.read_ct, m.enqueued_at,
                   extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
-                  extract(epoch FROM now() - m.enqueued_at)::float8 AS waited
+                  extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
+                  m.claim_token
     )
     -- In the claim's order (RETURNING has none): a worker runs a batch in the order it gets it.
-    SELECT c.*,
+    SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
+           c.read_ct, c.enqueued_at, c.deadline_in, c.waited,
            (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) AS walked,
-           (SELECT max(tenant) FROM tenants) AS last_tenant
+           (SELECT max(tenant) FROM tenants) AS last_tenant, c.claim_token
     FROM claimed c JOIN picked p USING (msg_id)
     ORDER BY p.pos;
 END
