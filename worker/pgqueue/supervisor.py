@@ -90,6 +90,9 @@ class Worker:
         self._typical: float | None = None  # smoothed run time over every task
         self._inline: InlineRunner | None = None  # --pool inline: tasks run here
         self._inline_seq = 0
+        # Messages this worker re-claimed while a slot still runs them (see _adopt): the newer
+        # claim, which their settle and renewals must use.
+        self._adopted: dict[int, outcomes.Claimed] = {}
         self.http_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -362,6 +365,8 @@ class Worker:
         self._queue_turn = (self._queue_turn + 1) % len(queues)
         self.stats.claimed += len(claimed)
         for msg in claimed:
+            if self._adopt(msg):
+                continue
             verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
             if isinstance(verdict, outcomes.DeadLetter):
                 self._dead_letter(msg, verdict)
@@ -371,6 +376,38 @@ class Worker:
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
         self._next_claim = began if full else self._next_poll(began)
+
+    def _adopt(self, msg: outcomes.Claimed) -> bool:
+        """A claim returned a message this worker still holds: its own lease ran out (the
+        database was out of reach for longer than a lease) and nobody else took it meanwhile.
+        Keep the run it has, or the result it is waiting to write, under the new claim instead
+        of running the task a second time."""
+        held: outcomes.Claimed | None = None
+        for item in self.settler.pending:
+            if item.msg.msg_id == msg.msg_id:
+                held, item.msg = item.msg, msg
+        for i, (queued, work) in enumerate(self.buffer):
+            if queued.msg_id == msg.msg_id:
+                held = queued
+                self.buffer[i] = (msg, work)
+        if held is None and any(msg.msg_id in s.outstanding for s in self.slots):
+            held = self._adopted.get(msg.msg_id, msg)
+            self._adopted[msg.msg_id] = msg
+        if held is None:
+            return False
+        log.info(
+            "msg_id=%d re-claimed by this worker after its lease ran out: kept the run it has",
+            msg.msg_id,
+        )
+        return True
+
+    def _current(self, msg: outcomes.Claimed) -> outcomes.Claimed:
+        """The newest claim of a message a slot holds (see _adopt)."""
+        return self._adopted.get(msg.msg_id, msg)
+
+    def _take(self, msg: outcomes.Claimed) -> outcomes.Claimed:
+        """The newest claim of a message leaving this worker's hands."""
+        return self._adopted.pop(msg.msg_id, msg)
 
     def _next_poll(self, began: float) -> float:
         """When the periodic poll comes next: a clock of poll_interval, start to start.
@@ -467,6 +504,7 @@ class Worker:
 
     def _release(self, msgs: list[outcomes.Claimed]) -> None:
         """Make claimed messages visible again at once, without counting an attempt."""
+        msgs = [self._take(m) for m in msgs]
         if msgs and self._conn is not None:
             outage = claiming.release(self._conn, msgs)
             if outage is not None:
@@ -482,7 +520,7 @@ class Worker:
         if not any(s.free for s in self.slots) or not slot.queued():
             return
         self._learn(running.task_name, ran)  # and stop queueing behind this task
-        taken = slot.withdraw()
+        taken = [self._take(m) for m in slot.withdraw()]
         for msg in reversed(taken):
             verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
             if isinstance(verdict, outcomes.Work):
@@ -509,6 +547,7 @@ class Worker:
 
     def _dead_letter(self, msg: outcomes.Claimed, verdict: outcomes.DeadLetter) -> None:
         """Queue the move to the dead-letter table (written by the next flush)."""
+        msg = self._take(msg)
         log.warning(
             "dead-lettering msg_id=%d task=%s: %s",
             msg.msg_id,
@@ -549,6 +588,7 @@ class Worker:
                 self._typical = new
 
     def _settle(self, msg: outcomes.Claimed, run: outcomes.RunResult) -> None:
+        msg = self._take(msg)
         task = outcomes.metric_task(msg.task_name, self.known)
         metrics.TASK_DURATION.labels(msg.queue, task).observe(run.duration)
         waited = msg.waited + (max(0.0, run.started - msg.claimed_at) if run.started else 0.0)
@@ -587,7 +627,7 @@ class Worker:
     # -- leases ------------------------------------------------------------------------------
 
     def _held(self) -> list[outcomes.Claimed]:
-        held = [m for s in self.slots for m in s.held()]
+        held = [self._current(m) for s in self.slots for m in s.held()]
         return held + [m for m, _ in self.buffer] + self.settler.held()
 
     def _renew(self) -> None:
