@@ -26,7 +26,13 @@ TENANT_SPAN = 64  # tenants one claim considers; more rotate through successive 
 
 
 def claim_params(
-    queue: str, limit: int, lease: float, worker_id: str, tenant_cursor: str = ""
+    queue: str,
+    limit: int,
+    lease: float,
+    worker_id: str,
+    tenant_cursor: str = "",
+    *,
+    durable: bool = True,
 ) -> dict[str, Any]:
     """Parameters of the named query ``claim`` (the benchmark times the statement with them)."""
     return {
@@ -43,6 +49,8 @@ def claim_params(
         "tenant_span": TENANT_SPAN,
         # Shuffles tenants whose rows tie, so a one-row claim does not always favour the same.
         "salt": os.urandom(4).hex(),
+        # A claim holding a call commits synchronously (WorkerSettings.durable_claims).
+        "durable": durable,
     }
 
 
@@ -78,9 +86,10 @@ def claim(
     lease: float,
     worker_id: str,
     cursor: Cursor,
+    durable: bool = True,
 ) -> list[outcomes.Claimed]:
     """Claim up to ``limit`` messages of ``queue``, in order; moves the tenant cursor."""
-    params = claim_params(queue, limit, lease, worker_id, cursor.tenant)
+    params = claim_params(queue, limit, lease, worker_id, cursor.tenant, durable=durable)
     rows = conn.execute(sqlfiles.query("claim"), params).fetchall()
     now = time.monotonic()
     cursor.tenant = str(rows[0]["last_tenant"]) if rows and rows[0]["walked"] >= TENANT_SPAN else ""

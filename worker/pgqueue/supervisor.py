@@ -490,6 +490,7 @@ class Worker:
                 lease=self.s.lease,
                 worker_id=self.worker_id,
                 cursor=cursor,
+                durable=self.s.durable_claims,
             )
         except Exception as exc:  # the policy decides; the loop never dies here
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:

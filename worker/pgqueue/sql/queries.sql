@@ -42,9 +42,10 @@ SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id
 
 -- name: claim
 -- The claim, one statement (DESIGN §3.1): see pgqueue.claim in schema.sql for how it walks
--- tenants and locks with SKIP LOCKED. Returns the rows in the claim's order.
+-- tenants and locks with SKIP LOCKED, stamps each row's claim_token and commits a claim that
+-- holds a call synchronously (unless %(durable)s is false). Returns the rows in the claim's order.
 SELECT * FROM pgqueue.claim(%(queue)s, %(limit)s, %(candidates)s, %(lease)s, %(worker_id)s,
-                            %(tenant_cursor)s, %(tenant_span)s, %(salt)s);
+                            %(tenant_cursor)s, %(tenant_span)s, %(salt)s, %(durable)s);
 
 -- name: renew
 -- Extends the leases a worker still holds; rows not returned were lost (gone or re-claimed).

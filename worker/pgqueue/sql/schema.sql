@@ -30,10 +30,6 @@ CREATE TABLE pgqueue.message (
 -- Serves both the tenant walk and each tenant's (priority desc, msg_id) order in the claim.
 CREATE INDEX message_claim_idx ON pgqueue.message (queue, tenant, priority DESC, msg_id);
 
--- Claim tokens: one per claim, never repeated (a sequence's values survive a crash once a
--- synchronous commit that used them is flushed, and the claim commits synchronously).
-CREATE SEQUENCE pgqueue.claim_token_seq AS bigint;
-
 CREATE TYPE pgqueue.result_status AS ENUM ('completed', 'failed');
 
 -- Replies of request-reply calls; first write wins (INSERT ... ON CONFLICT DO NOTHING).
@@ -75,6 +71,14 @@ CREATE TABLE pgqueue.flag (
     source      text NOT NULL DEFAULT ''
 );
 
+-- A claim's fence: 52 random bits. Random rather than from a sequence, whose advance an
+-- asynchronous commit can lose in a crash (and then hand out again); two claims of one message
+-- draw the same token with a chance of 2^-52.
+CREATE FUNCTION pgqueue.new_claim_token() RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED AS $token$
+    SELECT floor(random() * 4503599627370496)::bigint
+$token$;
+
 -- The claim (DESIGN §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
 -- planning on every poll. It walks up to p_tenant_span tenants with visible work (from
@@ -83,13 +87,18 @@ CREATE TABLE pgqueue.flag (
 -- shuffled by p_salt), and locks what is free with SKIP LOCKED, returning rows in that order.
 -- With one tenant waiting (no tenant keys: the usual request-reply queue) that order is simply
 -- priority, then FIFO, and a plain ordered SKIP LOCKED claim gives it at half the server time.
--- Committed synchronously (never slower than 'local', whatever the session says): a claim a
--- worker was told of cannot vanish in a crash, so no second worker re-claims and runs it again.
--- Each claim stamps a fresh claim_token from a sequence; every later write is fenced by
--- (msg_id, claim_token), a pair no re-claim can repeat (read_ct repeats after a release).
+-- A claim that holds a call (a reply-keyed message) commits synchronously (never weaker than
+-- 'local', whatever the session says) unless p_durable is false (the worker's durable_claims):
+-- a claim a worker was told of cannot vanish in a crash, so no second worker re-claims the call
+-- and runs it again. A claim of fire-and-forget messages
+-- only commits asynchronously: lost in a crash, its rows become claimable again (at least once).
+-- Each claim stamps a fresh random claim_token (pgqueue.new_claim_token); every later write is
+-- fenced by (msg_id, claim_token), a pair no re-claim repeats, even after a crash lost the claim
+-- (read_ct repeats then, and after a release).
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
-    p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text
+    p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text,
+    p_durable boolean DEFAULT true
 ) RETURNS TABLE (
     msg_id bigint, queue text, task_name text, payload jsonb, reply_key text,
     priority smallint, tenant text, read_ct integer, enqueued_at timestamptz,
@@ -99,6 +108,10 @@ CREATE FUNCTION pgqueue.claim(
 #variable_conflict use_column
 DECLARE
     first_tenant text;
+    -- The commit mode of a claim that holds a call: never 'off' (see above).
+    durable text := CASE WHEN NOT p_durable THEN 'off'
+                         WHEN current_setting('synchronous_commit') = 'off' THEN 'local'
+                         ELSE current_setting('synchronous_commit') END;
 BEGIN
     -- The first two tenants with visible work, from the cursor. None: nothing to claim, and an
     -- empty poll costs one index probe. One (no tenant keys, the common case): that tenant's
@@ -117,9 +130,7 @@ BEGIN
      ORDER BY m.tenant LIMIT 1;
     IF NOT FOUND THEN
         RETURN QUERY
-        WITH durable AS (SELECT set_config('synchronous_commit', CASE current_setting(
-                             'synchronous_commit') WHEN 'off' THEN 'local'
-                             ELSE current_setting('synchronous_commit') END, true)),
+        WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
         picked AS (
             SELECT m.msg_id FROM pgqueue.message m
             WHERE m.queue = p_queue AND m.tenant = first_tenant AND m.vt <= now()
@@ -133,14 +144,17 @@ BEGIN
                 read_ct = m.read_ct + 1,
                 claimed_by = p_worker_id,
                 claimed_at = now(),
-                claim_token = nextval('pgqueue.claim_token_seq')
-            FROM picked, durable
+                claim_token = pgqueue.new_claim_token()
+            FROM picked, async
             WHERE m.msg_id = picked.msg_id
             RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority,
                       m.tenant, m.read_ct, m.enqueued_at,
                       extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
                       extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
-                      m.claim_token
+                      m.claim_token,
+                      -- A call's claim commits synchronously (see above).
+                      CASE WHEN m.reply_key IS NOT NULL
+                           THEN set_config('synchronous_commit', durable, true) END AS durable
         )
         SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
                c.read_ct, c.enqueued_at, c.deadline_in, c.waited, 1::bigint AS walked,
@@ -180,9 +194,7 @@ BEGIN
         SELECT array_agg(msg_id ORDER BY priority DESC, rank, md5(tenant || p_salt), msg_id) AS ids
         FROM candidates
     ),
-    durable AS (SELECT set_config('synchronous_commit', CASE current_setting(
-                    'synchronous_commit') WHEN 'off' THEN 'local'
-                    ELSE current_setting('synchronous_commit') END, true)),
+    async AS (SELECT set_config('synchronous_commit', 'off', true)),
     picked AS (
         -- By primary key from the short candidate list: never a scan of the backlog. The
         -- candidates' positions come WITH ORDINALITY (array_position per row was quadratic:
@@ -202,14 +214,16 @@ BEGIN
             read_ct = m.read_ct + 1,
             claimed_by = p_worker_id,
             claimed_at = now(),
-            claim_token = nextval('pgqueue.claim_token_seq')
-        FROM picked, durable
+            claim_token = pgqueue.new_claim_token()
+        FROM picked, async
         WHERE m.msg_id = picked.msg_id
         RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority, m.tenant,
                   m.read_ct, m.enqueued_at,
                   extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
                   extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
-                  m.claim_token
+                  m.claim_token,
+                  CASE WHEN m.reply_key IS NOT NULL
+                       THEN set_config('synchronous_commit', durable, true) END AS durable
     )
     -- In the claim's order (RETURNING has none): a worker runs a batch in the order it gets it.
     SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
