@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pgqueue import CallResult, Client, ClientSettings
@@ -21,11 +22,11 @@ class Calls:
         for t in self.threads:
             t.join(self.timeout + 30)
 
-    def check(self, keys: list[str]) -> None:
+    def check(self, keys: list[str], diagnose: Callable[[], str] = lambda: "") -> None:
         """Zero lost: every caller answered ok with its own key, by its deadline."""
         assert sorted(self.results) == sorted(keys), "a caller never returned"
         bad = {k: r for k, r in self.results.items() if not r.ok or r.value != k}
-        assert not bad, bad
+        assert not bad, f"failed: {sorted(bad)} {list(bad.values())[:1]}\n{diagnose()}"
         late = [k for k, t in self.answered_at.items() if t - self.started > self.timeout]
         assert not late, late
 

@@ -110,7 +110,9 @@ def test_postgres_crash_and_restart_mid_task_with_two_workers(
         60,
         "every call to be enqueued",
     )
-    runs.scalar(pg_dsn, "SELECT txid_current()")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE wal_flush (at timestamptz DEFAULT now())")
+        conn.execute("INSERT INTO wal_flush DEFAULT VALUES")  # writes WAL: a flushing commit
     wait_until(lambda: len(marks.starts(log)) >= 4, 60, "the first tasks to run")
     pg_server.stop("immediate")
     crashed_at = time.monotonic()
@@ -118,7 +120,22 @@ def test_postgres_crash_and_restart_mid_task_with_two_workers(
     restarted_in = time.monotonic() - crashed_at
     calls.join()
     answered_in = max(calls.answered_at.values()) - crashed_at
-    calls.check(keys)
+
+    def diagnose() -> str:
+        rows = runs.query(
+            pg_dsn,
+            "SELECT msg_id, payload->'args'->>0, read_ct, extract(epoch FROM vt - now()), "
+            "claimed_by FROM pgqueue.message",
+        )
+        dead = runs.query(pg_dsn, "SELECT msg_id, read_ct, reason FROM pgqueue.dead_letter")
+        replies = runs.query(pg_dsn, "SELECT reply_key, status, error FROM pgqueue.result")
+        logs = "\n".join(w.log()[-3000:] for w in workers.started)
+        return (
+            f"messages: {rows}\ndead: {dead}\nreplies: {replies}\n"
+            f"starts: {marks.starts(log)}\n{logs}"
+        )
+
+    calls.check(keys, diagnose)
     started = marks.starts(log)
     assert sorted(started) == sorted(keys)
     assert max(started.values()) == 1, started  # exactly one run per call
