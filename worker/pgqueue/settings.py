@@ -200,7 +200,7 @@ class WorkerSettings(ConnectionSettings):
         description=(
             "Commit a claim that holds a call (a reply-keyed message) synchronously, so a claim "
             "this worker was told of survives a Postgres crash and the call never runs twice. "
-            "Costs one WAL flush per call (RPC p50 +21% measured on a loaded 2-core VM, see "
+            "Costs one WAL flush per call (RPC p50 1.2-1.9x measured on a loaded 2-core VM, see "
             "docs/reliability.md). false: asynchronous; after a crash a call whose claim was "
             "lost may run twice (its reply stays single: the claim token fences it). "
             "Fire-and-forget claims are always asynchronous (at least once). Default true."
