@@ -141,3 +141,11 @@ def test_notify_failures_are_recognised() -> None:
     assert dberrors.about_notify(Exception("too many notifications in the NOTIFY queue"))
     assert dberrors.about_notify(Exception("payload string too long"))
     assert not dberrors.about_notify(Exception("duplicate key"))
+
+
+def test_a_result_that_breaks_the_encoder_is_a_reason_not_a_crash() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    text, why = outcomes.encode_result(deep)
+    assert text is None and why.startswith("reply not stored: result is not JSON-serialisable")

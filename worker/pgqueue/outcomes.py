@@ -209,5 +209,5 @@ def encode_result(value: Any) -> tuple[str | None, str]:
     """JSON text of a return value, or the reason it has none."""
     try:
         return json.dumps(value, allow_nan=False), ""
-    except (TypeError, ValueError) as exc:
-        return None, f"reply not stored: result is not JSON-serialisable: {exc}"
+    except Exception as exc:  # a recursion, a __str__ or default that raises: never the worker's
+        return None, f"reply not stored: result is not JSON-serialisable: {error_text(exc)}"
