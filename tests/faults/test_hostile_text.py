@@ -5,9 +5,11 @@ dead-letter table with the text readable."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pgqueue import Client
@@ -76,3 +78,43 @@ def test_hostile_text_in_error_and_result(
     # Zero lost (every message has an outcome above), zero doubled (one settle each).
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0
     print(f"FIGURE hostile {kind}: call error answered in {answered_in:.3f}s")
+
+
+@pytest.mark.timeout(120)
+def test_one_unstorable_reply_in_a_batch_settles_alone(
+    pg_dsn: str, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    # Hand-inserted calls, waiting before the worker starts: once the inline pool has measured
+    # the task short it claims, runs and acks them in batches (one ack statement for many).
+    keys = [f"b{i}" for i in range(12)]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for key in keys:
+            task, arg = ("f.return_text", "nul") if key == "b6" else ("f.echo", key)
+            conn.execute(
+                "INSERT INTO pgqueue.message (queue, task_name, payload, reply_key) "
+                "VALUES ('default', %s, %s, %s)",
+                (task, json.dumps({"args": [arg], "kwargs": {}}), key),
+            )
+    worker = workers.start(
+        pg_dsn,
+        tasks=TASKS,
+        extra=["--pool", "inline", "--lease", "3"],
+        env={"PGQUEUE_TEST_MARKS": str(tmp_path / "marks")},
+    )
+    runs.wait_queue_empty(pg_dsn, 30, "every call settled")
+    replies = {
+        r[0]: (r[1], r[2], r[3])
+        for r in runs.query(
+            pg_dsn, "SELECT reply_key, status::text, result, error FROM pgqueue.result"
+        )
+    }
+    assert sorted(replies) == sorted(keys)
+    for key in keys:
+        status, result, error = replies[key]
+        if key == "b6":
+            assert status == "failed" and error.startswith("reply not stored: the database refused")
+        else:
+            assert (status, result) == ("completed", key), (key, replies[key])
+    assert worker.proc.poll() is None
+    batched = "writing them one by one" in worker.log_path.read_text()
+    print(f"FIGURE batch with one unstorable reply: the refused batch was split: {batched}")

@@ -59,3 +59,8 @@ def spawn_and_hang(key: str) -> None:
     child = subprocess.Popen(["sleep", "600"])
     _mark(key, f"child:{child.pid}")
     time.sleep(600)
+
+
+@task(name="f.echo")
+def echo(value: str) -> str:
+    return value
