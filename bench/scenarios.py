@@ -32,7 +32,7 @@ from bench.procs import BenchError, Proc, Processes, http_status, wait_until
 from bench.servers import PgBouncer, Postgres, Redis, start_pgbouncer, start_redis
 from bench.stats import latency_ms, spread
 from pgqueue import embedded, sqlfiles
-from pgqueue.supervisor import claim_params
+from pgqueue.claiming import claim_params
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgqueue import sqlfiles
-from pgqueue.supervisor import claim_params
+from pgqueue.claiming import claim_params
 
 
 def _connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:

@@ -211,6 +211,19 @@ def io_bound(settings: ConnectionSettings) -> float | None:
     return settings.statement_timeout + settings.io_margin
 
 
+_defaults: ConnectionSettings | None = None
+
+
+def use_defaults(settings: ConnectionSettings | None) -> None:
+    """Make ``settings`` the I/O bounds of every later :func:`connect` that is given none.
+
+    The CLI calls this with the settings its options built, so ``--statement-timeout`` on any
+    command bounds every connection that command opens (else the ``PGQUEUE_*`` env vars do).
+    """
+    global _defaults  # noqa: PLW0603 - one process-wide default, set once by the entry point
+    _defaults = settings
+
+
 def connect(
     dsn: str,
     *,
@@ -224,7 +237,7 @@ def connect(
 
     ``settings`` gives the I/O bounds; by default they come from the ``PGQUEUE_*`` env vars.
     """
-    limits = settings or ConnectionSettings()
+    limits = settings or _defaults or ConnectionSettings()
     info = conninfo(dsn, limits, pooled=pooled)
     try:
         conn = BoundedConnection.connect(

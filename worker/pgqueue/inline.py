@@ -18,7 +18,7 @@ import time
 from types import FrameType
 
 from pgqueue import outcomes
-from pgqueue.slots import NOT_STARTED_DEADLINE, Job, run_one
+from pgqueue.jobs import Job, Report, run_one, too_late
 
 
 class TimeLimitExceeded(BaseException):
@@ -39,11 +39,12 @@ class InlineRunner:
             self._armed = False  # once: a late alarm never lands outside the run
             raise TimeLimitExceeded(f"interrupted after {self.limit:g}s")
 
-    def run(self, job: Job) -> outcomes.RunResult | str:
+    def run(self, job: Job) -> Report:
         """The job's report, as a slot child would send it."""
         wall = time.monotonic()
-        if job.deadline is not None and wall >= job.deadline:
-            return NOT_STARTED_DEADLINE
+        late = too_late(job, wall)
+        if late is not None:
+            return late
         try:
             try:
                 self._armed = True

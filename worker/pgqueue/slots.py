@@ -12,24 +12,35 @@ supervisor reads the stamp for the time limit; under the same lock it can *withd
 not started yet (the child then skips them), to release them at SIGTERM or hand them to another
 slot when the running task turns out long; after a crash or kill the stamp tells the jobs that
 started from those that never did.
+
+Bounds: each child leads its own session (process group), so the time limit kills the task's
+whole group, grandchildren it spawned included; it dies with the supervisor (a parent-death
+signal), so a killed worker leaves no slot running. A child whose task modules fail to import
+reports the error and exits; the slot is respawned after a backoff that doubles up to
+``RESPAWN_MAX_S``, with one log line per attempt naming the import error.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
-import traceback
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pgqueue import outcomes
-from pgqueue.tasks import import_task_modules, lookup
+from pgqueue.jobs import Job, Report, job_for, run_one, too_late
+from pgqueue.tasks import import_task_modules
+
+log = logging.getLogger(__name__)
 
 _CTX = multiprocessing.get_context("spawn")
 
@@ -37,21 +48,11 @@ _CTX = multiprocessing.get_context("spawn")
 # the supervisor under it (the withdrawn range).
 _MSG, _STARTED_NS, _LAST_SEQ, _SKIP_FROM, _SKIP_TO = range(5)
 
-NOT_STARTED_DEADLINE = "deadline"  # the caller had given up before the job's turn came
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """What the child needs to run one message."""
-
-    seq: int  # per slot, increasing in the order handed
-    msg_id: int
-    task_name: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    want_reply: bool
-    deadline: float | None  # monotonic; the job is not started after it
-    expected: float  # the supervisor's estimate of its run time, seconds (0: unknown)
+# A slot whose child cannot import the task modules is respawned after a backoff: the first
+# wait, doubled per failure up to the cap.
+RESPAWN_FIRST_S = 0.5
+RESPAWN_MAX_S = 30.0
+_PR_SET_PDEATHSIG = 1
 
 
 # Reports of short fire-and-forget jobs are sent together, so a batch of no-ops costs the
@@ -63,50 +64,38 @@ _HOLD_REPORTS_MAX = 64
 _SHORT_JOB_S = 0.001
 
 
-def job_for(seq: int, msg: outcomes.Claimed, work: outcomes.Work, expected: float) -> Job:
-    """The job that runs a claimed message; a call's deadline becomes a monotonic instant."""
-    deadline = (
-        msg.claimed_at + msg.deadline_in
-        if msg.reply_key is not None and msg.deadline_in is not None
-        else None
-    )
-    return Job(
-        seq,
-        msg.msg_id,
-        msg.task_name,
-        work.args,
-        work.kwargs,
-        msg.reply_key is not None,
-        deadline,
-        expected,
-    )
-
-
-def run_one(job: Job, wall: float) -> outcomes.RunResult:
-    started = time.perf_counter()
-    try:
-        value = lookup(job.task_name).func(*job.args, **job.kwargs)
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, Exception):
-            traceback.print_exc()
-        return outcomes.RunResult(False, None, error, time.perf_counter() - started, wall)
-    text, why = outcomes.encode_result(value) if job.want_reply else (None, "")
-    ok = text is not None or not job.want_reply
-    return outcomes.RunResult(ok, text, why, time.perf_counter() - started, wall)
+def _own_group_and_die_with_parent(parent: int) -> None:
+    """Lead a new session (so the time limit's killpg reaches what the task spawns) and die
+    with the supervisor (which no longer shares our process group to take us down with it)."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)  # the supervisor died before the signal was armed
 
 
 def _slot_main(
-    conn: multiprocessing.connection.Connection, modules: list[str], state: Any, lock: Any
+    conn: multiprocessing.connection.Connection,
+    modules: list[str],
+    state: Any,
+    lock: Any,
+    parent: int,
 ) -> None:
     # The supervisor decides when a slot stops; a Ctrl-C to the process group must not kill
     # tasks under it (SIGTERM drains gracefully, the supervisor kills what remains).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    import_task_modules(modules)
+    _own_group_and_die_with_parent(parent)
+    try:
+        import_task_modules(modules)
+    except BaseException as exc:  # reported to the supervisor, which backs off
+        conn.send(("import_failed", outcomes.storable(outcomes.error_text(exc), 2000)))
+        return
     conn.send("ready")  # imports done: from now on a run's clock measures the task alone
     queue: collections.deque[Job] = collections.deque()
-    held: list[tuple[int, outcomes.RunResult | str]] = []
+    held: list[tuple[int, Report]] = []
     held_since = 0.0
     while True:
         try:
@@ -138,10 +127,7 @@ def _slot_main(
                 state[_MSG] = job.msg_id
         if withdrawn:
             continue  # the supervisor took it back before it started
-        if job.deadline is not None and wall >= job.deadline:
-            report: outcomes.RunResult | str = NOT_STARTED_DEADLINE
-        else:
-            report = run_one(job, wall)
+        report: Report = too_late(job, wall) or run_one(job, wall)
         state[_MSG] = 0
         if job.want_reply:
             conn.send([(job.msg_id, report)])  # a caller waits: never held
@@ -164,7 +150,7 @@ class Handed:
 class Lost:
     """What a dead (crashed or killed) child leaves behind."""
 
-    reports: list[tuple[outcomes.Claimed, outcomes.RunResult | str]]  # sent before it died
+    reports: list[tuple[outcomes.Claimed, Report]]  # sent before it died
     # Jobs it started without reporting back: the one it was running (with its start), or one
     # whose report died with it.
     started: list[tuple[outcomes.Claimed, float]]
@@ -182,6 +168,8 @@ class Slot:
         self.expected = 0.0  # seconds of expected work among the outstanding jobs
         self.ready = False
         self._seq = 0
+        self.respawn_at: float | None = None  # set while backing off after an import failure
+        self._respawn_wait = RESPAWN_FIRST_S
         self._start()
 
     def _start(self) -> None:
@@ -197,7 +185,7 @@ class Slot:
         self._lock: Any = _CTX.Lock()
         self.process: BaseProcess = _CTX.Process(
             target=_slot_main,
-            args=(child, self._modules, self._state, self._lock),
+            args=(child, self._modules, self._state, self._lock, os.getpid()),
             name=f"pgqueue-slot-{self.index}",
         )
         self.process.daemon = True
@@ -220,13 +208,35 @@ class Slot:
         return [h.msg for h in self.outstanding.values()]
 
     def mark_ready(self) -> bool:
-        """Consume the child's start-up message; False if the child died while starting."""
+        """Consume the child's start-up message; False if the child died while starting (it is
+        then respawned after a backoff, see respawn_due)."""
         try:
-            self.ready = self.conn.recv() == "ready"
+            hello = self.conn.recv()
         except (EOFError, OSError):
-            self.restart()
-            return False
-        return self.ready
+            hello = ("import_failed", f"the child exited with code {self.process.exitcode}")
+        if hello == "ready":
+            self.ready = True
+            self._respawn_wait = RESPAWN_FIRST_S
+            return True
+        why = hello[1] if isinstance(hello, tuple) else repr(hello)
+        self.process.join(timeout=5)
+        log.error(
+            "slot %d could not import the task modules (%s); respawning in %.1fs",
+            self.index,
+            why,
+            self._respawn_wait,
+        )
+        self.respawn_at = time.monotonic() + self._respawn_wait
+        self._respawn_wait = min(self._respawn_wait * 2, RESPAWN_MAX_S)
+        return False
+
+    def respawn_due(self, now: float) -> bool:
+        return self.respawn_at is not None and now >= self.respawn_at
+
+    def respawn(self) -> None:
+        """Start a fresh child after an import failure's backoff."""
+        self.respawn_at = None
+        self.restart()
 
     def running(self) -> tuple[outcomes.Claimed, float] | None:
         """The job the child is running now and its monotonic start, if any."""
@@ -281,9 +291,9 @@ class Slot:
             self.expected = max(0.0, self.expected - handed.expected) if self.outstanding else 0.0
         return handed
 
-    def reports(self) -> list[tuple[outcomes.Claimed, outcomes.RunResult | str]]:
+    def reports(self) -> list[tuple[outcomes.Claimed, Report]]:
         """Every report the child has sent so far (call when the pipe is readable)."""
-        got: list[tuple[outcomes.Claimed, outcomes.RunResult | str]] = []
+        got: list[tuple[outcomes.Claimed, Report]] = []
         with contextlib.suppress(EOFError, OSError):
             while self.conn.poll(0):
                 for msg_id, report in self.conn.recv():
@@ -296,12 +306,27 @@ class Slot:
         return self.process.is_alive()
 
     def kill(self) -> Lost:
-        """Kill the child (time limit, shutdown), account for its jobs, start a fresh one."""
-        if self.process.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
+        """Kill the child and its whole process group (what the task spawned dies too), account
+        for its jobs, start a fresh one."""
+        self._kill_group()
         self.process.join(timeout=5)
         return self.dead()
+
+    def _kill_group(self) -> None:
+        pid = self.process.pid
+        if pid is None:
+            return
+        # The child leads its own group (setsid at start); a child killed before it got there
+        # is still in ours, and only the child itself must die then.
+        try:
+            same = os.getpgid(pid) == os.getpgrp()
+        except ProcessLookupError:
+            same = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if same:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(pid, signal.SIGKILL)
 
     def dead(self) -> Lost:
         """The child is gone: what it reported before dying, what it began, what it never did."""
@@ -326,7 +351,7 @@ class Slot:
     def restart(self) -> None:
         self.conn.close()
         if self.process.is_alive():
-            self.process.kill()
+            self._kill_group()
             self.process.join(timeout=5)
         self._start()
 
@@ -335,6 +360,6 @@ class Slot:
             self.conn.send(None)
         self.process.join(timeout=2)
         if self.process.is_alive():
-            self.process.kill()
+            self._kill_group()
             self.process.join(timeout=2)
         self.conn.close()

@@ -2,10 +2,13 @@
 
 One single-threaded loop owns every database write, so the rules of DESIGN §3 live in one place:
 claim what the slots can start soon, renew the leases of what it holds every lease/3, kill a task
-at its hard limit, and settle each run fenced by (msg_id, read_ct). It sleeps in one ``wait`` on
-the slots' pipes, the LISTEN socket and a signal pipe, so a finished task, a new message or
-SIGTERM each wake it at once. Database outages are survived: pending writes are kept and
-retried, leases decide what another worker may take over meanwhile.
+at its hard limit, and settle each run fenced by its claim (msg_id, claim_token). It sleeps in
+one ``wait`` on the slots' pipes, the LISTEN socket and a signal pipe, so a finished task, a new
+message or SIGTERM each wake it at once. The claim itself lives in :mod:`pgqueue.claiming`, the
+settle path in :mod:`pgqueue.settling`; both follow the one error policy of
+:mod:`pgqueue.dberrors`: an outage keeps every pending write, backs off and reconnects (leases
+decide what another worker may take over meanwhile), a row the database refuses is settled alone,
+and nothing a task returns or raises can stop this loop.
 
 How much to claim follows what the tasks cost. A task that has not run here yet, or runs long,
 goes one at a time to a free slot (nothing waits behind it). A task measured short is handed to
@@ -30,12 +33,11 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import db, metrics, outcomes, serving, sqlfiles
+from pgqueue import claiming, db, dberrors, jobs, metrics, outcomes, serving, settling, sqlfiles
 from pgqueue.inline import InlineRunner
 from pgqueue.maintenance import Vacuumer
-from pgqueue.replies import ReplyStatus
 from pgqueue.settings import WorkerSettings
-from pgqueue.slots import Lost, Slot, job_for
+from pgqueue.slots import Lost, Slot
 from pgqueue.tasks import import_task_modules
 
 log = logging.getLogger(__name__)
@@ -48,54 +50,9 @@ INLINE_TURN_S = 0.002
 
 
 @dataclass
-class _Pending:
-    """A settle write that could not reach the database yet; retried until it lands or is fenced."""
-
-    msg: outcomes.Claimed
-    action: outcomes.Action
-    finished: float  # monotonic
-    attempts: int = 0
-
-    @property
-    def claimed(self) -> float:
-        return self.msg.claimed_at
-
-
-TENANT_SPAN = 64  # tenants one claim considers; more rotate through successive claims
-
-
-def claim_params(
-    queue: str, limit: int, lease: float, worker_id: str, tenant_cursor: str = ""
-) -> dict[str, Any]:
-    """Parameters of the named query ``claim`` (the benchmark times the statement with them)."""
-    return {
-        "queue": queue,
-        "limit": limit,
-        # Over-fetched: SKIP LOCKED applies after, and concurrent claimers see the same rows.
-        # Twice the limit (plus a few for small claims): the candidate list is what a big claim
-        # pays for (a claim of 256 on a 60k backlog: 16 ms of server time with 4× + 4, 8 ms
-        # with 2× + 4), and a claimer that meets locked rows claims again when its work settles.
-        "candidates": limit * 2 + 16,
-        "lease": lease,
-        "worker_id": worker_id,
-        "tenant_cursor": tenant_cursor,
-        "tenant_span": TENANT_SPAN,
-        # Shuffles tenants whose rows tie, so a one-row claim does not always favour the same.
-        "salt": os.urandom(4).hex(),
-    }
-
-
-@dataclass
-class _Cursor:
-    tenant: str = ""
-
-
-@dataclass
 class WorkerStats:
     claimed: int = 0
-    settled: int = 0
-    lost: int = 0
-    cursors: dict[str, _Cursor] = field(default_factory=dict)
+    cursors: dict[str, claiming.Cursor] = field(default_factory=dict)
 
 
 class Worker:
@@ -106,7 +63,12 @@ class Worker:
         self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.known = frozenset(import_task_modules(settings.tasks))
         self.slots: list[Slot] = []
-        self.pending: list[_Pending] = []
+        self.settler = settling.Settler(
+            result_ttl=settings.result_ttl,
+            notify=settings.notify,
+            max_error_bytes=settings.max_error_bytes,
+            known=self.known,
+        )
         self.buffer: collections.deque[tuple[outcomes.Claimed, outcomes.Work]] = collections.deque()
         self.stats = WorkerStats()
         self.health = serving.Health(settings.heartbeat_staleness)
@@ -121,12 +83,16 @@ class Worker:
         self._next_renew = 0.0
         self._db_retry_at = 0.0
         self._db_backoff = 0.2
+        self._db_ok = False  # a write succeeded since the last connect (ready needs it)
         self._queue_turn = 0
         self._withdrawn_all = False
         self._cost: dict[str, float] = {}  # task → smoothed run time, seconds
         self._typical: float | None = None  # smoothed run time over every task
         self._inline: InlineRunner | None = None  # --pool inline: tasks run here
         self._inline_seq = 0
+        # Messages this worker re-claimed while a slot still runs them (see _adopt): the newer
+        # claim, which their settle and renewals must use.
+        self._adopted: dict[int, outcomes.Claimed] = {}
         self.http_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -188,8 +154,8 @@ class Worker:
                 "worker %s stopped: %d claimed, %d settled, %d leases lost",
                 self.worker_id,
                 self.stats.claimed,
-                self.stats.settled,
-                self.stats.lost,
+                self.settler.settled,
+                self.settler.lost,
             )
 
     def _loop(self) -> None:
@@ -198,9 +164,11 @@ class Worker:
             self.health.beat()
             busy = [s for s in self.slots if s.busy]
             metrics.BUSY_SLOTS.set(len(busy))
-            # Ready = connected, taking work, and a slot has imported the tasks.
+            # Ready = connected and writing (a read-only database connects, then refuses every
+            # claim), taking work, and a slot has imported the tasks.
             self.health.ready = (
                 self._conn is not None
+                and self._db_ok
                 and not self._stopping
                 and (self._inline is not None or any(s.ready for s in self.slots))
             )
@@ -213,12 +181,15 @@ class Worker:
                     unstarted += slot.withdraw()
                 self._release(unstarted)
                 busy = [s for s in self.slots if s.busy]
-            if self._stopping and not busy and not self.pending:
+            if self._stopping and not busy and not self.settler.pending:
                 return
             if self._stopping and now >= self._stop_deadline:
                 self._abandon(busy)
                 return
             self._ensure_db(now)
+            for slot in self.slots:
+                if slot.respawn_due(now):
+                    slot.respawn()
             self._flush()
             if now >= self._next_renew:
                 self._renew()
@@ -240,9 +211,11 @@ class Worker:
             wake_at.append(self._next_claim)
         else:
             wake_at.append(self._stop_deadline)
-        if self.pending or self._conn is None:
+        if self.settler.pending or self._conn is None:
             wake_at.append(self._db_retry_at)
         for slot in self.slots:
+            if slot.respawn_at is not None:
+                wake_at.append(slot.respawn_at)
             if slot.busy:
                 running = slot.running()
                 # Nothing started yet: whatever starts next cannot hit its limit before this.
@@ -254,7 +227,7 @@ class Worker:
         watched: list[Any] = [self._wake_r]
         by_conn: dict[Any, Slot] = {}
         for slot in self.slots:
-            if slot.busy or not slot.ready:
+            if (slot.busy or not slot.ready) and slot.respawn_at is None:
                 watched += [slot.conn, slot.process.sentinel]
                 by_conn[slot.conn] = slot
                 by_conn[slot.process.sentinel] = slot
@@ -289,22 +262,38 @@ class Worker:
             return
         try:
             self._conn = db.connect(
-                self.s.dsn, pooled=self.s.pooled, connect_timeout=self.s.connect_timeout
+                self.s.dsn,
+                pooled=self.s.pooled,
+                connect_timeout=self.s.connect_timeout,
+                settings=self.s,
             )
             if not self.s.pooled:
-                self._listen = db.connect(self.s.dsn, connect_timeout=self.s.connect_timeout)
+                self._listen = db.connect(
+                    self.s.dsn, connect_timeout=self.s.connect_timeout, settings=self.s
+                )
                 self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
-            self._db_backoff = 0.2
             self._next_claim = now
-            self.health.ready = not self._stopping
             log.info("connected to %s", db.redact(self.s.dsn))
         except psycopg.Error as exc:
             self._db_down("connect", exc)
 
+    def _db_up(self) -> None:
+        """A write succeeded: the database is usable again."""
+        if not self._db_ok:
+            self._db_ok = True
+            self._db_backoff = 0.2
+
     def _db_down(self, op: str, exc: BaseException) -> None:
+        """An outage (dberrors.Kind.OUTAGE): keep what is pending, back off, reconnect."""
         metrics.DB_ERRORS.labels(op).inc()
         if self._conn is not None or self._db_backoff <= 0.2:
-            log.warning("database unavailable during %s (%s); retrying", op, type(exc).__name__)
+            log.warning(
+                "database unavailable during %s (%s); retrying in %.1fs",
+                op,
+                dberrors.describe(exc),
+                self._db_backoff,
+            )
+        self._db_ok = False
         self._close_db()
         self._db_retry_at = time.monotonic() + self._db_backoff
         self._db_backoff = min(self._db_backoff * 2, 5.0)
@@ -324,8 +313,11 @@ class Worker:
             for note in self._listen.notifies(timeout=0):
                 if note.payload in self.s.queues:
                     self._next_claim = time.monotonic()
-        except psycopg.Error as exc:
-            self._db_down("listen", exc)
+        except Exception as exc:  # the policy: an outage, or a wake-up missed
+            if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
+                self._db_down("listen", exc)
+            else:
+                log.warning("LISTEN socket: %s; polling meanwhile", dberrors.describe(exc))
 
     # -- claim and dispatch ------------------------------------------------------------------
 
@@ -370,6 +362,7 @@ class Worker:
             queue = queues[(self._queue_turn + i) % len(queues)]
             got = self._claim(queue, wanted - len(claimed))
             if got is None:
+                self._start_buffered()
                 return
             claimed += got
             if len(claimed) >= wanted:
@@ -377,6 +370,8 @@ class Worker:
         self._queue_turn = (self._queue_turn + 1) % len(queues)
         self.stats.claimed += len(claimed)
         for msg in claimed:
+            if self._adopt(msg):
+                continue
             verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
             if isinstance(verdict, outcomes.DeadLetter):
                 self._dead_letter(msg, verdict)
@@ -386,6 +381,38 @@ class Worker:
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
         self._next_claim = began if full else self._next_poll(began)
+
+    def _adopt(self, msg: outcomes.Claimed) -> bool:
+        """A claim returned a message this worker still holds: its own lease ran out (the
+        database was out of reach for longer than a lease) and nobody else took it meanwhile.
+        Keep the run it has, or the result it is waiting to write, under the new claim instead
+        of running the task a second time."""
+        held: outcomes.Claimed | None = None
+        for item in self.settler.pending:
+            if item.msg.msg_id == msg.msg_id:
+                held, item.msg = item.msg, msg
+        for i, (queued, work) in enumerate(self.buffer):
+            if queued.msg_id == msg.msg_id:
+                held = queued
+                self.buffer[i] = (msg, work)
+        if held is None and any(msg.msg_id in s.outstanding for s in self.slots):
+            held = self._adopted.get(msg.msg_id, msg)
+            self._adopted[msg.msg_id] = msg
+        if held is None:
+            return False
+        log.info(
+            "msg_id=%d re-claimed by this worker after its lease ran out: kept the run it has",
+            msg.msg_id,
+        )
+        return True
+
+    def _current(self, msg: outcomes.Claimed) -> outcomes.Claimed:
+        """The newest claim of a message a slot holds (see _adopt)."""
+        return self._adopted.get(msg.msg_id, msg)
+
+    def _take(self, msg: outcomes.Claimed) -> outcomes.Claimed:
+        """The newest claim of a message leaving this worker's hands."""
+        return self._adopted.pop(msg.msg_id, msg)
 
     def _next_poll(self, began: float) -> float:
         """When the periodic poll comes next: a clock of poll_interval, start to start.
@@ -449,7 +476,7 @@ class Worker:
             msg, work = self.buffer.popleft()
             self._inline_seq += 1
             expected = self._expected(msg.task_name) or 0.0
-            report = runner.run(job_for(self._inline_seq, msg, work, expected))
+            report = runner.run(jobs.job_for(self._inline_seq, msg, work, expected))
             self._reported([(msg, report)])
             if self.buffer and time.monotonic() >= turn_ends:
                 # The loop writes the acks and renews, then comes straight back for the rest.
@@ -457,47 +484,37 @@ class Worker:
                 return
 
     def _claim(self, queue: str, limit: int) -> list[outcomes.Claimed] | None:
+        """One claim statement; None when it failed (an outage, or a claim error backed off)."""
         assert self._conn is not None
-        cursor = self.stats.cursors.setdefault(queue, _Cursor())
-        params = claim_params(queue, limit, self.s.lease, self.worker_id, cursor.tenant)
+        cursor = self.stats.cursors.setdefault(queue, claiming.Cursor())
         try:
-            rows = self._conn.execute(sqlfiles.query("claim"), params).fetchall()
-        except psycopg.OperationalError as exc:
-            self._db_down("claim", exc)
-            return None
-        now = time.monotonic()
-        if rows and rows[0]["walked"] >= TENANT_SPAN:
-            cursor.tenant = str(rows[0]["last_tenant"])
-        else:
-            cursor.tenant = ""
-        return [
-            outcomes.Claimed(
-                msg_id=r["msg_id"],
-                queue=r["queue"],
-                task_name=r["task_name"],
-                payload=r["payload"],
-                reply_key=r["reply_key"],
-                priority=r["priority"],
-                tenant=r["tenant"],
-                read_ct=r["read_ct"],
-                waited=r["waited"],
-                deadline_in=r["deadline_in"],
-                claimed_at=now,
+            got = claiming.claim(
+                self._conn,
+                queue,
+                limit,
+                lease=self.s.lease,
+                worker_id=self.worker_id,
+                cursor=cursor,
+                durable=self.s.durable_claims,
             )
-            for r in rows
-        ]
+        except Exception as exc:  # the policy decides; the loop never dies here
+            if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
+                self._db_down("claim", exc)
+            else:
+                metrics.DB_ERRORS.labels("claim").inc()
+                log.error("claim on queue %s failed: %s", queue, dberrors.describe(exc))
+                self._next_claim = time.monotonic() + max(self.s.poll_interval, 1.0)
+            return None
+        self._db_up()
+        return got
 
     def _release(self, msgs: list[outcomes.Claimed]) -> None:
         """Make claimed messages visible again at once, without counting an attempt."""
-        if not msgs or self._conn is None:
-            return
-        try:
-            self._conn.execute(
-                sqlfiles.query("release"),
-                {"msg_ids": [m.msg_id for m in msgs], "read_cts": [m.read_ct for m in msgs]},
-            )
-        except psycopg.Error as exc:
-            log.warning("could not release %d messages (%s); their leases will", len(msgs), exc)
+        msgs = [self._take(m) for m in msgs]
+        if msgs and self._conn is not None:
+            outage = claiming.release(self._conn, msgs)
+            if outage is not None:
+                self._db_down("release", outage)
 
     # -- settling ----------------------------------------------------------------------------
 
@@ -509,7 +526,7 @@ class Worker:
         if not any(s.free for s in self.slots) or not slot.queued():
             return
         self._learn(running.task_name, ran)  # and stop queueing behind this task
-        taken = slot.withdraw()
+        taken = [self._take(m) for m in slot.withdraw()]
         for msg in reversed(taken):
             verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
             if isinstance(verdict, outcomes.Work):
@@ -527,24 +544,23 @@ class Worker:
             )
             self._start_buffered()
 
-    def _reported(self, reports: list[tuple[outcomes.Claimed, outcomes.RunResult | str]]) -> None:
+    def _reported(self, reports: list[tuple[outcomes.Claimed, jobs.Report]]) -> None:
         for msg, report in reports:
-            if isinstance(report, outcomes.RunResult):
-                self._settle(msg, report)
+            if isinstance(report, jobs.NotStarted):
+                self._dead_letter(msg, outcomes.deadline_passed(report.late_by))
             else:
-                self._dead_letter(
-                    msg,
-                    outcomes.DeadLetter(
-                        "deadline passed: the caller stopped waiting before the task could start"
-                    ),
-                )
+                self._settle(msg, report)
 
     def _dead_letter(self, msg: outcomes.Claimed, verdict: outcomes.DeadLetter) -> None:
         """Queue the move to the dead-letter table (written by the next flush)."""
+        msg = self._take(msg)
         log.warning(
-            "dead-lettering msg_id=%d task=%s: %s", msg.msg_id, msg.task_name, verdict.reason
+            "dead-lettering msg_id=%d task=%s: %s",
+            msg.msg_id,
+            outcomes.metric_task(msg.task_name, self.known),
+            verdict.reason[:500],
         )
-        self.pending.append(_Pending(msg, verdict, time.monotonic()))
+        self.settler.add(msg, verdict)
 
     def _time_limit(self, slot: Slot, culprit: int) -> None:
         self._lost(slot.kill(), culprit=culprit)
@@ -578,7 +594,9 @@ class Worker:
                 self._typical = new
 
     def _settle(self, msg: outcomes.Claimed, run: outcomes.RunResult) -> None:
-        metrics.TASK_DURATION.labels(msg.queue, msg.task_name).observe(run.duration)
+        msg = self._take(msg)
+        task = outcomes.metric_task(msg.task_name, self.known)
+        metrics.TASK_DURATION.labels(msg.queue, task).observe(run.duration)
         waited = msg.waited + (max(0.0, run.started - msg.claimed_at) if run.started else 0.0)
         metrics.QUEUE_WAIT.labels(msg.queue).observe(max(0.0, waited))
         self._learn(msg.task_name, run.duration)
@@ -589,143 +607,34 @@ class Worker:
             max_result_bytes=self.s.max_result_bytes,
             retry_backoff=self.s.retry_backoff,
             retry_backoff_max=self.s.retry_backoff_max,
+            max_error_bytes=self.s.max_error_bytes,
         )
         if not run.ok:
             log.info(
                 "task failed: msg_id=%d task=%s attempt=%d: %s",
                 msg.msg_id,
-                msg.task_name,
+                task,
                 msg.read_ct,
-                run.error,
+                outcomes.storable(run.error, 2000),
             )
-        self.pending.append(_Pending(msg, action, time.monotonic()))
+        self.settler.add(msg, action)
         self._next_claim = min(self._next_claim, time.monotonic())
 
     def _flush(self) -> None:
-        """Write every settled outcome: all acks in one statement (one commit), then the rest."""
-        if not self.pending or self._conn is None:
+        """Write every settled outcome (see pgqueue.settling); an outage backs off."""
+        if not self.settler.pending or self._conn is None:
             return
-        batch, self.pending = self.pending, []
-        acks = [p for p in batch if isinstance(p.action, outcomes.Ack)]
-        others = [p for p in batch if not isinstance(p.action, outcomes.Ack)]
-        try:
-            if acks:
-                self._write_acks(acks)
-                acks = []
-            while others:
-                self._write_other(others[0])
-                others.pop(0)
-        except psycopg.OperationalError as exc:
-            self.pending = acks + others + self.pending
-            self._db_down("settle", exc)
-            for item in acks + others:
-                item.attempts += 1
-                if item.attempts == 3 and item.msg.reply_key is not None:
-                    log.error(
-                        "reply not stored yet (database down): reply_key=%s task=%s msg_id=%d; "
-                        "kept in memory and retried, the lease decides if this worker dies",
-                        item.msg.reply_key,
-                        item.msg.task_name,
-                        item.msg.msg_id,
-                    )
-            return
-        if any(p.attempts for p in batch):
-            log.info("database back: pending replies and acks written")
-
-    def _write_acks(self, items: list[_Pending]) -> None:
-        assert self._conn is not None
-        params = {
-            "msg_ids": [p.msg.msg_id for p in items],
-            "read_cts": [p.msg.read_ct for p in items],
-            "statuses": [p.action.status.value for p in items],  # type: ignore[union-attr]
-            "results": [p.action.result_json for p in items],  # type: ignore[union-attr]
-            "errors": [p.action.error for p in items],  # type: ignore[union-attr]
-            "result_ttl": self.s.result_ttl,
-            "notify": self.s.notify,
-        }
-        try:
-            rows = self._conn.execute(sqlfiles.query("ack"), params).fetchall()
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            if len(items) > 1:
-                # One reply spoils the batch: write them one by one to find it.
-                for item in items:
-                    self._write_acks([item])
-                return
-            self._reply_refused(items[0], exc)
-            return
-        self._landed(items, {r["msg_id"] for r in rows})
-
-    def _reply_refused(self, item: _Pending, exc: psycopg.Error) -> None:
-        """The database refused a reply (§3.8): tell the caller why, in a second transaction."""
-        action = item.action
-        if isinstance(action, outcomes.Ack) and action.result_json is not None:
-            log.warning("reply of msg_id=%d refused by the database: %s", item.msg.msg_id, exc)
-            fallback = outcomes.Ack(
-                ReplyStatus.FAILED,
-                None,
-                f"reply not stored: the database refused it: {type(exc).__name__}: {exc}",
-                "reply_failed",
-            )
-            self._write_acks([_Pending(item.msg, fallback, item.finished)])
+        outage = self.settler.flush(self._conn)
+        if outage is not None:
+            self._db_down("settle", outage)
         else:
-            log.error("settle of msg_id=%d refused: %s; the lease decides", item.msg.msg_id, exc)
-
-    def _write_other(self, item: _Pending) -> None:
-        assert self._conn is not None
-        fence = {"msg_id": item.msg.msg_id, "read_ct": item.msg.read_ct}
-        action = item.action
-        if isinstance(action, outcomes.Retry):
-            row = self._conn.execute(
-                sqlfiles.query("retry"), {**fence, "delay": action.delay}
-            ).fetchone()
-        else:
-            assert isinstance(action, outcomes.DeadLetter)
-            row = self._conn.execute(
-                sqlfiles.query("dead_letter"),
-                {
-                    **fence,
-                    "reason": action.reason,
-                    "result_ttl": self.s.result_ttl,
-                    "notify": self.s.notify,
-                },
-            ).fetchone()
-        self._landed([item], {item.msg.msg_id} if row is not None else set())
-
-    def _landed(self, items: list[_Pending], kept: set[int]) -> None:
-        """Count what was written; a row that was not ours any more is a lost lease."""
-        for item in items:
-            msg, action = item.msg, item.action
-            self.stats.settled += 1
-            if msg.msg_id not in kept:
-                self.stats.lost += 1
-                metrics.LEASE_LOST.inc()
-                metrics.TASKS.labels(msg.queue, msg.task_name, "lost").inc()
-                log.warning(
-                    "lease lost: msg_id=%d task=%s was re-claimed or removed; result ignored",
-                    msg.msg_id,
-                    msg.task_name,
-                )
-                continue
-            if isinstance(action, outcomes.Ack):
-                outcome = action.outcome
-                if msg.reply_key is not None:
-                    metrics.RPC_LATENCY.labels(msg.queue, msg.task_name).observe(
-                        max(0.0, msg.waited) + time.monotonic() - item.claimed
-                    )
-            else:
-                outcome = "retried" if isinstance(action, outcomes.Retry) else "dead_lettered"
-            text = action.reason if isinstance(action, outcomes.DeadLetter) else action.error
-            if text.startswith("TimeLimitExceeded") and outcome in {"failed", "retried"}:
-                outcome = "timed_out"  # one run, one count: the kill is why it failed
-            metrics.TASKS.labels(msg.queue, msg.task_name, outcome).inc()
+            self._db_up()
 
     # -- leases ------------------------------------------------------------------------------
 
     def _held(self) -> list[outcomes.Claimed]:
-        held = [m for s in self.slots for m in s.held()]
-        return held + [m for m, _ in self.buffer] + [p.msg for p in self.pending]
+        held = [self._current(m) for s in self.slots for m in s.held()]
+        return held + [m for m, _ in self.buffer] + self.settler.held()
 
     def _renew(self) -> None:
         self._next_renew = time.monotonic() + self.s.lease / 3
@@ -734,16 +643,17 @@ class Worker:
             return
         try:
             rows = self._conn.execute(
-                sqlfiles.query("renew"),
-                {
-                    "lease": self.s.lease,
-                    "msg_ids": [m.msg_id for m in held],
-                    "read_cts": [m.read_ct for m in held],
-                },
+                sqlfiles.query("renew"), {"lease": self.s.lease, **claiming.fence(held)}
             ).fetchall()
-        except psycopg.OperationalError as exc:
-            self._db_down("renew", exc)
+        except Exception as exc:  # the policy decides; the loop never dies here
+            if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
+                self._db_down("renew", exc)
+            else:
+                metrics.DB_ERRORS.labels("renew").inc()
+                log.error("lease renewal failed: %s; retried next turn", dberrors.describe(exc))
+                self._next_renew = time.monotonic() + 1.0
             return
+        self._db_up()
         metrics.LEASE_RENEWALS.inc(len(rows))
         kept = {r["msg_id"] for r in rows}
         for m in held:

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
+from pgqueue import db
 from pgqueue.cli.parsing import EXIT_USAGE, env_name
 from pgqueue.errors import ConfigurationError
 from pgqueue.settings import ConnectionSettings, check_queue_name
@@ -146,12 +147,15 @@ def build_settings(model: type[S], args: argparse.Namespace) -> S:
         if getattr(args, name, None) is not None
     }
     try:
-        return model(**given)
+        settings = model(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
         source = option_of(field) if field in given else env_name(field)
         raise CliError(source, first["msg"]) from None
+    if isinstance(settings, ConnectionSettings):
+        db.use_defaults(settings)  # the command's options bound every connection it opens
+    return settings
 
 
 def parse_json(option: str, text: str | None, kind: type) -> Any:

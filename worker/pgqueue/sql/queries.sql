@@ -45,39 +45,47 @@ SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id
 
 -- name: claim
 -- The claim, one statement (DESIGN §3.1): see pgqueue.claim in schema.sql for how it walks
--- tenants and locks with SKIP LOCKED. Returns the rows in the claim's order.
+-- tenants and locks with SKIP LOCKED, stamps each row's claim_token and commits a claim that
+-- holds a call synchronously (unless %(durable)s is false). Returns the rows in the claim's order.
 SELECT * FROM pgqueue.claim(%(queue)s, %(limit)s, %(candidates)s, %(lease)s, %(worker_id)s,
-                            %(tenant_cursor)s, %(tenant_span)s, %(salt)s);
+                            %(tenant_cursor)s, %(tenant_span)s, %(salt)s, %(durable)s);
 
 -- name: renew
 -- Extends the leases a worker still holds; rows not returned were lost (gone or re-claimed).
+-- Every write of a claim's holder is fenced by (msg_id, claim_token): a re-claim stamps a new
+-- token, so a worker that lost its lease can never act on another worker's claim.
 UPDATE pgqueue.message m
 SET vt = now() + make_interval(secs => %(lease)s)
-FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS held(msg_id, read_ct)
-WHERE m.msg_id = held.msg_id AND m.read_ct = held.read_ct
+FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[]) AS held(msg_id, claim_token)
+WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
 RETURNING m.msg_id;
 
 -- name: release
 -- Hands claimed messages back at once (graceful shutdown): the attempt is not counted.
 UPDATE pgqueue.message m
-SET vt = now(), read_ct = m.read_ct - 1, claimed_by = NULL, claimed_at = NULL
-FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[]) AS held(msg_id, read_ct)
-WHERE m.msg_id = held.msg_id AND m.read_ct = held.read_ct
+SET vt = now(), read_ct = m.read_ct - 1, claimed_by = NULL, claimed_at = NULL,
+    claim_token = NULL
+FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[]) AS held(msg_id, claim_token)
+WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
 RETURNING m.msg_id;
 
 -- name: ack
 -- Deletes finished messages and stores their replies (those with a reply key) in one statement
 -- and one commit, however many finished together; each row is fenced by its claim and each reply
 -- is first-write-wins. Returns the msg_ids this worker still held (the others lost their lease).
+-- The NOTIFY never fails the statement over its payload: a key too long for a payload (NOTIFY
+-- takes < 8000 bytes) is notified by its hash (pgqueue.reply_wake), nothing is notified while
+-- the NOTIFY queue is over half full, and %(notify)s false (the worker's answer to a NOTIFY
+-- that failed anyway) writes without it; the caller's poll finds the reply either way.
 WITH done AS (
-    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::int[], %(statuses)s::text[],
+    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[], %(statuses)s::text[],
                          %(results)s::text[], %(errors)s::text[])
-        AS d(msg_id, read_ct, status, result, error)
+        AS d(msg_id, claim_token, status, result, error)
 ),
 acked AS (
     DELETE FROM pgqueue.message m
     USING done d
-    WHERE m.msg_id = d.msg_id AND m.read_ct = d.read_ct
+    WHERE m.msg_id = d.msg_id AND m.claim_token = d.claim_token
     RETURNING m.msg_id, m.reply_key
 ),
 stored AS (
@@ -96,22 +104,24 @@ SELECT a.msg_id,
                  AND pg_notification_queue_usage() < 0.5  -- else callers poll (see enqueue)
             THEN pg_notify(pgqueue.reply_channel(a.reply_key),
                            coalesce(pgqueue.reply_note(s.reply_key, s.status, s.result, s.error),
-                                    a.reply_key)) END AS notified
+                                    pgqueue.reply_wake(a.reply_key))) END AS notified
 FROM acked a LEFT JOIN stored s ON s.reply_key = a.reply_key;
 
 -- name: retry
 -- Fire-and-forget failure with attempts left: push the message out by the backoff.
 UPDATE pgqueue.message
 SET vt = now() + make_interval(secs => %(delay)s), claimed_by = NULL, claimed_at = NULL
-WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+WHERE msg_id = %(msg_id)s AND claim_token = %(claim_token)s
 RETURNING msg_id;
 
 -- name: dead_letter
 -- Moves a message to the dead-letter table with its reason, fenced by the claim, and gives a
--- waiting caller a failed reply at once so it does not wait for its timeout.
+-- waiting caller a failed reply at once so it does not wait for its timeout. A reply key over
+-- %(max_reply_key_bytes)s bytes (hand-made; a key the result table cannot index) gets no reply
+-- and no NOTIFY: the dead letter alone records why.
 WITH moved AS (
     DELETE FROM pgqueue.message
-    WHERE msg_id = %(msg_id)s AND read_ct = %(read_ct)s
+    WHERE msg_id = %(msg_id)s AND claim_token = %(claim_token)s
     RETURNING *
 ),
 kept AS (
@@ -125,12 +135,14 @@ kept AS (
 replied AS (
     INSERT INTO pgqueue.result (reply_key, status, result, error, expires_at)
     SELECT k.reply_key, 'failed', NULL, %(reason)s, now() + make_interval(secs => %(result_ttl)s)
-    FROM kept k WHERE k.reply_key IS NOT NULL
+    FROM kept k
+    WHERE k.reply_key IS NOT NULL AND octet_length(k.reply_key) <= %(max_reply_key_bytes)s
     ON CONFLICT (reply_key) DO NOTHING
     RETURNING reply_key
 )
 SELECT k.dl_id,
        CASE WHEN %(notify)s AND k.reply_key IS NOT NULL
+                 AND octet_length(k.reply_key) <= %(max_reply_key_bytes)s
                  AND pg_notification_queue_usage() < 0.5  -- else callers poll (see enqueue)
             THEN pg_notify(pgqueue.reply_channel(k.reply_key), pgqueue.reply_wake(k.reply_key))
        END AS notified

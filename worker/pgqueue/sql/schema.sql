@@ -9,7 +9,8 @@ CREATE TABLE pgqueue.schema_version (
 );
 
 -- One row per pending unit of work. A row is visible to claimers when vt <= now(); a claim pushes
--- vt out by the lease and bumps read_ct, and (msg_id, read_ct) fences every later write.
+-- vt out by the lease, bumps read_ct and stamps a fresh claim_token; (msg_id, claim_token) fences
+-- every later write of the claim's holder.
 CREATE TABLE pgqueue.message (
     msg_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     queue        text NOT NULL,
@@ -23,7 +24,8 @@ CREATE TABLE pgqueue.message (
     read_ct      integer NOT NULL DEFAULT 0,
     deadline     timestamptz,
     claimed_by   text,
-    claimed_at   timestamptz
+    claimed_at   timestamptz,
+    claim_token  bigint
 );
 -- Serves both the tenant walk and each tenant's (priority desc, msg_id) order in the claim.
 CREATE INDEX message_claim_idx ON pgqueue.message (queue, tenant, priority DESC, msg_id);
@@ -69,6 +71,14 @@ CREATE TABLE pgqueue.flag (
     source      text NOT NULL DEFAULT ''
 );
 
+-- A claim's fence: 52 random bits. Random rather than from a sequence, whose advance an
+-- asynchronous commit can lose in a crash (and then hand out again); two claims of one message
+-- draw the same token with a chance of 2^-52.
+CREATE FUNCTION pgqueue.new_claim_token() RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED AS $token$
+    SELECT floor(random() * 4503599627370496)::bigint
+$token$;
+
 -- The claim (DESIGN §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
 -- planning on every poll. It walks up to p_tenant_span tenants with visible work (from
@@ -77,18 +87,31 @@ CREATE TABLE pgqueue.flag (
 -- shuffled by p_salt), and locks what is free with SKIP LOCKED, returning rows in that order.
 -- With one tenant waiting (no tenant keys: the usual request-reply queue) that order is simply
 -- priority, then FIFO, and a plain ordered SKIP LOCKED claim gives it at half the server time.
--- Committed asynchronously: a lost claim commit only makes the rows claimable again.
+-- A claim that holds a call (a reply-keyed message) commits synchronously (never weaker than
+-- 'local', whatever the session says) unless p_durable is false (the worker's durable_claims):
+-- a claim a worker was told of cannot vanish in a crash, so no second worker re-claims the call
+-- and runs it again. A claim of fire-and-forget messages
+-- only commits asynchronously: lost in a crash, its rows become claimable again (at least once).
+-- Each claim stamps a fresh random claim_token (pgqueue.new_claim_token); every later write is
+-- fenced by (msg_id, claim_token), a pair no re-claim repeats, even after a crash lost the claim
+-- (read_ct repeats then, and after a release).
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
-    p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text
+    p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text,
+    p_durable boolean DEFAULT true
 ) RETURNS TABLE (
     msg_id bigint, queue text, task_name text, payload jsonb, reply_key text,
     priority smallint, tenant text, read_ct integer, enqueued_at timestamptz,
-    deadline_in double precision, waited double precision, walked bigint, last_tenant text
+    deadline_in double precision, waited double precision, walked bigint, last_tenant text,
+    claim_token bigint
 ) LANGUAGE plpgsql VOLATILE AS $claim$
 #variable_conflict use_column
 DECLARE
     first_tenant text;
+    -- The commit mode of a claim that holds a call: never 'off' (see above).
+    durable text := CASE WHEN NOT p_durable THEN 'off'
+                         WHEN current_setting('synchronous_commit') = 'off' THEN 'local'
+                         ELSE current_setting('synchronous_commit') END;
 BEGIN
     -- The first two tenants with visible work, from the cursor. None: nothing to claim, and an
     -- empty poll costs one index probe. One (no tenant keys, the common case): that tenant's
@@ -107,7 +130,8 @@ BEGIN
      ORDER BY m.tenant LIMIT 1;
     IF NOT FOUND THEN
         RETURN QUERY
-        WITH picked AS (
+        WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+        picked AS (
             SELECT m.msg_id FROM pgqueue.message m
             WHERE m.queue = p_queue AND m.tenant = first_tenant AND m.vt <= now()
             ORDER BY m.priority DESC, m.msg_id
@@ -119,15 +143,22 @@ BEGIN
             SET vt = now() + make_interval(secs => p_lease),
                 read_ct = m.read_ct + 1,
                 claimed_by = p_worker_id,
-                claimed_at = now()
-            FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+                claimed_at = now(),
+                claim_token = pgqueue.new_claim_token()
+            FROM picked, async
             WHERE m.msg_id = picked.msg_id
             RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority,
                       m.tenant, m.read_ct, m.enqueued_at,
                       extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
-                      extract(epoch FROM now() - m.enqueued_at)::float8 AS waited
+                      extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
+                      m.claim_token,
+                      -- A call's claim commits synchronously (see above).
+                      CASE WHEN m.reply_key IS NOT NULL
+                           THEN set_config('synchronous_commit', durable, true) END AS durable
         )
-        SELECT c.*, 1::bigint AS walked, first_tenant AS last_tenant
+        SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
+               c.read_ct, c.enqueued_at, c.deadline_in, c.waited, 1::bigint AS walked,
+               first_tenant AS last_tenant, c.claim_token
         FROM claimed c
         ORDER BY c.priority DESC, c.msg_id;
         RETURN;
@@ -163,6 +194,7 @@ BEGIN
         SELECT array_agg(msg_id ORDER BY priority DESC, rank, md5(tenant || p_salt), msg_id) AS ids
         FROM candidates
     ),
+    async AS (SELECT set_config('synchronous_commit', 'off', true)),
     picked AS (
         -- By primary key from the short candidate list: never a scan of the backlog. The
         -- candidates' positions come WITH ORDINALITY (array_position per row was quadratic:
@@ -181,18 +213,23 @@ BEGIN
         SET vt = now() + make_interval(secs => p_lease),
             read_ct = m.read_ct + 1,
             claimed_by = p_worker_id,
-            claimed_at = now()
-        FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+            claimed_at = now(),
+            claim_token = pgqueue.new_claim_token()
+        FROM picked, async
         WHERE m.msg_id = picked.msg_id
         RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority, m.tenant,
                   m.read_ct, m.enqueued_at,
                   extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
-                  extract(epoch FROM now() - m.enqueued_at)::float8 AS waited
+                  extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
+                  m.claim_token,
+                  CASE WHEN m.reply_key IS NOT NULL
+                       THEN set_config('synchronous_commit', durable, true) END AS durable
     )
     -- In the claim's order (RETURNING has none): a worker runs a batch in the order it gets it.
-    SELECT c.*,
+    SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
+           c.read_ct, c.enqueued_at, c.deadline_in, c.waited,
            (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) AS walked,
-           (SELECT max(tenant) FROM tenants) AS last_tenant
+           (SELECT max(tenant) FROM tenants) AS last_tenant, c.claim_token
     FROM claimed c JOIN picked p USING (msg_id)
     ORDER BY p.pos;
 END
