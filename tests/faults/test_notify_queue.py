@@ -1,6 +1,8 @@
 """Fault matrix, a full NOTIFY queue (a stalled listener): every NOTIFY in the cluster then fails
-with 54000. The worker writes each reply again without its NOTIFY (polling is the correctness
-path), so callers are answered, nothing re-runs, and nothing is lost."""
+with 54000. The worker's ack and dead-letter statements send no NOTIFY while the queue is over
+half full, and a NOTIFY that fails anyway (the queue filled in between) is written again without
+it (the policy's unit tests cover that branch): polling is the correctness path, so callers are
+answered, nothing re-runs, and nothing is lost."""
 
 from __future__ import annotations
 
@@ -65,7 +67,6 @@ def test_full_notify_queue_replies_are_written_without_notify(
             took = time.monotonic() - began
         assert all(r.ok and r.value == k for k, r in results.items()), results
         assert max(marks.starts(log).values()) == 1, marks.starts(log)
-        assert "NOTIFY refused" in worker.log_path.read_text(), worker.log()
         runs.wait_queue_empty(pg_dsn, 10, "every message settled")
         assert worker.proc.poll() is None
         print(f"FIGURE full NOTIFY queue: 5 sequential calls answered in {took:.2f}s")
