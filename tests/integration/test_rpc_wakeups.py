@@ -117,8 +117,9 @@ def test_a_reply_that_lost_to_an_earlier_one_is_notified_by_key_alone(pg_dsn: st
         ids = []
         for key in (won, fresh, plain):
             row = conn.execute(
-                "INSERT INTO pgqueue.message (queue, task_name, payload, reply_key) "
-                "VALUES ('q', 't', '{}', %s) RETURNING msg_id",
+                # As if claimed: the ack is fenced by the claim's token.
+                "INSERT INTO pgqueue.message (queue, task_name, payload, reply_key, claim_token) "
+                "VALUES ('q', 't', '{}', %s, 7) RETURNING msg_id",
                 [key],
             ).fetchone()
             assert row is not None
@@ -127,7 +128,7 @@ def test_a_reply_that_lost_to_an_earlier_one_is_notified_by_key_alone(pg_dsn: st
             sqlfiles.query("ack"),
             {
                 "msg_ids": ids,
-                "read_cts": [0, 0, 0],
+                "claim_tokens": [7, 7, 7],
                 "statuses": ["completed"] * 3,
                 "results": ['{"late": true}'] * 3,
                 "errors": [""] * 3,
