@@ -20,6 +20,7 @@ from pgqueue.errors import ConfigurationError, PgQueueError
 
 COMMAND_MODULES: tuple[str, ...] = ("queueing", "working", "demo", "gate", "bench")
 COMMAND_MODULES += ("exporting",)
+COMMAND_MODULES += ("web",)
 
 
 class _Parser(argparse.ArgumentParser):

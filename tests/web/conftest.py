@@ -1,0 +1,150 @@
+"""The browser tier: a real ``pgqueue web`` process on a real Postgres, driven by Debian's
+Chromium through Playwright (the system browser by its path; Playwright's own browser download is
+never used). ``PGQUEUE_WEB_SCREENSHOTS=1`` (``make web-screenshots``) saves each page's screenshot
+into docs/web/ for the README; otherwise they go to the test's tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from pgqueue.embedded import free_port
+from tests.support.workers import http_get, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "a-write-token-for-the-tests"
+
+
+@dataclass
+class Console:
+    proc: subprocess.Popen[bytes]
+    base: str  # http://127.0.0.1:PORT plus the root path
+    log_path: Path
+    token: str | None
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class ConsoleFactory:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[Console] = []
+
+    def start(self, dsn: str, *, token: str | None = TOKEN, root_path: str = "") -> Console:
+        port = free_port()
+        log_path = self.tmp / f"console-{port}.log"
+        env = {
+            **os.environ,
+            "PGQUEUE_DSN": dsn,
+            "PGQUEUE_WEB_REFRESH": "0.5",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
+        env.pop("PGQUEUE_WEB_WRITE_TOKEN", None)
+        if token:
+            env["PGQUEUE_WEB_WRITE_TOKEN"] = token
+        args = [sys.executable, "-m", "pgqueue.cli", "web", "--port", str(port)]
+        if root_path:
+            args += ["--root-path", root_path]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        console = Console(proc, f"http://127.0.0.1:{port}{root_path}", log_path, token)
+        self.started.append(console)
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"pgqueue web exited {proc.returncode}:\n{console.log()}")
+            try:
+                return http_get(console.url("/healthz"))[0] == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, 60, "pgqueue web to answer /healthz")
+        return console
+
+    def stop_all(self) -> None:
+        for console in self.started:
+            console.proc.terminate()
+            try:
+                console.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                console.proc.kill()
+                console.proc.wait(10)
+
+
+@pytest.fixture
+def consoles(tmp_path: Path) -> Iterator[ConsoleFactory]:
+    factory = ConsoleFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: docs/web/ when asked for, else the test's tmp_path."""
+    if os.environ.get("PGQUEUE_WEB_SCREENSHOTS") == "1":
+        return REPO / "docs" / "web"
+    return tmp_path
+
+
+def log_in(page: Page, console: Console) -> None:
+    page.goto(console.url("/login"))
+    page.fill("input[name=token]", console.token or "")
+    page.click("#login")
+    page.wait_for_selector(".badge.write")
+
+
+def csrf_of(page: Page) -> str:
+    """The session's CSRF token, as every page carries it."""
+    token = page.locator("meta[name=csrf]").get_attribute("content")
+    assert token, "no CSRF token on the page"
+    return token

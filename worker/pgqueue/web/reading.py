@@ -1,0 +1,197 @@
+"""What the console reads: queue totals (sampled and shared), keyset pages of messages, dead
+letters, the gate and its history, the worker registry.
+
+Reads run on a small connection pool, each in a transaction with a statement timeout, so a filter
+that would walk a huge queue fails fast instead of loading the database. Queue totals come from
+``queue_stats`` (a scan of the message table), taken at most once per ``stats_ttl`` however many
+browsers poll: the one read that costs as much as the backlog is shared, every other read is a
+keyset page whose cost does not grow with the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from pgqueue import admin, registry, sqlfiles
+
+T = TypeVar("T")
+
+PAYLOAD_CAP = 4096  # characters of pretty JSON shown per dead letter; the rest is cut and counted
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    msg_id: int
+    task_name: str
+    tenant: str
+    priority: int
+    read_ct: int
+    has_reply: bool
+    claimed_by: str | None
+    state: str
+    age: float
+    visible_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    rows: list[MessageRow]
+    next_after: int | None  # the keyset cursor of the next page; None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    change_id: int
+    key: str
+    enabled: bool
+    value: str
+    source: str
+    changed_at: Any
+
+
+@dataclass
+class StatsSample:
+    taken: float = 0.0
+    stats: list[admin.QueueStats] = field(default_factory=list)
+
+
+class Reader:
+    """The console's read side over one database; thread-safe."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pooled: bool = False,
+        stats_ttl: float = 2.0,
+        query_timeout: float = 5.0,
+        max_connections: int = 4,
+    ) -> None:
+        self.dsn = dsn
+        self.pooled = pooled
+        self.stats_ttl = stats_ttl
+        self.query_timeout = query_timeout
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "prepare_threshold": None if pooled else 5,
+                "application_name": "pgqueue-web",
+            },
+            open=False,
+            name="pgqueue-web",
+        )
+        self._sample = StatsSample()
+        self._sampling = threading.Lock()
+
+    def open(self) -> None:
+        self._pool.open(wait=False)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        with self._pool.connection(timeout=self.query_timeout) as conn, conn.transaction():
+            limit = f"{round(self.query_timeout * 1000)}ms"
+            conn.execute(sqlfiles.query("web_read_limits"), {"timeout": limit})
+            yield conn
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute("SELECT 1")
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def queue_stats(self) -> tuple[list[admin.QueueStats], float]:
+        """Per-queue totals and their age in seconds (one sample per stats_ttl, shared)."""
+        now = time.monotonic()
+        sample = self._sample
+        if now - sample.taken < self.stats_ttl:
+            return sample.stats, now - sample.taken
+        with self._sampling:
+            sample = self._sample
+            if time.monotonic() - sample.taken >= self.stats_ttl:
+                with self._read() as conn:
+                    rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
+                sample = StatsSample(time.monotonic(), [admin.QueueStats(**r) for r in rows])
+                self._sample = sample
+        return sample.stats, time.monotonic() - sample.taken
+
+    def messages(
+        self,
+        queue: str,
+        *,
+        after: int = 0,
+        limit: int = 50,
+        task: str | None = None,
+        tenant: str | None = None,
+        state: str | None = None,
+    ) -> MessagePage:
+        params = {
+            "queue": queue,
+            "after": after,
+            "limit": limit + 1,  # one more than shown says whether a next page exists
+            "task": task or None,
+            "tenant": tenant if tenant is not None and tenant != "*" else None,
+            "state": state or None,
+        }
+        with self._read() as conn:
+            rows = conn.execute(sqlfiles.query("web_messages"), params).fetchall()
+        page = [MessageRow(**r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return MessagePage(page, page[-1].msg_id if more and page else None)
+
+    # -- gate and workers --------------------------------------------------------------------
+
+    def flag_history(self, key: str = admin.GATE_FLAG, limit: int = 50) -> list[FlagChange]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sqlfiles.query("flag_history"), {"key": key, "limit": limit}
+            ).fetchall()
+        return [FlagChange(**r) for r in rows]
+
+    def workers(self) -> list[registry.WorkerRow]:
+        with self._read() as conn:
+            return registry.workers(conn)
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """An admin function (which opens its own short connection) with this reader's DSN."""
+        return func(self.dsn, *args, pooled=self.pooled, **kwargs)
+
+
+def pretty_payload(payload: Any, cap: int = PAYLOAD_CAP) -> tuple[str, int]:
+    """Indented JSON, cut at ``cap`` characters; returns (text, characters cut)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    if len(text) <= cap:
+        return text, 0
+    return text[:cap], len(text) - cap
+
+
+def age(seconds: float | None) -> str:
+    """A short human age: 850ms, 42s, 7m 3s, 5h 2m, 3d 4h."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{max(seconds, 0) * 1000:.0f}ms"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
