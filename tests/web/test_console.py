@@ -74,6 +74,7 @@ def test_every_page_shows_what_the_database_holds(
     admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=False, value="off", source="cli ops@laptop")
     admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=True, value="on", source="cli ops@laptop")
     console = consoles.start(pg_dsn)
+    log_in(page, console)  # the screenshots show the write controls too
 
     page.goto(console.url("/"))
     row = page.locator("#queue-table tr[data-queue=reports]")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from pgqueue import sqlfiles
 
@@ -33,8 +34,9 @@ class WorkerInfo:
     worker_id: str
     queues: tuple[str, ...]
     slots: int
-    host: str = socket.gethostname()
-    pid: int = os.getpid()
+    # Read when the info is made, not at import (a forked process has its own pid).
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
     version: str = ""
 
     def params(self, busy: int = 0) -> dict[str, Any]:
@@ -93,9 +95,7 @@ def prune(conn: Connection, older_than: float = PRUNE_AFTER) -> int:
 
 
 def workers(conn: Connection) -> list[WorkerRow]:
-    rows = conn.execute(sqlfiles.query("registry_list")).fetchall()
-    return [WorkerRow(**_as_dict(row)) for row in rows]
-
-
-def _as_dict(row: Any) -> dict[str, Any]:
-    return dict(row) if isinstance(row, dict) else dict(row._asdict())
+    """Every registered worker, stale ones included (see :meth:`WorkerRow.stale`)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(sqlfiles.query("registry_list")).fetchall()
+    return [WorkerRow(**row) for row in rows]

@@ -11,6 +11,7 @@ keyset page whose cost does not grow with the queue.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,11 +21,13 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import admin, registry, sqlfiles
 
 T = TypeVar("T")
+
+log = logging.getLogger("pgqueue.web")
 
 PAYLOAD_CAP = 4096  # characters of pretty JSON shown per dead letter; the rest is cut and counted
 
@@ -117,19 +120,37 @@ class Reader:
     # -- queues ------------------------------------------------------------------------------
 
     def queue_stats(self) -> tuple[list[admin.QueueStats], float]:
-        """Per-queue totals and their age in seconds (one sample per stats_ttl, shared)."""
-        now = time.monotonic()
+        """Per-queue totals and their age in seconds.
+
+        One sample per ``stats_ttl``, shared by every request. Only the very first request waits
+        for a sample; later ones get the last sample at once while a background thread takes
+        the next, so a page's answer time never includes a scan of the backlog.
+        """
         sample = self._sample
-        if now - sample.taken < self.stats_ttl:
-            return sample.stats, now - sample.taken
-        with self._sampling:
-            sample = self._sample
-            if time.monotonic() - sample.taken >= self.stats_ttl:
-                with self._read() as conn:
-                    rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
-                sample = StatsSample(time.monotonic(), [admin.QueueStats(**r) for r in rows])
-                self._sample = sample
+        if not sample.taken:
+            with self._sampling:
+                if not self._sample.taken:
+                    self._take_sample()
+        elif time.monotonic() - sample.taken >= self.stats_ttl and self._sampling.acquire(
+            blocking=False
+        ):
+            threading.Thread(target=self._sample_in_background, daemon=True).start()
+        sample = self._sample
         return sample.stats, time.monotonic() - sample.taken
+
+    def _take_sample(self) -> None:
+        with self._read() as conn:
+            rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
+        self._sample = StatsSample(time.monotonic(), [admin.QueueStats(**r) for r in rows])
+
+    def _sample_in_background(self) -> None:
+        try:
+            self._take_sample()
+        except (psycopg.Error, PoolTimeout) as exc:
+            # The page keeps showing the last sample, and says how old it is.
+            log.warning("web: sampling the queue totals failed: %s", type(exc).__name__)
+        finally:
+            self._sampling.release()
 
     def messages(
         self,
