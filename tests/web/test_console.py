@@ -69,6 +69,14 @@ def test_every_page_shows_what_the_database_holds(
     _enqueue(pg_dsn, "reports", 120, tenant="acme")
     _enqueue(pg_dsn, "reports", 5, tenant="globex", task="report.mail")
     _enqueue(pg_dsn, "emails", 3)
+    with Client(pg_dsn) as client:
+        client.enqueue("report.build", ["later"], queue="reports", delay=600)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        # Three messages in flight, claimed by the real claim function as a worker would.
+        claimed = conn.execute(
+            "SELECT msg_id FROM pgqueue.claim('reports', 3, 3, 600, 'web-a:101', '', 1, 's')"
+        ).fetchall()
+        assert len(claimed) == 3
     _dead_letter(pg_dsn, "reports", {"args": [7], "kwargs": {"format": "pdf"}}, "too many attempts")
     _dead_letter(pg_dsn, "emails", {"args": ["x" * 10_000]}, "unknown task 'mail.send'")
     admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=False, value="off", source="cli ops@laptop")
@@ -78,7 +86,9 @@ def test_every_page_shows_what_the_database_holds(
 
     page.goto(console.url("/"))
     row = page.locator("#queue-table tr[data-queue=reports]")
-    expect(row.locator(".ready")).to_have_text("125")
+    expect(row.locator(".ready")).to_have_text("122")
+    expect(row.locator(".in-flight")).to_have_text("3")
+    expect(row.locator(".delayed")).to_have_text("1")
     expect(row.locator(".dead")).to_have_text("1")
     expect(page.locator("#queue-table tr[data-queue=emails] .ready")).to_have_text("3")
     page.screenshot(path=f"{shots}/queues.png", full_page=True)
@@ -94,13 +104,21 @@ def test_every_page_shows_what_the_database_holds(
         "rows => rows.map(r => Number(r.dataset.msgId))"
     )
     assert first_ids == sorted(first_ids)
-    page.screenshot(path=f"{shots}/queue.png", full_page=True)
+    in_flight = page.locator("#messages tbody tr", has_text="in flight")
+    expect(in_flight).to_have_count(3)
+    expect(in_flight.first).to_contain_text("web-a:101")
+    page.screenshot(path=f"{shots}/queue.png")
     page.click("#next-page")
     expect(page.locator("#messages tbody tr")).to_have_count(50)
     next_ids = page.locator("#messages tbody tr").evaluate_all(
         "rows => rows.map(r => Number(r.dataset.msgId))"
     )
     assert min(next_ids) > max(first_ids)
+    page.select_option("select[name=state]", "delayed")
+    page.click("text=filter")
+    expect(page.locator("#messages tbody tr")).to_have_count(1)
+    expect(page.locator("#messages tbody tr")).to_contain_text("delayed (9m")
+    page.select_option("select[name=state]", "")
     page.fill("input[name=tenant]", "globex")
     page.click("text=filter")
     expect(page.locator("#messages tbody tr")).to_have_count(5)
