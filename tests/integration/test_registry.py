@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 
 from pgqueue import admin, registry
@@ -31,8 +33,25 @@ def test_register_beat_deregister_and_prune(pg_dsn: str) -> None:
         # A restart under the same id replaces the row; a clean stop removes it.
         registry.register(conn, info)
         assert registry.workers(conn)[0].busy == 0
-        registry.deregister(conn, info.worker_id)
+        assert registry.deregister(conn, info.worker_id)
         assert registry.workers(conn) == []
+
+
+def test_a_refused_registry_write_does_not_raise(pg_dsn: str) -> None:
+    info = registry.WorkerInfo("host-a:8", ("default",), slots=1)
+    role = f"web_nobody_{uuid.uuid4().hex[:8]}"  # roles are server-wide: one per run
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role}")
+        try:
+            conn.execute(f"GRANT USAGE ON SCHEMA pgqueue TO {role}")
+            conn.execute(f"SET ROLE {role}")
+            assert registry.register(conn, info) is False
+            assert registry.beat(conn, info, busy=1) is False
+            assert registry.deregister(conn, info.worker_id) is False
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
 
 
 def test_every_change_of_the_gate_is_in_its_history(pg_dsn: str) -> None:

@@ -10,6 +10,7 @@ write never stops a worker: the registry is for people watching, not for correct
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from psycopg.rows import dict_row
 from pgqueue import sqlfiles
 
 Connection = psycopg.Connection[Any]
+
+log = logging.getLogger(__name__)
 
 # A row older than this is removed by prune(); readers call a worker stale much sooner.
 PRUNE_AFTER = 24 * 3600.0
@@ -74,24 +77,40 @@ def package_version() -> str:
         return "unknown"
 
 
-def register(conn: Connection, info: WorkerInfo) -> None:
-    """Write (or replace) this worker's row, with no slot busy."""
-    conn.execute(sqlfiles.query("registry_register"), info.params())
+def register(conn: Connection, info: WorkerInfo) -> bool:
+    """Write (or replace) this worker's row, with no slot busy, and drop rows silent for
+    :data:`PRUNE_AFTER`. False (logged) when the database refused: the worker runs on."""
+    return _write(conn, "register", [("registry_register", info.params())]) and _write(
+        conn, "prune", [("registry_prune", {"older_than": PRUNE_AFTER})]
+    )
 
 
-def beat(conn: Connection, info: WorkerInfo, busy: int) -> None:
+def beat(conn: Connection, info: WorkerInfo, busy: int) -> bool:
     """Refresh the heartbeat and the busy slot count (re-creating a row that was pruned)."""
-    conn.execute(sqlfiles.query("registry_beat"), info.params(busy))
+    return _write(conn, "beat", [("registry_beat", info.params(busy))])
 
 
-def deregister(conn: Connection, worker_id: str) -> None:
-    conn.execute(sqlfiles.query("registry_deregister"), {"worker_id": worker_id})
+def deregister(conn: Connection, worker_id: str) -> bool:
+    """Remove this worker's row at a clean stop."""
+    return _write(conn, "deregister", [("registry_deregister", {"worker_id": worker_id})])
 
 
 def prune(conn: Connection, older_than: float = PRUNE_AFTER) -> int:
     """Delete the rows of workers silent for ``older_than`` seconds; returns how many."""
     cur = conn.execute(sqlfiles.query("registry_prune"), {"older_than": older_than})
     return cur.rowcount
+
+
+def _write(conn: Connection, verb: str, statements: list[tuple[str, dict[str, Any]]]) -> bool:
+    # Call on an autocommit connection: inside a caller's transaction, a refused write would
+    # leave that transaction aborted.
+    try:
+        for name, params in statements:
+            conn.execute(sqlfiles.query(name), params)
+    except psycopg.Error as exc:
+        log.warning("worker registry: %s failed (%s); the worker runs on", verb, type(exc).__name__)
+        return False
+    return True
 
 
 def workers(conn: Connection) -> list[WorkerRow]:
