@@ -5,7 +5,7 @@ flipped from the page changes where a call goes, and a write without the token i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -17,8 +17,10 @@ from pgqueue.gating import Gate
 from pgqueue.routing import RoutingDispatcher
 from tests.support import runs
 from tests.support.celery_redis import LegacyWorker
+from tests.support.faultproxy import FaultProxy
+from tests.support.postgres import PgServer
 from tests.support.web_tasks import FIXED_DDL
-from tests.support.workers import WorkerFactory, wait_until
+from tests.support.workers import WorkerFactory, http_get, wait_until
 from tests.web.conftest import Console, ConsoleFactory, csrf_of, log_in
 
 pytestmark = pytest.mark.timeout(240)
@@ -360,3 +362,29 @@ def test_behind_a_path_prefix(pg_dsn: str, consoles: ConsoleFactory, page: Page)
     page.goto(stripped + "/gate")
     expect(page.locator("h1")).to_contain_text("Gate")
     assert page.locator("nav a").first.get_attribute("href") == "/ops/pgqueue/queues"
+
+
+def test_a_database_outage_is_a_page_that_says_so(
+    pg_dsn: str,
+    pg_server: PgServer,
+    consoles: ConsoleFactory,
+    page: Page,
+    proxy_factory: Callable[[str, int], FaultProxy],
+) -> None:
+    _enqueue(pg_dsn, "reports", 2)
+    proxy = proxy_factory(pg_server.host, pg_server.port)
+    console = consoles.start(proxy.dsn_for(pg_dsn))
+    page.goto(console.url("/queues"))
+    expect(page.locator("#queue-table tr[data-queue=reports] .ready")).to_have_text("2")
+
+    proxy.refuse()
+    response = page.goto(console.url("/gate"))
+    assert response is not None and response.status == 503
+    expect(page.locator("#unavailable")).to_contain_text("did not answer")
+    assert pg_dsn not in page.content()
+    wait_until(lambda: http_get(console.url("/healthz"), 10)[0] == 503, 30, "/healthz 503")
+
+    proxy.resume()
+    wait_until(lambda: http_get(console.url("/healthz"), 10)[0] == 200, 60, "/healthz 200 again")
+    page.goto(console.url("/gate"))
+    expect(page.locator("#gate-route")).to_have_text("the fallback (off)")

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from jinja2 import Environment, PackageLoader, select_autoescape
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -125,7 +126,7 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
     async def healthz(request: Request) -> Response:
         try:
             await run_in_threadpool(reader.ping)
-        except psycopg.Error as exc:
+        except (psycopg.Error, PoolTimeout) as exc:
             return PlainTextResponse(f"database not answering: {type(exc).__name__}\n", 503)
         return PlainTextResponse("ok\n")
 
@@ -274,6 +275,17 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
         log.info("web: gate turned %s by %s", to, client)
         return back(request, "/gate")
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # A database outage is a page that says so (503), never a traceback; htmx polls keep
+        # the last table they showed and try again at the next tick.
+        log.warning(
+            "web: %s %s: the database did not answer (%s)",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        return render(request, "unavailable.html", status=503, error=type(exc).__name__)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         reader.open()
@@ -310,6 +322,7 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
                 path=(config.root_path.rstrip("/") or "") + "/",
             )
         ],
+        exception_handlers={psycopg.Error: unavailable, PoolTimeout: unavailable},
         lifespan=lifespan,
     )
     return PrefixMiddleware(app, config.root_path) if config.root_path.strip("/") else app

@@ -96,6 +96,8 @@ class Reader:
             },
             open=False,
             name="pgqueue-web",
+            # A connection cut while idle is found out at checkout, not by a failed page.
+            check=ConnectionPool.check_connection,
         )
         self._sample = StatsSample()
         self._sampling = threading.Lock()
@@ -107,14 +109,16 @@ class Reader:
         self._pool.close()
 
     @contextmanager
-    def _read(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        with self._pool.connection(timeout=self.query_timeout) as conn, conn.transaction():
+    def _read(self, wait: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        wait = self.query_timeout if wait is None else wait
+        with self._pool.connection(timeout=wait) as conn, conn.transaction():
             limit = f"{round(self.query_timeout * 1000)}ms"
             conn.execute(sqlfiles.query("web_read_limits"), {"timeout": limit})
             yield conn
 
     def ping(self) -> None:
-        with self._read() as conn:
+        """One round trip; a probe answers within a second or two, not after query_timeout."""
+        with self._read(wait=min(self.query_timeout, 1.5)) as conn:
             conn.execute("SELECT 1")
 
     # -- queues ------------------------------------------------------------------------------
