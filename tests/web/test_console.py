@@ -157,6 +157,12 @@ def test_every_page_shows_what_the_database_holds(
     )
     page.screenshot(path=f"{shots}/workers.png", full_page=True)
 
+    # No page may be framed (clickjacking of a confirmation button).
+    response = page.goto(console.url("/gate"))
+    assert response is not None
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
     # The DSN (its password included) and the token appear on no page.
     password = psycopg.conninfo.conninfo_to_dict(pg_dsn).get("password")
     for path in ("/queues", "/queues/reports", "/dead-letters", "/gate", "/workers", "/login"):

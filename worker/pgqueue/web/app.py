@@ -27,10 +27,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from pgqueue import admin, registry
 from pgqueue.web import auth
+from pgqueue.web.middleware import PrefixMiddleware, SecurityHeaders
 from pgqueue.web.reading import Reader, age, pretty_payload
 
 log = logging.getLogger("pgqueue.web")
@@ -51,22 +52,6 @@ class ConsoleConfig:
     query_timeout: float = 5.0
     pooled: bool = False
     secure_cookie: bool = False
-
-
-class PrefixMiddleware:
-    """Serves the app under ``prefix`` whether or not the ingress strips it from the path."""
-
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
-        self.app = app
-        self.prefix = prefix.rstrip("/")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and self.prefix:
-            path: str = scope["path"]
-            if path == self.prefix or path.startswith(self.prefix + "/"):
-                path = path[len(self.prefix) :]
-            scope = {**scope, "root_path": self.prefix, "path": self.prefix + (path or "/")}
-        await self.app(scope, receive, send)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -325,7 +310,8 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
         exception_handlers={psycopg.Error: unavailable, PoolTimeout: unavailable},
         lifespan=lifespan,
     )
-    return PrefixMiddleware(app, config.root_path) if config.root_path.strip("/") else app
+    guarded = SecurityHeaders(app)
+    return PrefixMiddleware(guarded, config.root_path) if config.root_path.strip("/") else guarded
 
 
 def _gate_context(state: admin.FlagState | None, history: list[Any]) -> dict[str, Any]:
