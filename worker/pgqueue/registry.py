@@ -18,6 +18,7 @@ from importlib import metadata
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgqueue import sqlfiles
@@ -80,19 +81,20 @@ def package_version() -> str:
 def register(conn: Connection, info: WorkerInfo) -> bool:
     """Write (or replace) this worker's row, with no slot busy, and drop rows silent for
     :data:`PRUNE_AFTER`. False (logged) when the database refused: the worker runs on."""
-    return _write(conn, "register", [("registry_register", info.params())]) and _write(
-        conn, "prune", [("registry_prune", {"older_than": PRUNE_AFTER})]
-    )
+    written = _write(conn, "register", sqlfiles.query("registry_register"), info.params())
+    _write(conn, "prune", sqlfiles.query("registry_prune"), {"older_than": PRUNE_AFTER})
+    return written
 
 
 def beat(conn: Connection, info: WorkerInfo, busy: int) -> bool:
     """Refresh the heartbeat and the busy slot count (re-creating a row that was pruned)."""
-    return _write(conn, "beat", [("registry_beat", info.params(busy))])
+    return _write(conn, "beat", sqlfiles.query("registry_beat"), info.params(busy))
 
 
 def deregister(conn: Connection, worker_id: str) -> bool:
     """Remove this worker's row at a clean stop."""
-    return _write(conn, "deregister", [("registry_deregister", {"worker_id": worker_id})])
+    params = {"worker_id": worker_id}
+    return _write(conn, "deregister", sqlfiles.query("registry_deregister"), params)
 
 
 def prune(conn: Connection, older_than: float = PRUNE_AFTER) -> int:
@@ -101,12 +103,11 @@ def prune(conn: Connection, older_than: float = PRUNE_AFTER) -> int:
     return cur.rowcount
 
 
-def _write(conn: Connection, verb: str, statements: list[tuple[str, dict[str, Any]]]) -> bool:
+def _write(conn: Connection, verb: str, statement: sql.SQL, params: dict[str, Any]) -> bool:
     # Call on an autocommit connection: inside a caller's transaction, a refused write would
     # leave that transaction aborted.
     try:
-        for name, params in statements:
-            conn.execute(sqlfiles.query(name), params)
+        conn.execute(statement, params)
     except psycopg.Error as exc:
         log.warning("worker registry: %s failed (%s); the worker runs on", verb, type(exc).__name__)
         return False
