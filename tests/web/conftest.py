@@ -52,23 +52,31 @@ class ConsoleFactory:
         self.tmp = tmp
         self.started: list[Console] = []
 
-    def start(self, dsn: str, *, token: str | None = TOKEN, root_path: str = "") -> Console:
+    def start(
+        self,
+        dsn: str,
+        *,
+        token: str | None = TOKEN,
+        root_path: str = "",
+        env: dict[str, str] | None = None,
+    ) -> Console:
         port = free_port()
         log_path = self.tmp / f"console-{port}.log"
-        env = {
+        full_env = {
             **os.environ,
             "PGQUEUE_DSN": dsn,
             "PGQUEUE_WEB_REFRESH": "0.5",
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            **(env or {}),
         }
-        env.pop("PGQUEUE_WEB_WRITE_TOKEN", None)
+        full_env.pop("PGQUEUE_WEB_WRITE_TOKEN", None)
         if token:
-            env["PGQUEUE_WEB_WRITE_TOKEN"] = token
+            full_env["PGQUEUE_WEB_WRITE_TOKEN"] = token
         args = [sys.executable, "-m", "pgqueue.cli", "web", "--port", str(port)]
         if root_path:
             args += ["--root-path", root_path]
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         console = Console(proc, f"http://127.0.0.1:{port}{root_path}", log_path, token)
         self.started.append(console)
 

@@ -174,6 +174,24 @@ def test_every_page_shows_what_the_database_holds(
             assert str(password) not in html
 
 
+def test_a_filter_that_matches_little_searches_in_bounded_steps(
+    pg_dsn: str, consoles: ConsoleFactory, page: Page
+) -> None:
+    _enqueue(pg_dsn, "reports", 120, tenant="acme")
+    _enqueue(pg_dsn, "reports", 5, tenant="globex", task="report.mail")
+    console = consoles.start(pg_dsn, env={"PGQUEUE_WEB_SCAN_LIMIT": "60"})
+    page.goto(console.url("/queues/reports?tenant=globex"))
+    # Each page looks at 60 messages at most: two steps find nothing, the third finds all five.
+    for searched_to in ("60", "120"):
+        expect(page.locator("#searched")).to_contain_text(f"Searched up to message {searched_to}")
+        expect(page.locator("#messages")).to_have_count(0)
+        expect(page.locator("#next-page")).to_have_text("search on →")
+        page.click("#next-page")
+    expect(page.locator("#messages tbody tr")).to_have_count(5)
+    expect(page.locator("#searched")).to_have_count(0)
+    expect(page.locator("#next-page")).to_have_count(0)
+
+
 def test_a_replayed_dead_letter_runs(
     pg_dsn: str, consoles: ConsoleFactory, page: Page, workers: WorkerFactory
 ) -> None:

@@ -11,7 +11,15 @@ import logging
 import os
 
 from pgqueue import db
-from pgqueue.cli.common import CliError, add_dsn, dsn_of, env_default, env_name, seconds
+from pgqueue.cli.common import (
+    CliError,
+    add_dsn,
+    dsn_of,
+    env_default,
+    env_name,
+    positive_int,
+    seconds,
+)
 from pgqueue.cli.exporting import _port
 
 log = logging.getLogger("pgqueue.web")
@@ -92,6 +100,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument(
+        "--scan-limit",
+        type=positive_int,
+        default=str(env_default("--web-scan-limit", 20_000)),
+        help=(
+            f"Messages a filtered queue page looks at, at most, before it offers to search on "
+            f"(env {env_name('--web-scan-limit')}). Default 20000 (a few tens of ms per page)."
+        ),
+    )
+    p.add_argument(
         "--stale-after",
         type=seconds,
         default=str(env_default("--web-stale-after", 30.0)),
@@ -140,6 +157,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         refresh=args.refresh,
         stale_after=args.stale_after,
         query_timeout=args.query_timeout,
+        scan_limit=args.scan_limit,
         pooled=args.pooled,
         secure_cookie=args.secure_cookie,
     )

@@ -278,23 +278,32 @@ SELECT pg_try_advisory_lock(hashtextextended('pgqueue.depth_sampler', 0)) AS hel
 -- name: web_messages
 -- One keyset page of a queue's messages, oldest first, optionally of one task, one tenant or one
 -- state: by primary key after %(after)s, so a page costs the same at any depth and at a million
--- messages waiting (no count of the queue; its totals come from queue_stats, sampled).
-SELECT msg_id, task_name, tenant, priority, read_ct, reply_key IS NOT NULL AS has_reply,
-       claimed_by,
-       CASE WHEN vt <= now() THEN 'ready'
-            WHEN claimed_by IS NOT NULL THEN 'in_flight'
-            ELSE 'delayed' END AS state,
-       extract(epoch FROM now() - enqueued_at)::float8 AS age,
-       extract(epoch FROM vt - now())::float8 AS visible_in
-FROM pgqueue.message
-WHERE queue = %(queue)s
-  AND msg_id > %(after)s
-  AND (%(task)s::text IS NULL OR task_name = %(task)s)
-  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
-  AND (%(state)s::text IS NULL
-       OR (%(state)s = 'ready' AND vt <= now())
-       OR (%(state)s = 'in_flight' AND vt > now() AND claimed_by IS NOT NULL)
-       OR (%(state)s = 'delayed' AND vt > now() AND claimed_by IS NULL))
+-- messages waiting (no count of the queue; its totals come from queue_stats, sampled). A filter
+-- looks at no more than %(scan)s messages per page, so one that matches little cannot walk the
+-- whole queue: the last message looked at comes back too (matches false) as the next cursor.
+SELECT msg_id, task_name, tenant, priority, read_ct, has_reply, claimed_by, state, age,
+       visible_in, matches
+FROM (
+    SELECT w.*,
+           (%(task)s::text IS NULL OR task_name = %(task)s)
+           AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+           AND (%(state)s::text IS NULL OR state = %(state)s) AS matches,
+           row_number() OVER (ORDER BY msg_id) AS walked
+    FROM (
+        SELECT msg_id, task_name, tenant, priority, read_ct, reply_key IS NOT NULL AS has_reply,
+               claimed_by,
+               CASE WHEN vt <= now() THEN 'ready'
+                    WHEN claimed_by IS NOT NULL THEN 'in_flight'
+                    ELSE 'delayed' END AS state,
+               extract(epoch FROM now() - enqueued_at)::float8 AS age,
+               extract(epoch FROM vt - now())::float8 AS visible_in
+        FROM pgqueue.message
+        WHERE queue = %(queue)s AND msg_id > %(after)s
+        ORDER BY msg_id
+        LIMIT %(scan)s
+    ) AS w
+) AS x
+WHERE matches OR walked = %(scan)s
 ORDER BY msg_id
 LIMIT %(limit)s;
 

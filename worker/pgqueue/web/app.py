@@ -50,6 +50,7 @@ class ConsoleConfig:
     refresh: float = 2.0
     stale_after: float = 30.0
     query_timeout: float = 5.0
+    scan_limit: int = 20_000
     pooled: bool = False
     secure_cookie: bool = False
 
@@ -63,6 +64,7 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
         pooled=config.pooled,
         stats_ttl=max(config.refresh, 1.0),
         query_timeout=config.query_timeout,
+        scan=config.scan_limit,
     )
     env = Environment(
         loader=PackageLoader("pgqueue.web", "templates"),
@@ -139,7 +141,12 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
         try:
             page = await run_in_threadpool(
                 lambda: reader.messages(
-                    name, after=after, limit=PAGE_SIZE, task=task, tenant=tenant, state=state
+                    name,
+                    after=after,
+                    limit=PAGE_SIZE,
+                    task=task,
+                    tenant=tenant,
+                    state=state,
                 )
             )
         except psycopg.errors.QueryCanceled:
@@ -155,6 +162,7 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
             error=error,
             filters=filters,
             after=after,
+            scan=reader.scan,
         )
 
     async def dead_letters(request: Request) -> Response:

@@ -50,6 +50,13 @@ class MessageRow:
 class MessagePage:
     rows: list[MessageRow]
     next_after: int | None  # the keyset cursor of the next page; None on the last page
+    # True when the page stopped at the scan cap, not at a full page: the filter matched fewer
+    # rows than a page among the SCAN messages looked at; the next page searches on from there.
+    cut: bool = False
+
+
+# Messages one filtered page looks at, at most (about 0.1 s of reading; docs/web.md).
+SCAN = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +86,13 @@ class Reader:
         stats_ttl: float = 2.0,
         query_timeout: float = 5.0,
         max_connections: int = 4,
+        scan: int = SCAN,
     ) -> None:
         self.dsn = dsn
         self.pooled = pooled
         self.stats_ttl = stats_ttl
         self.query_timeout = query_timeout
+        self.scan = scan
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             dsn,
             min_size=1,
@@ -165,20 +174,27 @@ class Reader:
         task: str | None = None,
         tenant: str | None = None,
         state: str | None = None,
+        scan: int | None = None,
     ) -> MessagePage:
         params = {
             "queue": queue,
             "after": after,
             "limit": limit + 1,  # one more than shown says whether a next page exists
+            "scan": max(scan or self.scan, limit + 1),
             "task": task or None,
             "tenant": tenant if tenant is not None and tenant != "*" else None,
             "state": state or None,
         }
         with self._read() as conn:
             rows = conn.execute(sqlfiles.query("web_messages"), params).fetchall()
-        page = [MessageRow(**r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return MessagePage(page, page[-1].msg_id if more and page else None)
+        shown = [MessageRow(**{k: v for k, v in r.items() if k != "matches"}) for r in rows]
+        matched = [m for m, r in zip(shown, rows, strict=True) if r["matches"]]
+        if len(matched) > limit:
+            return MessagePage(matched[:limit], matched[limit - 1].msg_id)
+        if rows and not rows[-1]["matches"]:
+            # The scan cap was reached before a full page matched: search on from there.
+            return MessagePage(matched, shown[-1].msg_id, cut=True)
+        return MessagePage(matched, None)
 
     # -- gate and workers --------------------------------------------------------------------
 
