@@ -37,6 +37,7 @@ from pgqueue.web.reading import Reader, age, pretty_payload
 log = logging.getLogger("pgqueue.web")
 
 PAGE_SIZE = 50
+SESSION_HOURS = 12  # a login lasts one shift
 DLQ_PAGE = 200
 
 
@@ -311,6 +312,7 @@ def create_app(config: ConsoleConfig, reader: Reader | None = None) -> ASGIApp:
                 secret_key=auth.session_secret(config.write_token),
                 session_cookie="pgqueue_console",
                 same_site="strict",
+                max_age=SESSION_HOURS * 3600,
                 https_only=config.secure_cookie,
                 path=(config.root_path.rstrip("/") or "") + "/",
             )
