@@ -9,4 +9,4 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
-chromium --version
+chromium --version 2>/dev/null  # its wrapper script warns on stderr about a memory check

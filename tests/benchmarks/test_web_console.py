@@ -17,7 +17,7 @@ import psycopg
 
 from pgqueue import sqlfiles
 from pgqueue.bench.scenarios import copy_messages
-from tests.web.conftest import ConsoleFactory
+from tests.support.console import ConsoleFactory
 
 MESSAGES = int(os.environ.get("PGQUEUE_WEB_BENCH_MESSAGES", "1000000"))
 SAMPLES = 30

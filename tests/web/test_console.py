@@ -17,11 +17,11 @@ from pgqueue.gating import Gate
 from pgqueue.routing import RoutingDispatcher
 from tests.support import runs
 from tests.support.celery_redis import LegacyWorker
+from tests.support.console import Console, ConsoleFactory, csrf_of, log_in
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgServer
 from tests.support.web_tasks import FIXED_DDL
 from tests.support.workers import WorkerFactory, http_get, wait_until
-from tests.web.conftest import Console, ConsoleFactory, csrf_of, log_in
 
 pytestmark = pytest.mark.timeout(240)
 
