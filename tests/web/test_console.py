@@ -326,6 +326,15 @@ def test_writes_without_the_token_or_csrf_are_refused(
     _dead_letter(pg_dsn, "reports", {"args": [1]}, "too many attempts")
     console = consoles.start(pg_dsn)
 
+    # What the database holds is shown as text, never run as markup.
+    _dead_letter(
+        pg_dsn, "reports", {"html": "<img src=x onerror='window.pwned=2'>"},
+        "<script>window.pwned = 1</script>",
+    )  # fmt: skip
+    page.goto(console.url("/dead-letters"))
+    expect(page.locator("#dead-letters")).to_contain_text("<script>window.pwned = 1</script>")
+    assert page.evaluate("window.pwned") is None
+
     # Not logged in: no write button is shown, and a forged POST with a valid CSRF is refused.
     page.goto(console.url("/dead-letters"))
     expect(page.locator(".replay-one")).to_have_count(0)
@@ -352,7 +361,7 @@ def test_writes_without_the_token_or_csrf_are_refused(
     assert status == 403, "the CSRF token from before the login must not work after it"
     state = admin.get_flag(pg_dsn, admin.GATE_FLAG)
     assert state is not None and state.value == "off"
-    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 1
+    assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 2
 
     # A console started without a token refuses every write, logged in or not.
     readonly = consoles.start(pg_dsn, token=None)
