@@ -22,6 +22,7 @@ _TIERS = {
     "e2e": "e2e",
     "images": "images",
     "benchmarks": "bench",
+    "web": "web",
 }
 
 

@@ -33,7 +33,18 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import claiming, db, dberrors, jobs, metrics, outcomes, serving, settling, sqlfiles
+from pgqueue import (
+    claiming,
+    db,
+    dberrors,
+    jobs,
+    metrics,
+    outcomes,
+    registry,
+    serving,
+    settling,
+    sqlfiles,
+)
 from pgqueue.inline import InlineRunner
 from pgqueue.maintenance import Vacuumer
 from pgqueue.settings import WorkerSettings
@@ -48,6 +59,10 @@ ENQUEUE_CHANNEL = "pgqueue_enqueue"
 # acks (one commit) and renews leases, so replies are not held behind a long batch.
 INLINE_TURN_S = 0.002
 
+# How often the worker's row in the registry (pgqueue.worker) is refreshed, seconds: for people
+# watching (the web console's Workers page calls a row stale after a few missed beats).
+REGISTRY_BEAT_S = 5.0
+
 
 @dataclass
 class WorkerStats:
@@ -61,6 +76,9 @@ class Worker:
     def __init__(self, settings: WorkerSettings) -> None:
         self.s = settings
         self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        slots = 1 if settings.pool == "inline" else settings.concurrency
+        self._me = registry.WorkerInfo(self.worker_id, tuple(settings.queues), slots=slots)
+        self._next_beat = 0.0  # the registry row's heartbeat (for people watching: web console)
         self.known = frozenset(import_task_modules(settings.tasks))
         self.slots: list[Slot] = []
         self.settler = settling.Settler(
@@ -149,6 +167,8 @@ class Worker:
                 vacuumer.stop()
             for slot in self.slots:
                 slot.stop()
+            if self._conn is not None and not self._conn.closed:
+                registry.deregister(self._conn, self.worker_id)
             self._close_db()
             log.info(
                 "worker %s stopped: %d claimed, %d settled, %d leases lost",
@@ -164,6 +184,9 @@ class Worker:
             self.health.beat()
             busy = [s for s in self.slots if s.busy]
             metrics.BUSY_SLOTS.set(len(busy))
+            if now >= self._next_beat and self._conn is not None and self._db_ok:
+                self._next_beat = now + REGISTRY_BEAT_S
+                registry.beat(self._conn, self._me, len(busy))
             # Ready = connected and writing (a read-only database connects, then refuses every
             # claim), taking work, and a slot has imported the tasks.
             self.health.ready = (
@@ -274,6 +297,7 @@ class Worker:
                 self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
             self._next_claim = now
             log.info("connected to %s", db.redact(self.s.dsn))
+            registry.register(self._conn, self._me)
         except psycopg.Error as exc:
             self._db_down("connect", exc)
 

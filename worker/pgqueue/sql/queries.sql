@@ -406,3 +406,79 @@ WHERE queue = %(queue)s
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND ((%(state)s::text IN ('ready', 'all') AND vt <= now())
        OR (%(state)s::text IN ('delayed', 'all') AND vt > now() AND claimed_by IS NULL));
+
+-- The web console (pgqueue.web) and the worker registry (pgqueue.registry).
+
+-- name: web_messages
+-- One keyset page of a queue's messages, oldest first, optionally of one task, one tenant or one
+-- state: by primary key after %(after)s, so a page costs the same at any depth and at a million
+-- messages waiting (no count of the queue; its totals come from queue_stats, sampled). A filter
+-- looks at no more than %(scan)s messages per page, so one that matches little cannot walk the
+-- whole queue: the last message looked at comes back too (matches false) as the next cursor.
+SELECT msg_id, task_name, tenant, priority, read_ct, has_reply, claimed_by, state, age,
+       visible_in, matches
+FROM (
+    SELECT w.*,
+           (%(task)s::text IS NULL OR task_name = %(task)s)
+           AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+           AND (%(state)s::text IS NULL OR state = %(state)s) AS matches,
+           row_number() OVER (ORDER BY msg_id) AS walked
+    FROM (
+        SELECT msg_id, task_name, tenant, priority, read_ct, reply_key IS NOT NULL AS has_reply,
+               claimed_by,
+               CASE WHEN vt <= now() THEN 'ready'
+                    WHEN claimed_by IS NOT NULL THEN 'in_flight'
+                    ELSE 'delayed' END AS state,
+               extract(epoch FROM now() - enqueued_at)::float8 AS age,
+               extract(epoch FROM vt - now())::float8 AS visible_in
+        FROM pgqueue.message
+        WHERE queue = %(queue)s AND msg_id > %(after)s
+        ORDER BY msg_id
+        LIMIT %(scan)s
+    ) AS w
+) AS x
+WHERE matches OR walked = %(scan)s
+ORDER BY msg_id
+LIMIT %(limit)s;
+
+-- name: web_read_limits
+-- The console's reads are bounded, transaction-local (pooler-safe): a filter that would walk a
+-- huge queue fails fast instead of loading the database.
+SELECT set_config('statement_timeout', %(timeout)s, true);
+
+-- name: flag_history
+-- The latest changes of a flag, newest first (written by a trigger on pgqueue.flag).
+SELECT change_id, key, enabled, value, source, changed_at
+FROM pgqueue.flag_history
+WHERE key = %(key)s
+ORDER BY change_id DESC
+LIMIT %(limit)s;
+
+-- name: registry_register
+-- A worker at start: its row, replacing one left by an earlier process with the same id.
+INSERT INTO pgqueue.worker AS w (worker_id, host, pid, queues, slots, busy, version)
+VALUES (%(worker_id)s, %(host)s, %(pid)s, %(queues)s, %(slots)s, 0, %(version)s)
+ON CONFLICT (worker_id) DO UPDATE
+SET host = excluded.host, pid = excluded.pid, queues = excluded.queues, slots = excluded.slots,
+    busy = 0, version = excluded.version, started_at = now(), heartbeat_at = now();
+
+-- name: registry_beat
+-- A heartbeat: how many slots are busy now. Re-creates a row that was pruned meanwhile (a worker
+-- that was paused for longer than the prune age), so a live worker never drops off the list.
+INSERT INTO pgqueue.worker AS w (worker_id, host, pid, queues, slots, busy, version)
+VALUES (%(worker_id)s, %(host)s, %(pid)s, %(queues)s, %(slots)s, %(busy)s, %(version)s)
+ON CONFLICT (worker_id) DO UPDATE
+SET busy = excluded.busy, heartbeat_at = now();
+
+-- name: registry_deregister
+DELETE FROM pgqueue.worker WHERE worker_id = %(worker_id)s;
+
+-- name: registry_prune
+-- Rows of workers that stopped beating long ago (killed without a clean stop).
+DELETE FROM pgqueue.worker WHERE heartbeat_at < now() - make_interval(secs => %(older_than)s);
+
+-- name: registry_list
+SELECT worker_id, host, pid, queues, slots, busy, version, started_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age
+FROM pgqueue.worker
+ORDER BY host, worker_id;
