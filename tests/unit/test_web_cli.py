@@ -39,5 +39,5 @@ def test_help_names_the_env_vars_and_exit_codes(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         main(["web", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("PGQUEUE_WEB_WRITE_TOKEN", "PGQUEUE_WEB_ROOT_PATH", "Exit codes: 0", "read-only"):
+    for text in ("PGQUEUE_WEB_WRITE_TOKEN", "PGQUEUE_WEB_ROOT_PATH", "exit codes: 0", "read-only"):
         assert text in out

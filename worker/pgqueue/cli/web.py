@@ -8,29 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 from pgqueue import db
 from pgqueue.cli.common import CliError, add_dsn, positive_int, seconds
 from pgqueue.cli.exporting import _port, dsn_of
-from pgqueue.cli.parsing import env_name
 
 log = logging.getLogger("pgqueue.web")
 
 DEFAULT_PORT = 8080
-TOKEN_ENV = "PGQUEUE_WEB_WRITE_TOKEN"  # noqa: S105 - the name of the env var
 MIN_TOKEN = 16
-
-
-def env_default(option: str, fallback: object) -> object:
-    # The console's options keep PGQUEUE_WEB_* names (a bare PGQUEUE_PORT would collide with
-    # Kubernetes service links), so they name their env var in their help and read it here; the
-    # shared Parser leaves an option whose help names its variable alone.
-    return os.environ.get(env_name(option), fallback)
-
-
-def _flag(option: str, default: bool) -> bool:
-    return str(env_default(option, str(default))).strip().lower() in {"1", "true", "yes", "on"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,100 +30,112 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "history (flip), and the live workers. Read-only unless started with a write token; "
             "a browser logs in with it once and every change is a POST with a CSRF token. The "
             "DSN and the token are never shown. Needs the web extra: pip install 'pgqueue[web]'. "
-            "Exit codes: 0 stopped by SIGTERM or SIGINT, 1 the port could not be bound or the "
-            "web extra is missing, 2 bad usage."
+            "It runs until SIGTERM or SIGINT (exit 0); a port it cannot bind, or a missing web "
+            "extra, is exit 1. Each option's env var is PGQUEUE_WEB_* (a bare PGQUEUE_PORT "
+            "would collide with Kubernetes service links); the short spelling (--port) works too."
         ),
     )
     add_dsn(p)
+    # The shared Parser gives each option the env var of its first spelling (PGQUEUE_WEB_*).
     p.add_argument(
+        "--web-port",
         "--port",
+        dest="port",
         type=_port,
-        default=str(env_default("--web-port", DEFAULT_PORT)),
-        help=f"Port to listen on (env {env_name('--web-port')}). Default {DEFAULT_PORT}.",
+        default=DEFAULT_PORT,
+        help=f"Port to listen on. Default {DEFAULT_PORT}.",
     )
     p.add_argument(
+        "--web-host",
         "--host",
-        default=env_default("--web-host", "127.0.0.1"),
-        help=(
-            f"Address to bind (env {env_name('--web-host')}). Default 127.0.0.1; use 0.0.0.0 in "
-            "a container."
-        ),
+        dest="host",
+        default="127.0.0.1",
+        help="Address to bind. Default 127.0.0.1; use 0.0.0.0 in a container.",
     )
     p.add_argument(
+        "--web-write-token",
         "--write-token",
+        dest="write_token",
         default=None,
         help=(
-            f"Token that unlocks replay, purge and gate flips (env {TOKEN_ENV}; prefer the env "
-            f"var: an option shows in ps). At least {MIN_TOKEN} characters. Default: none, "
-            "read-only."
+            "Token that unlocks replay, purge and gate flips (prefer the env var: an option "
+            f"shows in ps). At least {MIN_TOKEN} characters. Default: none, read-only."
         ),
     )
     p.add_argument(
+        "--web-root-path",
         "--root-path",
-        default=env_default("--web-root-path", ""),
+        dest="root_path",
+        default="",
         help=(
-            f"URL prefix the console is served under, e.g. /pgqueue behind an ingress (env "
-            f"{env_name('--web-root-path')}); works whether or not the ingress strips it. "
-            "Default: none."
+            "URL prefix the console is served under, e.g. /pgqueue behind an ingress; works "
+            "whether or not the ingress strips it. Default: none."
         ),
     )
     p.add_argument(
+        "--web-refresh",
         "--refresh",
+        dest="refresh",
         type=seconds,
-        default=str(env_default("--web-refresh", 2.0)),
+        default=2.0,
         help=(
-            f"Seconds between live refreshes, and the age up to which one count of the queues "
-            f"is shared by every browser (env {env_name('--web-refresh')}). Default 2."
+            "Seconds between live refreshes, and the age up to which one count of the queues "
+            "is shared by every browser. Default 2."
         ),
     )
     p.add_argument(
+        "--web-query-timeout",
         "--query-timeout",
+        dest="query_timeout",
         type=seconds,
-        default=str(env_default("--web-query-timeout", 5.0)),
-        help=(
-            f"Seconds one read may take before it is cancelled (env "
-            f"{env_name('--web-query-timeout')}). Default 5."
-        ),
+        default=5.0,
+        help="Seconds one read may take before it is cancelled. Default 5.",
     )
     p.add_argument(
+        "--web-scan-limit",
         "--scan-limit",
+        dest="scan_limit",
         type=positive_int,
-        default=str(env_default("--web-scan-limit", 20_000)),
+        default=20_000,
         help=(
-            f"Messages a filtered queue page looks at, at most, before it offers to search on "
-            f"(env {env_name('--web-scan-limit')}). Default 20000 (a few tens of ms per page)."
+            "Messages a filtered queue page looks at, at most, before it offers to search on. "
+            "Default 20000 (a few tens of ms per page)."
         ),
     )
     p.add_argument(
+        "--web-stale-after",
         "--stale-after",
+        dest="stale_after",
         type=seconds,
-        default=str(env_default("--web-stale-after", 30.0)),
-        help=(
-            f"Seconds without a heartbeat after which a worker shows as stale (env "
-            f"{env_name('--web-stale-after')}). Default 30."
-        ),
+        default=30.0,
+        help="Seconds without a heartbeat after which a worker shows as stale. Default 30.",
     )
     p.add_argument(
+        "--web-secure-cookie",
         "--secure-cookie",
+        dest="secure_cookie",
         action=argparse.BooleanOptionalAction,
-        default=_flag("--web-secure-cookie", False),
+        default=False,
         help=(
-            "Send the session cookie over HTTPS only: set it when TLS ends at the ingress "
-            f"(env {env_name('--web-secure-cookie')}). Default false."
+            "Send the session cookie over HTTPS only: set it when TLS ends at the ingress. "
+            "Default false."
         ),
     )
     p.add_argument(
         "--pooled",
         action=argparse.BooleanOptionalAction,
-        default=_flag("--pooled", False),
-        help=f"The DSN is a transaction pooler (env {env_name('--pooled')}). Default false.",
+        default=False,
+        help="The DSN is a transaction pooler. Default false.",
+    )
+    p.add_argument(
+        "--json", action="store_true", default=False, help="Write log lines as JSON objects."
     )
     p.set_defaults(handler=cmd_web)
 
 
 def cmd_web(args: argparse.Namespace) -> int:
     dsn = dsn_of(args)
-    token = args.write_token or os.environ.get(TOKEN_ENV) or None
+    token = args.write_token or None
     if token is not None and len(token) < MIN_TOKEN:
         raise CliError("--write-token", f"must be at least {MIN_TOKEN} characters")
     root_path = str(args.root_path or "").strip()
