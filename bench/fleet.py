@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 QUEUE = "fleet"
 ECHO_TASK = "demo.echo"
 CALL_TIMEOUT = 30.0
+IDLE_SECONDS = 5.0  # the idle fleet's own Postgres CPU is sampled this long per W
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -337,6 +338,20 @@ def _first_failure(results: Any) -> str:
     return str(got) if isinstance(got, str) else "a caller stopped waiting"
 
 
+def idle_cpu(bench: Bench, workers: list[Proc], seconds: float) -> float:
+    """Postgres CPU ms per second while the W workers wait and nobody calls."""
+    postmaster = postmaster_pid(bench.pg.server.data_dir)
+    before = postgres_ticks(postmaster)
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while time.perf_counter() < deadline:  # a measurement window, not a wait for an event
+        time.sleep(min(0.5, seconds))
+        for w in workers:
+            w.check_alive()
+    used = ticks_between(before, postgres_ticks(postmaster))
+    return 1000.0 * used / (time.perf_counter() - t0)
+
+
 def run_fleet(bench: Bench) -> dict[str, Any]:
     """Every N x W cell: W workers are started once per W and serve each N in turn."""
     p = bench.p
@@ -344,8 +359,15 @@ def run_fleet(bench: Bench) -> dict[str, Any]:
     cells: list[dict[str, Any]] = []
     for w in p.fleet_workers:
         with bench.pgqueue_workers(dsn, w, queue=QUEUE, pool=p.fleet_pool) as workers:
+            idle = idle_cpu(bench, workers, min(p.fleet_seconds, IDLE_SECONDS))
             for n in p.fleet_callers:
-                cells.append(run_cell(bench, dsn, workers, n))
+                cell = run_cell(bench, dsn, workers, n)
+                cell["pg_idle_cpu_ms_per_s"] = idle
+                # What the calls cost Postgres beyond what the idle fleet costs it anyway
+                # (heartbeats, lease renewals, the workers' periodic VACUUM, empty polls).
+                busy = cell["pg_cpu_s"] - idle / 1000.0 * cell["window_s"]
+                cell["pg_cpu_ms_per_call_net"] = 1000.0 * busy / cell["calls"]
+                cells.append(cell)
     return {
         "unit": "per call",
         "callers": f"{list(p.fleet_callers)} processes, one Client each, one call in flight",
