@@ -31,11 +31,11 @@ import os
 import queue as queue_mod
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from bench.cpu import TICK, postgres_ticks, postmaster_pid, process_ticks, ticks_between
 from bench.procs import BenchError, Proc
 from bench.stats import latency_ms
 
@@ -48,50 +48,12 @@ QUEUE = "fleet"
 ECHO_TASK = "demo.echo"
 CALL_TIMEOUT = 30.0
 IDLE_SECONDS = 5.0  # the idle fleet's own Postgres CPU is sampled this long per W
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["pgqueue.client", "pgqueue.settings", "bench.fleet"])
     return ctx
-
-
-# -- CPU from /proc --------------------------------------------------------------------------------
-
-
-def _ticks(pid: int) -> tuple[int, int] | None:
-    """(ppid, utime + stime in clock ticks) of a process, None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state) of proc(5)
-    return int(fields[1]), int(fields[11]) + int(fields[12])
-
-
-def postgres_ticks(postmaster: int) -> dict[int, int]:
-    """CPU ticks of the postmaster and each of its children (backends, walwriter, autovacuum…)."""
-    out: dict[int, int] = {}
-    own = _ticks(postmaster)
-    if own is not None:
-        out[postmaster] = own[1]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        got = _ticks(int(entry.name))
-        if got is not None and got[0] == postmaster:
-            out[int(entry.name)] = got[1]
-    return out
-
-
-def ticks_between(before: dict[int, int], after: dict[int, int]) -> float:
-    """CPU seconds used between two samples; a process started meanwhile counts from zero."""
-    return sum(t - before.get(pid, 0) for pid, t in after.items()) / _TICK
-
-
-def postmaster_pid(data_dir: Path) -> int:
-    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
 
 
 # -- the callers -----------------------------------------------------------------------------------
@@ -222,14 +184,14 @@ def _statement_counts(dsn: str) -> dict[str, float]:
 def _worker_cpu(workers: list[Proc]) -> float:
     total = 0
     for w in workers:
-        got = _ticks(w.popen.pid)
+        got = process_ticks(w.popen.pid)
         total += got[1] if got else 0
-    return total / _TICK
+    return total / TICK
 
 
 def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[str, Any]:
     """``callers`` processes calling for ``fleet_seconds`` against the running ``workers``."""
-    from bench.scenarios import reset_statements  # noqa: PLC0415 - scenarios imports us
+    from bench.scenarios import reset_statements, top_statements  # noqa: PLC0415 - it imports us
 
     p = bench.p
     ctx = _context()
@@ -271,6 +233,7 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
         pg_cpu = ticks_between(pg_before, postgres_ticks(postmaster))
         worker_cpu = _worker_cpu(workers) - workers_before
         counts = _statement_counts(dsn)
+        bench.profiles[f"fleet.N{callers}.W{len(workers)}"] = top_statements(dsn)
         for w in workers:
             w.check_alive()
     finally:
@@ -330,6 +293,16 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
     return figures
 
 
+def _stop_forkserver() -> None:
+    """End the callers' forkserver with the scenario, not with the run (private API: the only
+    way; a Python without it leaves the server to exit with this process)."""
+    from multiprocessing import forkserver  # noqa: PLC0415
+
+    stop = getattr(forkserver._forkserver, "_stop", None)
+    if callable(stop):
+        stop()
+
+
 def _first_failure(results: Any) -> str:
     try:
         got = results.get(timeout=10)
@@ -357,17 +330,20 @@ def run_fleet(bench: Bench) -> dict[str, Any]:
     p = bench.p
     dsn = bench.pg.fresh_database("bench_fleet")
     cells: list[dict[str, Any]] = []
-    for w in p.fleet_workers:
-        with bench.pgqueue_workers(dsn, w, queue=QUEUE, pool=p.fleet_pool) as workers:
-            idle = idle_cpu(bench, workers, min(p.fleet_seconds, IDLE_SECONDS))
-            for n in p.fleet_callers:
-                cell = run_cell(bench, dsn, workers, n)
-                cell["pg_idle_cpu_ms_per_s"] = idle
-                # What the calls cost Postgres beyond what the idle fleet costs it anyway
-                # (heartbeats, lease renewals, the workers' periodic VACUUM, empty polls).
-                busy = cell["pg_cpu_s"] - idle / 1000.0 * cell["window_s"]
-                cell["pg_cpu_ms_per_call_net"] = 1000.0 * busy / cell["calls"]
-                cells.append(cell)
+    try:
+        for w in p.fleet_workers:
+            with bench.pgqueue_workers(dsn, w, queue=QUEUE, pool=p.fleet_pool) as workers:
+                idle = idle_cpu(bench, workers, min(p.fleet_seconds, IDLE_SECONDS))
+                for n in p.fleet_callers:
+                    cell = run_cell(bench, dsn, workers, n)
+                    cell["pg_idle_cpu_ms_per_s"] = idle
+                    # What the calls cost Postgres beyond what the idle fleet costs it anyway
+                    # (heartbeats, lease renewals, the workers' periodic VACUUM, empty polls).
+                    busy = cell["pg_cpu_s"] - idle / 1000.0 * cell["window_s"]
+                    cell["pg_cpu_ms_per_call_net"] = 1000.0 * busy / cell["calls"]
+                    cells.append(cell)
+    finally:
+        _stop_forkserver()
     return {
         "unit": "per call",
         "callers": f"{list(p.fleet_callers)} processes, one Client each, one call in flight",
