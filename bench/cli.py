@@ -92,6 +92,17 @@ _OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
         _count,
         "Sequential calls of the small tenant (200).",
     ),
+    "--fleet-callers": (
+        "fleet_callers",
+        _sizes,
+        "Comma-separated caller process counts N of the fleet grid (full: 8,50,200).",
+    ),
+    "--fleet-workers": (
+        "fleet_workers",
+        _sizes,
+        "Comma-separated worker process counts W of the fleet grid (full: 2,10,40).",
+    ),
+    "--fleet-seconds": ("fleet_seconds", _seconds, "Window of each fleet cell (15)."),
 }
 
 
@@ -133,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         dest="scenarios",
-        choices=["drain", "rpc_latency", "rpc_throughput", "backlog", "fairness"],
+        choices=["drain", "rpc_latency", "rpc_throughput", "backlog", "fairness", "fleet"],
         help="Run only this scenario (repeatable; default all).",
     )
     p.add_argument(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-SCENARIOS = ("drain", "rpc_latency", "rpc_throughput", "backlog", "fairness")
+SCENARIOS = ("drain", "rpc_latency", "rpc_throughput", "backlog", "fairness", "fleet")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class BenchParams:
     # 5. fairness
     fairness_big: int = 50_000
     fairness_small_calls: int = 200
+    # 6. fleet: every N callers x W workers (--pool inline: one slot each), a window per cell
+    fleet_callers: tuple[int, ...] = (8, 50, 200)
+    fleet_workers: tuple[int, ...] = (2, 10, 40)
+    fleet_seconds: float = 15.0
+    fleet_pool: str = "inline"
 
     def with_changes(self, **changes: object) -> BenchParams:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -68,6 +73,9 @@ SMOKE = BenchParams(
     churn_backlog=300,
     fairness_big=1_000,
     fairness_small_calls=5,
+    fleet_callers=(2, 4),
+    fleet_workers=(1, 2),
+    fleet_seconds=2.0,
 )
 
 PRESETS = {"full": FULL, "smoke": SMOKE}

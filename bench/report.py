@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import fleet_report
 from bench.stats import percentile
 
 MISSING_EXTRA = (
@@ -85,6 +86,28 @@ TARGETS = (
         ("ratios", "*"),
         "<=",
         2.0,
+    ),
+    # Issue #20: the figures a flat cost per call would show (the grid's corner cells).
+    Target(
+        "fleet",
+        "claim statements per message, fewest callers, most workers ≤ 1.5",
+        ("ratios", "claims_per_message_at_most_workers"),
+        "<=",
+        1.5,
+    ),
+    Target(
+        "fleet",
+        "Postgres CPU per call, most callers vs fewest (fewest workers) ≤ 1.5×",
+        ("ratios", "pg_cpu_per_call_most_vs_fewest_callers"),
+        "<=",
+        1.5,
+    ),
+    Target(
+        "fleet",
+        "calls/s, most callers vs fewest (fewest workers) ≥ 1×",
+        ("ratios", "calls_per_s_most_vs_fewest_callers"),
+        ">=",
+        1.0,
     ),
 )
 
@@ -248,6 +271,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_ms(d['p50_ms'])} | {_ms(d['p95_ms'])} | {_ms(d['p99_ms'])} | "
             f"{_ms(d['big_backlog_at_end'])} | {_ms(d['fifo_wait_estimate_s'])} |",
         ]
+    if "fleet" in sc:
+        lines += fleet_report.markdown(sc["fleet"], p["fleet_seconds"])
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()), ""]
@@ -327,6 +352,9 @@ def plots(results: dict[str, Any], samples: dict[str, list[float]], out: Path) -
         ax2.legend(loc="upper right", fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         save(fig, "backlog.png")
+
+    if "fleet" in sc:
+        save(fleet_report.plot(plt, sc["fleet"]), "fleet.png")
     return written
 
 

@@ -32,6 +32,7 @@ NEEDS = {
     "rpc_throughput": ["celery", "redis"],
     "backlog": [],
     "fairness": [],
+    "fleet": [],
 }
 
 

@@ -837,6 +837,13 @@ class Bench:
             "summary": {k: spread([run[k] for run in runs]) for k in keys},
         }
 
+    # -- 6. fleet ----------------------------------------------------------------------------------
+
+    def fleet(self) -> Figures:
+        from bench import fleet  # noqa: PLC0415 - fleet imports this module for its helpers
+
+        return fleet.run_fleet(self)
+
 
 def _caller_main(
     spec: dict[str, Any],

@@ -58,7 +58,13 @@ def start_postgres(workdir: Path) -> Postgres:
     data = workdir / "pgdata"
     server = embedded.EmbeddedPostgres(
         data,
-        settings={"fsync": "on", "synchronous_commit": "on", "track_io_timing": "on"},
+        # max_connections: the fleet scenario's 200 callers hold two sessions each.
+        settings={
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "track_io_timing": "on",
+            "max_connections": "800",
+        },
     )
     try:
         server.start()

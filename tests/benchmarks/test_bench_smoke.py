@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from bench import fleet_report
+
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMS = {
     "drain": ["pgqueue", "pgqueuer", "raw_skip_locked"],
@@ -24,6 +26,10 @@ SYSTEMS = {
         for shape in ("threads", "processes")
     ],
 }
+
+
+FLEET_COLUMNS = [key for _, key, _ in fleet_report.COLUMNS] + ["calls", "p50_ms", "p99_ms"]
+FLEET_HEADINGS = [heading for heading, _, _ in fleet_report.COLUMNS]
 
 
 def _positive(value: Any) -> bool:
@@ -64,7 +70,14 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
 def test_every_scenario_reports_well_formed_figures(smoke: tuple[dict[str, Any], Path]) -> None:
     results, _ = smoke
     scenarios = results["scenarios"]
-    assert set(scenarios) == {"drain", "rpc_latency", "rpc_throughput", "backlog", "fairness"}
+    assert set(scenarios) == {
+        "drain",
+        "rpc_latency",
+        "rpc_throughput",
+        "backlog",
+        "fairness",
+        "fleet",
+    }
     runs = results["params"]["runs"]
     for name, systems in SYSTEMS.items():
         assert len(scenarios[name]["runs"]) == runs
@@ -98,10 +111,40 @@ def test_every_scenario_reports_well_formed_figures(smoke: tuple[dict[str, Any],
 
 
 @pytest.mark.timeout(900)
+def test_the_fleet_grid_reports_every_column_and_checked_every_call(
+    smoke: tuple[dict[str, Any], Path],
+) -> None:
+    results, out = smoke
+    params = results["params"]
+    fleet = results["scenarios"]["fleet"]
+    grid = {(c["callers"], c["workers"]) for c in fleet["cells"]}
+    assert grid == {(n, w) for n in params["fleet_callers"] for w in params["fleet_workers"]}
+    for cell in fleet["cells"]:
+        assert set(FLEET_COLUMNS) <= set(cell), set(FLEET_COLUMNS) - set(cell)
+        # Each caller checked the echo of every call it made: a reply to another caller fails
+        # the run, so a finished cell has as many checked replies as calls.
+        assert cell["calls"] > 0
+        assert cell["checked"] == cell["calls"]
+        assert cell["p50_ms"] <= cell["p99_ms"]
+        for key in ("calls_per_s", "claims_per_message", "pg_cpu_ms_per_call"):
+            assert _positive(cell[key]), (key, cell[key])
+        # At most one NOTIFY for the enqueue and one for the reply of each call.
+        assert 0 <= cell["notifies_per_call"] <= 2.05
+        assert cell["listening_sessions"] >= 0
+        # null when the client no longer keeps a reply listener to count with
+        wakeups = cell["caller_wakeups_per_call"]
+        assert wakeups is None or wakeups >= 0
+    table = (out / "results.md").read_text()
+    assert "## 6. Fleet" in table
+    for heading in FLEET_HEADINGS:
+        assert heading in table
+
+
+@pytest.mark.timeout(900)
 def test_targets_are_reported_not_asserted(smoke: tuple[dict[str, Any], Path]) -> None:
     results, out = smoke
     targets = results["targets"]
-    assert len(targets) == 9
+    assert len(targets) == 12
     for target in targets:
         assert isinstance(target["met"], bool)
         assert _positive(target["ratio_median"])
@@ -114,7 +157,12 @@ def test_targets_are_reported_not_asserted(smoke: tuple[dict[str, Any], Path]) -
 @pytest.mark.timeout(900)
 def test_plots_are_written(smoke: tuple[dict[str, Any], Path]) -> None:
     results, out = smoke
-    assert set(results["plots"]) == {"latency_cdf.png", "throughput.png", "backlog.png"}
+    assert set(results["plots"]) == {
+        "latency_cdf.png",
+        "throughput.png",
+        "backlog.png",
+        "fleet.png",
+    }
     for name in results["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
