@@ -185,6 +185,13 @@ class WorkerSettings(ConnectionSettings):
             "owner or MAINTAIN; without it autovacuum alone keeps them. 0 disables. Default 10."
         ),
     )
+    periodic: bool = Field(
+        default=True,
+        description=(
+            "Run the scheduler thread that enqueues the ticks of the @periodic schedules in the "
+            "task modules; every worker may (a tick fires once however many do). Default true."
+        ),
+    )
     result_ttl: float = Field(
         default=3600.0,
         gt=0,

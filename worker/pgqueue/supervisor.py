@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import db, metrics, outcomes, serving, sqlfiles
+from pgqueue import db, metrics, outcomes, serving, sqlfiles, ticking
 from pgqueue.inline import InlineRunner
 from pgqueue.maintenance import Vacuumer
 from pgqueue.replies import ReplyStatus
@@ -176,11 +176,14 @@ class Worker:
                 connect_timeout=self.s.connect_timeout,
             )
             vacuumer.start()
+        scheduler = ticking.for_worker(self.s, self.worker_id)  # None: no @periodic schedules
         try:
             self._loop()
         finally:
             if vacuumer is not None:
                 vacuumer.stop()
+            if scheduler is not None:
+                scheduler.stop()
             for slot in self.slots:
                 slot.stop()
             self._close_db()

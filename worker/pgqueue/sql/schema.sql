@@ -69,6 +69,24 @@ CREATE TABLE pgqueue.flag (
     source      text NOT NULL DEFAULT ''
 );
 
+-- Ticks of periodic schedules (@pgqueue.periodic), one row per tick fired; the message it enqueued
+-- is msg_id. The scheduler inserts the row and the message in one statement, ON CONFLICT DO
+-- NOTHING on the key, so of schedulers racing on a tick exactly one enqueues. cron and tz are the
+-- schedule as that worker knew it, so `pgqueue schedule list` can show its next run without the
+-- task modules. Old rows are pruned by the schedulers, the latest of each schedule kept.
+CREATE TABLE pgqueue.periodic_tick (
+    schedule   text NOT NULL,
+    tick_at    timestamptz NOT NULL,
+    msg_id     bigint NOT NULL,
+    task_name  text NOT NULL,
+    queue      text NOT NULL,
+    cron       text NOT NULL,
+    tz         text NOT NULL,
+    fired_at   timestamptz NOT NULL DEFAULT now(),
+    fired_by   text NOT NULL DEFAULT '',
+    PRIMARY KEY (schedule, tick_at)
+);
+
 -- The claim (DESIGN §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
 -- planning on every poll. It walks up to p_tenant_span tenants with visible work (from
