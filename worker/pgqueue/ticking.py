@@ -97,6 +97,12 @@ class Scheduler:
                 self._close()
                 wait = backoff
                 backoff = min(backoff * 2, 5.0)
+            except Exception:
+                # A bug must not silently end scheduling for the worker's lifetime.
+                log.exception("periodic: scheduler turn failed; retrying")
+                self._close()
+                wait = backoff
+                backoff = min(backoff * 2, 5.0)
             self._stop.wait(wait)
 
     def turn(self) -> float:
