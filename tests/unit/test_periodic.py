@@ -230,3 +230,43 @@ def test_two_schedules_of_one_task_need_their_own_keys() -> None:
         pgqueue.periodic("30 * * * *", name="unit.twice")(twice)
     pgqueue.periodic("30 * * * *", name="unit.twice", key="unit.twice.half")(twice)
     assert {"unit.twice", "unit.twice.half"} <= set(schedules())
+
+
+def test_schedules_from_configuration_are_checked_against_the_tasks() -> None:
+    from pgqueue.periodic import configured
+    from pgqueue.settings import WorkerSettings
+
+    settings = WorkerSettings(
+        schedules='[{"task": "t.a", "cron": "*/10 * * * * *", "tz": "Europe/Paris", '  # type: ignore[arg-type]
+        '"kwargs": {"n": 1}, "catch_up": "skip"}]'
+    )
+    (schedule,) = configured(settings.schedules, {"t.a"})
+    assert (schedule.key, schedule.catch_up, schedule.tz) == ("t.a", "skip", "Europe/Paris")
+    assert schedule.cron.has_seconds
+    with pytest.raises(ConfigurationError) as caught:
+        configured(settings.schedules, {"t.b"})
+    assert caught.value.field == "schedules[0].task"
+    assert "no task 't.a'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ('[{"task": "t", "cron": "99 * * * *"}]', "minute"),
+        ('[{"task": "t", "cron": "* * * * *", "tz": "Nowhere/Else"}]', "unknown time zone"),
+        ('[{"task": "t", "cron": "* * * * *", "catch_up": "never"}]', "catch_up"),
+        ('[{"task": "t", "cron": "* * * * *", "typo": 1}]', "typo"),
+        ("not json", "not a JSON array"),
+    ],
+)
+def test_bad_configured_schedules_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, value: str, words: str
+) -> None:
+    from pydantic import ValidationError
+
+    from pgqueue.settings import WorkerSettings
+
+    monkeypatch.setenv("PGQUEUE_SCHEDULES", value)
+    with pytest.raises(ValidationError) as caught:
+        WorkerSettings()
+    assert words in str(caught.value)

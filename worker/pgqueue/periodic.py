@@ -18,14 +18,14 @@ database was) and the schedule's ``catch_up`` policy says what to do with them:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, get_args
 
 from pgqueue.cron import Cron
 from pgqueue.errors import ConfigurationError, TaskRegistrationError
-from pgqueue.settings import check_queue_name
+from pgqueue.settings import ScheduleSetting, check_queue_name
 from pgqueue.tasks import task
 
 P = ParamSpec("P")
@@ -229,3 +229,32 @@ def _last_before(cron: Cron, after: datetime, before: datetime) -> datetime | No
         if low == after:
             return None
         window *= 2
+
+
+def configured(entries: Sequence[ScheduleSetting], known_tasks: Collection[str]) -> list[Schedule]:
+    """Schedules given by configuration (``PGQUEUE_SCHEDULES``), checked against the tasks the
+    worker imported; an error names the entry (``schedules[1].task``)."""
+    found: list[Schedule] = []
+    for i, entry in enumerate(entries):
+        if entry.task not in known_tasks:
+            raise ConfigurationError(
+                f"schedules[{i}].task",
+                f"no task {entry.task!r} in the task modules (--tasks); known: "
+                + (", ".join(sorted(known_tasks)) or "none"),
+            )
+        found.append(
+            Schedule(
+                key=entry.key or entry.task,
+                task=entry.task,
+                cron=Cron.parse(entry.cron, entry.tz),
+                queue=entry.queue,
+                args=tuple(entry.args),
+                kwargs=dict(entry.kwargs),
+                catch_up=entry.catch_up,
+            )
+        )
+    keys = [s.key for s in found]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ConfigurationError("schedules", f"two schedules named {key!r}; give each a key")
+    return found

@@ -27,8 +27,10 @@ from typing import Any
 import psycopg
 
 from pgqueue import db, metrics, sqlfiles
-from pgqueue.periodic import Schedule, plan, schedules
+from pgqueue.errors import ConfigurationError
+from pgqueue.periodic import Schedule, configured, plan, schedules
 from pgqueue.settings import WorkerSettings
+from pgqueue.tasks import registered
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +193,19 @@ class Scheduler:
 
 
 def for_worker(settings: WorkerSettings, worker_id: str) -> Scheduler | None:
-    """The started scheduler of a worker, or None (periodic off, or no schedules imported)."""
-    found = list(schedules().values())
+    """The started scheduler of a worker, or None (periodic off, or no schedules at all).
+
+    Raises ConfigurationError naming the entry when a configured schedule (``--schedules``)
+    names a task the worker's modules do not register, or reuses another schedule's key.
+    """
+    decorated = schedules()
+    extra = configured(settings.schedules, registered())
+    clash = sorted(set(decorated) & {s.key for s in extra})
+    if clash:
+        raise ConfigurationError(
+            "schedules", f"{clash[0]!r} is already a @periodic schedule; give this one a key"
+        )
+    found = [*decorated.values(), *extra]
     if not settings.periodic or not found:
         return None
     scheduler = Scheduler(
