@@ -93,6 +93,14 @@ class Scheduler:
             try:
                 wait = self.turn()
                 backoff = 0.5
+            except psycopg.errors.UndefinedTable:
+                metrics.DB_ERRORS.labels("periodic").inc()
+                log.error(
+                    "periodic: the table pgqueue.periodic_tick is missing (schema older than "
+                    "0009): run `pgqueue migrate`; no schedule fires until then"
+                )
+                self._close()
+                wait = MAX_SLEEP
             except psycopg.Error as exc:
                 metrics.DB_ERRORS.labels("periodic").inc()
                 log.warning("periodic: database unavailable (%s); retrying", type(exc).__name__)
