@@ -250,3 +250,30 @@ def test_four_workers_run_each_second_once_across_a_kill(
     assert [ends[n] for n in names] == [1] * len(names)
     assert starts[victim["tick"]] == 2
     assert [starts[n] for n in names if n != victim["tick"]] == [1] * (len(names) - 1)
+
+
+def test_a_worker_runs_schedules_given_by_configuration(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    from tests.support import core_tasks
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(core_tasks.DDL)
+    schedules = [
+        {"task": "t.record", "cron": "* * * * * *", "kwargs": {"key": "configured"},
+         "key": "by-env", "queue": "cfg"}
+    ]  # fmt: skip
+    workers.start(
+        pg_dsn,
+        tasks="tests.support.core_tasks",
+        queues="cfg",
+        env={"PGQUEUE_SCHEDULES": json.dumps(schedules)},
+    )
+    wait_until(
+        lambda: _rows(pg_dsn, "SELECT count(*) FROM test_runs WHERE key = 'configured' "
+                      "AND phase = 'end'")[0][0] >= 2,
+        60,
+        "two runs of the configured schedule",
+    )  # fmt: skip
+    keys = _rows(pg_dsn, "SELECT DISTINCT schedule, task_name FROM pgqueue.periodic_tick")
+    assert keys == [("by-env", "t.record")]
