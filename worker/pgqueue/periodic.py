@@ -146,15 +146,13 @@ def periodic(
             tick_kwarg=tick_kwarg,
         )
         known = _SCHEDULES.get(schedule.key)
-        if known is not None and known != schedule and known.task != task_name:
-            raise TaskRegistrationError(
-                f"schedule {schedule.key!r} is already registered for task {known.task!r}; "
-                "give this one its own key="
+        if known is not None and known != schedule:  # the same one again: a module re-imported
+            why = (
+                f"task {task_name!r} has two schedules"
+                if known.task == task_name
+                else f"schedule {schedule.key!r} is already registered for task {known.task!r}"
             )
-        if known is not None and known != schedule and known.task == task_name:
-            raise TaskRegistrationError(
-                f"task {task_name!r} has two schedules; give each its own key="
-            )
+            raise TaskRegistrationError(f"{why}; give each its own key=")
         _SCHEDULES[schedule.key] = schedule
         return func
 
