@@ -30,13 +30,14 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import db, metrics, outcomes, serving, sqlfiles, ticking
+from pgqueue import db, metrics, outcomes, serving, sqlfiles
 from pgqueue.inline import InlineRunner
 from pgqueue.maintenance import Vacuumer
 from pgqueue.replies import ReplyStatus
 from pgqueue.settings import WorkerSettings
 from pgqueue.slots import Lost, Slot, job_for
 from pgqueue.tasks import import_task_modules
+from pgqueue.ticking import for_worker as start_periodic
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Worker:
                 connect_timeout=self.s.connect_timeout,
             )
             vacuumer.start()
-        scheduler = ticking.for_worker(self.s, self.worker_id)  # None: no @periodic schedules
+        scheduler = start_periodic(self.s, self.worker_id)  # None: no @periodic schedules
         try:
             self._loop()
         finally:

@@ -59,16 +59,6 @@ CREATE TABLE pgqueue.dead_letter (
 CREATE INDEX dead_letter_queue_idx ON pgqueue.dead_letter (queue, dl_id);
 CREATE INDEX dead_letter_failed_at_idx ON pgqueue.dead_letter (failed_at);
 
--- Feature flags; the gate is key 'pg_queue_enabled'. value keeps the raw text a writer was given
--- (a ConfigMap value, say) so a reader can warn about an unparseable one; enabled is its parse.
-CREATE TABLE pgqueue.flag (
-    key         text PRIMARY KEY,
-    enabled     boolean NOT NULL,
-    value       text NOT NULL DEFAULT '',
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    source      text NOT NULL DEFAULT ''
-);
-
 -- Ticks of periodic schedules (@pgqueue.periodic), one row per tick fired; the message it enqueued
 -- is msg_id. The scheduler inserts the row and the message in one statement, ON CONFLICT DO
 -- NOTHING on the key, so of schedulers racing on a tick exactly one enqueues. cron and tz are the
@@ -85,6 +75,16 @@ CREATE TABLE pgqueue.periodic_tick (
     fired_at   timestamptz NOT NULL DEFAULT now(),
     fired_by   text NOT NULL DEFAULT '',
     PRIMARY KEY (schedule, tick_at)
+);
+
+-- Feature flags; the gate is key 'pg_queue_enabled'. value keeps the raw text a writer was given
+-- (a ConfigMap value, say) so a reader can warn about an unparseable one; enabled is its parse.
+CREATE TABLE pgqueue.flag (
+    key         text PRIMARY KEY,
+    enabled     boolean NOT NULL,
+    value       text NOT NULL DEFAULT '',
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    source      text NOT NULL DEFAULT ''
 );
 
 -- The claim (DESIGN §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
