@@ -18,8 +18,17 @@ import psycopg
 from pgqueue.cron import Cron
 from pgqueue.periodic import Schedule
 from pgqueue.ticking import Scheduler
-from tests.support import periodic_tasks
 from tests.support.workers import REPO, WorkerFactory, wait_until
+
+RUNS_DDL = """
+CREATE TABLE periodic_runs (
+    run_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tick text NOT NULL,
+    phase text NOT NULL,
+    pid integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""  # written by tests.support.periodic_tasks in the workers
 
 T0 = datetime(2026, 3, 29, 0, 59, 0, 200_000, tzinfo=UTC)  # Paris jumps 02:00 → 03:00 at 01:00Z
 
@@ -167,7 +176,7 @@ def test_four_workers_run_each_second_once_across_a_kill(
     pg_dsn: str, workers: WorkerFactory
 ) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(periodic_tasks.DDL)
+        conn.execute(RUNS_DDL)
     fleet = [
         workers.start(
             pg_dsn,

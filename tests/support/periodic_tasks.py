@@ -1,6 +1,8 @@
 """A periodic task for the integration tests: every second, it records its tick in
 ``periodic_runs`` of the worker's database (start, then end a second later), so a test can count
-the runs of each tick and see one interrupted by a killed worker."""
+the runs of each tick and see one interrupted by a killed worker. The test creates the table
+(tests/integration/test_periodic.py: RUNS_DDL) and never imports this module: importing it
+registers the schedule in the importing process."""
 
 from __future__ import annotations
 
@@ -11,16 +13,6 @@ from typing import Any
 import psycopg
 
 from pgqueue import periodic
-
-DDL = """
-CREATE TABLE IF NOT EXISTS periodic_runs (
-    run_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tick text NOT NULL,
-    phase text NOT NULL,
-    pid integer NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp()
-)
-"""
 
 RUN_SECONDS = 1.0
 
