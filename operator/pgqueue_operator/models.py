@@ -10,7 +10,7 @@ an API server without CEL still never gets a deployment from an invalid spec.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -286,6 +286,59 @@ _SPEC_RULES = _rules(
 )
 
 
+class PeriodicSchedule(_Model):
+    """A periodic schedule of a task in the image, like `@pgqueue.periodic` without code."""
+
+    # The workers get the list as PGQUEUE_SCHEDULES and check it at start: a task their modules
+    # do not register, or a cron expression or zone they cannot read, stops the pod with an error
+    # naming the entry (the operator cannot import the worker's cron parser: layers, §10).
+    # Arguments go by name only: a list of JSON values of any type has no item type, which every
+    # array of this CRD declares (tests/unit/operator/test_crd.py).
+
+    task: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Name of a task the `tasks` modules register.",
+    )
+    cron: str = Field(
+        min_length=1,
+        max_length=256,
+        description=(
+            "Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with "
+            "seconds first; names (jan, mon) and @daily-style macros accepted."
+        ),
+    )
+    tz: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone the expression is read in (Europe/Paris). Default UTC.",
+    )
+    queue: str = Field(
+        default="default",
+        max_length=128,
+        pattern=QUEUE_NAME,
+        description="Queue its messages go to. Default default.",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments of every run, by name (a JSON object).",
+        json_schema_extra=OPEN_OBJECT,
+    )
+    catch_up: Literal["latest", "all", "skip"] = Field(
+        default="latest",
+        description=(
+            "Ticks missed while no worker ran: latest fires the newest once, all fires each, "
+            "skip fires none. Default latest."
+        ),
+    )
+    key: str = Field(
+        default="",
+        max_length=256,
+        description="Name of the schedule (unique); default the task name.",
+    )
+
+
 class PgQueueWorkerSpec(_Model):
     """A fleet of pgqueue workers consuming some queues of one database."""
 
@@ -310,6 +363,14 @@ class PgQueueWorkerSpec(_Model):
         max_length=64,
         description="Python modules to import so their @task functions register.",
         json_schema_extra={"items": {"type": "string", "pattern": MODULE_NAME, "maxLength": 256}},
+    )
+    schedules: list[PeriodicSchedule] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Periodic schedules of tasks in the image, besides their @pgqueue.periodic ones; "
+            "each tick is enqueued once however many pods run. Default none."
+        ),
     )
     concurrency: int = Field(
         default=2, ge=1, le=512, description="Child-process task slots per pod. Default 2."

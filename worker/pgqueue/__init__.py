@@ -13,6 +13,7 @@ from pgqueue.client import Client, Message
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
+from pgqueue.periodic import periodic
 from pgqueue.replies import CallResult
 from pgqueue.routing import Dispatcher, RoutingDispatcher
 from pgqueue.settings import ClientSettings, WorkerSettings
@@ -44,5 +45,6 @@ __all__ = [
     "admin",
     "migrate",
     "parse_flag_value",
+    "periodic",
     "task",
 ]

@@ -73,6 +73,12 @@ VACUUMS = Counter(
     "VACUUMs of the queue tables this worker ran (--vacuum-interval).",
     registry=WORKER_REGISTRY,
 )
+PERIODIC_FIRED = Counter(
+    "pgqueue_periodic_ticks",
+    "Ticks of periodic schedules this worker enqueued (a tick another worker won is not counted).",
+    ["schedule"],
+    registry=WORKER_REGISTRY,
+)
 DB_ERRORS = Counter(
     "pgqueue_worker_database_errors",
     "Database operations that failed and were retried.",

@@ -6,11 +6,15 @@ wins over its env var), so a bad value is reported once, naming the option, befo
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pgqueue.cron import Cron
+from pgqueue.errors import ConfigurationError
 
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -144,6 +148,33 @@ class ClientSettings(ConnectionSettings):
     )
 
 
+class ScheduleSetting(BaseModel):
+    """A periodic schedule given by configuration rather than ``@periodic`` (the operator's
+    ``spec.schedules``): the task must be registered by the worker's task modules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, description="Name of a registered task.")
+    cron: str = Field(description="5 fields, or 6 with seconds first.")
+    tz: str = Field(default="UTC", description="IANA time zone of the expression. Default UTC.")
+    queue: str = Field(default="default", description="Queue of its messages. Default default.")
+    args: list[Any] = Field(default_factory=list, description="Positional arguments (JSON).")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments (JSON).")
+    catch_up: Literal["latest", "all", "skip"] = Field(
+        default="latest", description="What to do with missed ticks. Default latest."
+    )
+    key: str = Field(default="", description="Name of the schedule. Default: the task name.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleSetting:
+        try:
+            Cron.parse(self.cron, self.tz)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        check_queue_name(self.queue)
+        return self
+
+
 class WorkerSettings(ConnectionSettings):
     """Settings of ``pgqueue worker``; the operator derives the timing fields (DESIGN §5)."""
 
@@ -246,6 +277,21 @@ class WorkerSettings(ConnectionSettings):
             "owner or MAINTAIN; without it autovacuum alone keeps them. 0 disables. Default 10."
         ),
     )
+    periodic: bool = Field(
+        default=True,
+        description=(
+            "Run the scheduler thread that enqueues the ticks of the @periodic schedules in the "
+            "task modules; every worker may (a tick fires once however many do). Default true."
+        ),
+    )
+    schedules: Annotated[tuple[ScheduleSetting, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Periodic schedules besides the @periodic ones, as a JSON array of {task, cron, tz, "
+            "queue, args, kwargs, catch_up, key} (the operator fills it from spec.schedules). "
+            "Default none."
+        ),
+    )
     result_ttl: float = Field(
         default=3600.0,
         gt=0,
@@ -310,6 +356,16 @@ class WorkerSettings(ConnectionSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("schedules", mode="before")
+    @classmethod
+    def _decode_schedules(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else ()
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON array ({exc.msg} at position {exc.pos})") from None
         return value
 
     @field_validator("queues")

@@ -50,6 +50,7 @@ from pgqueue.maintenance import Vacuumer
 from pgqueue.settings import WorkerSettings
 from pgqueue.slots import Lost, Slot
 from pgqueue.tasks import import_task_modules
+from pgqueue.ticking import for_worker as start_periodic
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +161,14 @@ class Worker:
                 connect_timeout=self.s.connect_timeout,
             )
             vacuumer.start()
+        scheduler = start_periodic(self.s, self.worker_id)  # None: no @periodic schedules
         try:
             self._loop()
         finally:
             if vacuumer is not None:
                 vacuumer.stop()
+            if scheduler is not None:
+                scheduler.stop()
             for slot in self.slots:
                 slot.stop()
             if self._conn is not None and not self._conn.closed:

@@ -10,6 +10,7 @@ Deployments), so a Secret rotation rolls the pods.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -39,6 +40,12 @@ def worker_env(spec: PgQueueWorkerSpec, derived: DerivedTimings) -> list[dict[st
         "PGQUEUE_METRICS_PORT": str(spec.metrics.port),
         "PGQUEUE_POOLED": "true" if spec.database.pooled else "false",
     }
+    if spec.schedules:
+        plain["PGQUEUE_SCHEDULES"] = json.dumps(
+            [s.model_dump(exclude_defaults=True) for s in spec.schedules],
+            separators=(",", ":"),
+            sort_keys=True,
+        )
     return [
         dsn_env(spec),
         *({"name": k, "value": v} for k, v in plain.items()),

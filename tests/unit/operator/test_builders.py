@@ -256,3 +256,31 @@ def test_optional_children_are_none_when_disabled() -> None:
         {"port": "metrics", "path": "/metrics", "interval": "15s"}
     ]
     assert monitor["metadata"]["labels"]["p"] == "x"
+
+
+def test_schedules_reach_the_worker_as_settings_it_reads() -> None:
+    from pgqueue.settings import WorkerSettings
+
+    assert "PGQUEUE_SCHEDULES" not in env_of(build_deployment(spec()))
+    s = spec(
+        schedules=[
+            {"task": "app.report", "cron": "30 2 * * *", "tz": "Europe/Paris", "catchUp": "all",
+             "kwargs": {"kind": "full", "n": [1, 2]}},
+            {"task": "app.ping", "cron": "*/10 * * * * *", "queue": "bulk", "key": "ping-fast"},
+        ]
+    )  # fmt: skip
+    value = env_of(build_deployment(s))["PGQUEUE_SCHEDULES"]
+    read = WorkerSettings(schedules=value).schedules  # type: ignore[arg-type]
+    assert [(r.task, r.cron, r.tz, r.catch_up, r.queue, r.key) for r in read] == [
+        ("app.report", "30 2 * * *", "Europe/Paris", "all", "default", ""),
+        ("app.ping", "*/10 * * * * *", "UTC", "latest", "bulk", "ping-fast"),
+    ]
+    assert read[0].kwargs == {"kind": "full", "n": [1, 2]}
+    assert read[1].kwargs == {}
+
+
+def test_a_schedule_with_a_typo_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="catchUp"):
+        spec(schedules=[{"task": "t", "cron": "* * * * *", "catchUp": "sometimes"}])
+    with pytest.raises(ValueError, match="cronn"):
+        spec(schedules=[{"task": "t", "cronn": "* * * * *"}])

@@ -1,5 +1,5 @@
-"""``pgqueue``: the command line (migrate, worker, enqueue, call, stats, queue, dlq, sweep, gate,
-demo, completion).
+"""``pgqueue``: the command line (migrate, worker, enqueue, call, stats, queue, dlq, sweep,
+schedule, gate, demo, completion).
 
 Each command group lives in its own module exposing ``register(subparsers)``; this module builds
 the parser and turns every expected failure into one line on stderr and its exit code (listed at
@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "queues",
     "deadletters",
     "sweeping",
+    "schedule",
     "gate",
     "demo",
     "completion",

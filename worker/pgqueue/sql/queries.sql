@@ -482,3 +482,67 @@ SELECT worker_id, host, pid, queues, slots, busy, version, started_at,
        extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age
 FROM pgqueue.worker
 ORDER BY host, worker_id;
+
+-- name: periodic_fire
+-- One tick of a periodic schedule: the tick row and its message in one statement. The tick row
+-- takes the message's id from the message sequence first, then the message is inserted only if
+-- the tick row was: a scheduler that loses the race on the key (another worker fired the tick)
+-- inserts nothing, and the unused id is only a gap in msg_id. The NOTIFY wakes idle workers.
+WITH id AS (
+    SELECT nextval(pg_get_serial_sequence('pgqueue.message', 'msg_id')) AS msg_id
+),
+tick AS (
+    INSERT INTO pgqueue.periodic_tick (schedule, tick_at, msg_id, task_name, queue, cron, tz,
+                                       fired_by)
+    SELECT %(schedule)s, %(tick_at)s, id.msg_id, %(task_name)s, %(queue)s, %(cron)s, %(tz)s,
+           %(worker_id)s
+    FROM id
+    ON CONFLICT (schedule, tick_at) DO NOTHING
+    RETURNING msg_id
+),
+msg AS (
+    INSERT INTO pgqueue.message (msg_id, queue, task_name, payload, priority)
+    OVERRIDING SYSTEM VALUE
+    SELECT tick.msg_id, %(queue)s, %(task_name)s, %(payload)s, %(priority)s FROM tick
+    RETURNING msg_id, queue
+)
+SELECT msg_id, pg_notify('pgqueue_enqueue', queue) AS notified FROM msg;
+
+-- name: periodic_last
+-- The latest tick fired of each schedule named: where a starting scheduler's cursor begins.
+SELECT s.schedule, t.tick_at
+FROM unnest(%(schedules)s::text[]) AS s(schedule)
+CROSS JOIN LATERAL (
+    SELECT tick_at FROM pgqueue.periodic_tick p
+    WHERE p.schedule = s.schedule
+    ORDER BY tick_at DESC
+    LIMIT 1
+) t;
+
+-- name: periodic_prune
+-- One batch of old tick rows: before the cutoff (the scheduler's clock less the retention), and
+-- never the latest of its schedule (a starting scheduler's catch-up reads it, however old).
+WITH batch AS (
+    SELECT t.schedule, t.tick_at FROM pgqueue.periodic_tick t
+    WHERE t.tick_at < %(cutoff)s
+      AND EXISTS (SELECT FROM pgqueue.periodic_tick n
+                  WHERE n.schedule = t.schedule AND n.tick_at > t.tick_at)
+    ORDER BY t.schedule, t.tick_at
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+),
+gone AS (
+    DELETE FROM pgqueue.periodic_tick t USING batch b
+    WHERE t.schedule = b.schedule AND t.tick_at = b.tick_at
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
+
+-- name: periodic_list
+-- The latest tick of every schedule ever fired, with how many ticks are kept (pgqueue schedule
+-- list).
+SELECT DISTINCT ON (schedule)
+       schedule, tick_at, msg_id, task_name, queue, cron, tz, fired_at, fired_by,
+       count(*) OVER (PARTITION BY schedule) AS ticks_kept
+FROM pgqueue.periodic_tick
+ORDER BY schedule, tick_at DESC;

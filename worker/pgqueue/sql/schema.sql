@@ -61,6 +61,24 @@ CREATE TABLE pgqueue.dead_letter (
 CREATE INDEX dead_letter_queue_idx ON pgqueue.dead_letter (queue, dl_id);
 CREATE INDEX dead_letter_failed_at_idx ON pgqueue.dead_letter (failed_at);
 
+-- Ticks of periodic schedules (@pgqueue.periodic), one row per tick fired; the message it enqueued
+-- is msg_id. The scheduler inserts the row and the message in one statement, ON CONFLICT DO
+-- NOTHING on the key, so of schedulers racing on a tick exactly one enqueues. cron and tz are the
+-- schedule as that worker knew it, so `pgqueue schedule list` can show its next run without the
+-- task modules. Old rows are pruned by the schedulers, the latest of each schedule kept.
+CREATE TABLE pgqueue.periodic_tick (
+    schedule   text NOT NULL,
+    tick_at    timestamptz NOT NULL,
+    msg_id     bigint NOT NULL,
+    task_name  text NOT NULL,
+    queue      text NOT NULL,
+    cron       text NOT NULL,
+    tz         text NOT NULL,
+    fired_at   timestamptz NOT NULL DEFAULT now(),
+    fired_by   text NOT NULL DEFAULT '',
+    PRIMARY KEY (schedule, tick_at)
+);
+
 -- Feature flags; the gate is key 'pg_queue_enabled'. value keeps the raw text a writer was given
 -- (a ConfigMap value, say) so a reader can warn about an unparseable one; enabled is its parse.
 CREATE TABLE pgqueue.flag (
