@@ -53,7 +53,16 @@ T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
 
 
-__all__ = ["CALL_MARGIN", "Client", "Message", "Submitted", "TaskOptions", "configure"]
+# Message and TaskOptions live in pgqueue.producing (shared with the asyncio client).
+__all__ = [
+    "CALL_MARGIN",
+    "Client",
+    "Message",
+    "Submitted",
+    "TaskOptions",
+    "configure",
+    "default_client",
+]
 
 
 @dataclass(frozen=True, slots=True)
