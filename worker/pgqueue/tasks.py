@@ -90,7 +90,7 @@ _BINDABLE = frozenset(
 
 class TaskHandle(Generic[P, R]):
     """A registered task: callable as the function itself, and sent through the queue with
-    :meth:`call`, :meth:`enqueue` (alias :meth:`delay`) or :meth:`submit`, whose arguments are
+    ``call``, ``enqueue`` (alias ``delay``) or ``submit``, whose arguments are
     the function's own (mypy checks them)."""
 
     def __init__(
@@ -201,7 +201,7 @@ class TaskHandle(Generic[P, R]):
         )
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> int:
-        """Celery's spelling of :meth:`enqueue`."""
+        """Celery's spelling of ``enqueue``."""
         return self.enqueue(*args, **kwargs)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Submitted:
