@@ -10,7 +10,7 @@ import time
 
 import psycopg
 
-from pgqueue import Client, TaskOptions
+from pgqueue import Client, Message, TaskOptions
 from pgqueue.client import CALL_MARGIN
 from tests.support.workers import REPO, WorkerFactory
 
@@ -66,6 +66,7 @@ def test_per_task_options_travel_in_the_payload_headers(pg_dsn: str) -> None:
     with Client(pg_dsn) as client:
         msg_id = client.enqueue("demo.noop", options=options, unique_key="opt")
         client.submit("demo.noop", options=TaskOptions(max_attempts=1), deadline=30)
+        client.enqueue_many([Message("demo.noop", options=TaskOptions(retry_backoff=2))])
     with psycopg.connect(pg_dsn) as conn:
         rows = conn.execute(
             "SELECT msg_id, payload->'headers', deadline IS NOT NULL FROM pgqueue.message "
@@ -73,3 +74,4 @@ def test_per_task_options_travel_in_the_payload_headers(pg_dsn: str) -> None:
         ).fetchall()
     assert rows[0] == (msg_id, {"time_limit": 12.5, "max_attempts": 2, "retry_backoff": 0.5}, False)
     assert rows[1][1:] == ({"max_attempts": 1}, True)
+    assert rows[2][1:] == ({"retry_backoff": 2.0}, False)

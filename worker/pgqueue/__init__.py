@@ -9,7 +9,8 @@ import importlib.metadata
 
 from pgqueue import _version, admin
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
-from pgqueue.client import Client, Message, Submitted, configure
+from pgqueue.client import Client, Message, Submitted
+from pgqueue.defaults import configure
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate

@@ -60,8 +60,6 @@ __all__ = [
     "Message",
     "Submitted",
     "TaskOptions",
-    "configure",
-    "default_client",
 ]
 
 
@@ -437,7 +435,7 @@ class Client:
                 return self._wait(reply_key, deadline, wait, waiter, poll_first=unique)
         finally:
             if listener and waiter is not None:
-                listener.unregister(reply_key)
+                listener.unregister(reply_key, waiter)
 
     def result(self, reply_key: str, timeout: float | None = None) -> CallResult:
         """Wait for the reply stored under a reply key (a :meth:`submit`'s, from any process).
@@ -465,7 +463,7 @@ class Client:
                     return self._wait(key, deadline, wait, waiter, poll_first=True)
             finally:
                 if listener:
-                    listener.unregister(key)
+                    listener.unregister(key, waiter)
         except Exception as exc:
             error = self._scrub(f"{type(exc).__name__}: {exc}")
             log.error("result() failed unexpectedly: %s", error)
@@ -562,37 +560,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# The client task handles use when none is bound with handle.using(client).
-_default: dict[str, Client] = {}
-_default_lock = threading.Lock()
-
-
-def configure(dsn: str | None = None, settings: ClientSettings | None = None) -> Client:
-    """Set the default client of task handles (``handle.call()``, ``.delay()``...) and return it.
-
-    Without it, the first handle that needs a client makes one from ``PGQUEUE_DSN`` (and the
-    other ``PGQUEUE_`` settings). A previous default client is closed.
-    """
-    client = Client(dsn, settings)
-    with _default_lock:
-        previous = _default.get("client")
-        _default["client"] = client
-    if previous is not None:
-        previous.close()
-    return client
-
-
-def default_client() -> Client:
-    """The default client: the one :func:`configure` set, else one made from ``PGQUEUE_DSN``."""
-    with _default_lock:
-        if "client" not in _default:
-            if not os.environ.get("PGQUEUE_DSN"):
-                raise ConfigurationError(
-                    "dsn",
-                    "a task handle has no client: call pgqueue.configure(dsn=...), set "
-                    "PGQUEUE_DSN, or bind one with handle.using(client)",
-                )
-            _default["client"] = Client()
-        return _default["client"]

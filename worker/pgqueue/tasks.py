@@ -156,7 +156,7 @@ class TaskHandle(Generic[P, R]):
         client = self._bound.get("client")
         if client is not None:
             return client  # type: ignore[no-any-return]
-        from pgqueue.client import default_client  # noqa: PLC0415 - client imports this module
+        from pgqueue.defaults import default_client  # noqa: PLC0415 - it imports this module
 
         return default_client()
 
