@@ -273,6 +273,9 @@ class Client:
             unique_for=unique_for,
             own_transaction=conn is not None,
         )
+        # Durable at once, unlike a call's message: nobody is waiting to notice that a crash
+        # lost it, so a submit that returned is a message that survives one.
+        params["async_commit"] = False
         row = self._insert(params, None, conn)
         return Submitted(
             self._attached_key(row, key, unique_key),
