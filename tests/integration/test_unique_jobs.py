@@ -23,6 +23,16 @@ def _keys(dsn: str) -> dict[str, int]:
     return {str(k): int(n) for k, n in rows}
 
 
+def _holds(dsn: str, *, expired: bool) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT unique_key FROM pgqueue.unique_hold WHERE (expires_at <= now()) = %s "
+            "OR NOT %s ORDER BY 1",
+            (expired, expired),
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def test_sixteen_threads_enqueueing_ten_keys_leave_exactly_ten_messages(pg_dsn: str) -> None:
     threads, per_thread, keys = 16, 100, 10
     with Client(pg_dsn, ClientSettings(pool_size=threads)) as client:
@@ -69,6 +79,11 @@ def test_unique_for_holds_the_key_after_the_message_settled(
         # Settled, but inside its window: no second message.
         assert client.enqueue("demo.noop", unique_key="hourly", unique_for=3600) == first
         assert _keys(pg_dsn) == {}
+        # Expired holds are cleared by later unique enqueues, a few at a time.
+        client.enqueue("demo.noop", unique_key="stale", unique_for=0.1)
+        wait_until(lambda: _holds(pg_dsn, expired=True) == ["stale"], 30, "the hold to expire")
+        client.enqueue("demo.noop", unique_key="fresh", unique_for=60)
+        assert "stale" not in _holds(pg_dsn, expired=False)
         # A short window runs out: then the key is free again.
         short = client.enqueue("demo.noop", unique_key="brief", unique_for=0.5)
         wait_until(

@@ -16,6 +16,28 @@ CREATE TABLE pgqueue.unique_hold (
 );
 CREATE INDEX unique_hold_expires_idx ON pgqueue.unique_hold (expires_at);
 
+-- Whoever could enqueue before can enqueue unique jobs: every role with INSERT on the message
+-- table (PUBLIC included) may use the hold table too. Later roles: grant both.
+DO $grant_hold$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT rolname FROM pg_roles
+             WHERE NOT rolsuper AND rolname !~ '^pg_'
+               AND has_table_privilege(oid, 'pgqueue.message', 'INSERT')
+               AND oid <> (SELECT relowner FROM pg_class WHERE oid = 'pgqueue.message'::regclass)
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON pgqueue.unique_hold TO %I',
+                       r.rolname);
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a
+               WHERE c.oid = 'pgqueue.message'::regclass AND a.grantee = 0
+                 AND a.privilege_type = 'INSERT') THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON pgqueue.unique_hold TO PUBLIC;
+    END IF;
+END
+$grant_hold$;
+
 -- One message with a unique key: returns the new message (created) or the one that holds the
 -- key (its msg_id and reply key, not created). The insert waits for a concurrent enqueuer of
 -- the same key to commit or roll back (the index's own lock: no advisory lock, pooler-safe);
