@@ -553,6 +553,11 @@ class Client:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)
             return self._listener
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed default client is replaced)."""
+        return bool(self._pool_.closed)
+
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()

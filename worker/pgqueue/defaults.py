@@ -21,7 +21,8 @@ def configure(dsn: str | None = None, settings: ClientSettings | None = None) ->
     """Set the default client of task handles (``handle.call()``, ``.delay()``...) and return it.
 
     Without it, the first handle that needs a client makes one from ``PGQUEUE_DSN`` (and the
-    other ``PGQUEUE_`` settings). A previous default client is closed.
+    other ``PGQUEUE_`` settings). A previous default client is closed; closing the default
+    client unsets it.
     """
     client = Client(dsn, settings)
     with _default_lock:
@@ -35,6 +36,8 @@ def configure(dsn: str | None = None, settings: ClientSettings | None = None) ->
 def default_client() -> Client:
     """The default client: the one :func:`configure` set, else one made from ``PGQUEUE_DSN``."""
     with _default_lock:
+        if "client" in _default and _default["client"].closed:
+            del _default["client"]  # closed by its owner: as if never configured
         if "client" not in _default:
             if not os.environ.get("PGQUEUE_DSN"):
                 raise ConfigurationError(
