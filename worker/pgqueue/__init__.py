@@ -9,7 +9,8 @@ import importlib.metadata
 
 from pgqueue import _version, admin
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
-from pgqueue.client import Client, Message
+from pgqueue.client import Client, Message, Submitted
+from pgqueue.defaults import configure
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
@@ -17,7 +18,7 @@ from pgqueue.periodic import periodic
 from pgqueue.replies import CallResult
 from pgqueue.routing import Dispatcher, RoutingDispatcher
 from pgqueue.settings import ClientSettings, WorkerSettings
-from pgqueue.tasks import task
+from pgqueue.tasks import TaskHandle, TaskOptions, task
 
 try:
     # The installed distribution's version (made from _version.py at build time), so it matches
@@ -40,9 +41,13 @@ __all__ = [
     "PgQueueError",
     "QueueStats",
     "RoutingDispatcher",
+    "Submitted",
+    "TaskHandle",
+    "TaskOptions",
     "WorkerSettings",
     "__version__",
     "admin",
+    "configure",
     "migrate",
     "parse_flag_value",
     "periodic",

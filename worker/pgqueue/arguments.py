@@ -70,8 +70,15 @@ def check_reply_key(reply_key: object) -> str:
     return reply_key
 
 
-def payload(args: object, kwargs: object, tenant: str, max_bytes: int) -> str:
-    """The message payload as JSON text, at most ``max_bytes`` bytes."""
+def payload(
+    args: object,
+    kwargs: object,
+    tenant: str,
+    max_bytes: int,
+    headers: Mapping[str, Any] | None = None,
+) -> str:
+    """The message payload as JSON text, at most ``max_bytes`` bytes; ``headers`` carry the
+    per-task options (already checked, see :mod:`pgqueue.producing`)."""
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):
         raise ConfigurationError("args", f"must be a list or tuple, got {_shown(args)}")
     if kwargs is not None and not (
@@ -81,7 +88,7 @@ def payload(args: object, kwargs: object, tenant: str, max_bytes: int) -> str:
     body: dict[str, Any] = {
         "args": list(args),
         "kwargs": dict(kwargs or {}),
-        "headers": {},
+        "headers": dict(headers or {}),
         "tenant": tenant,
     }
     try:

@@ -7,6 +7,13 @@ early on the reply's NOTIFY, which carries a small reply itself on the client's 
 (the row is then cleared in the background); polling stays the correctness path, so a lost
 notification costs latency, never a result.
 
+``enqueue``, ``enqueue_many`` and ``submit`` take ``conn=``, the caller's own psycopg connection:
+the message is then part of the caller's transaction (committed or rolled back with it, the
+workers woken by that commit). ``submit`` returns at once with the reply key; ``result`` collects
+the reply later, from any process. A ``unique_key`` keeps one message per key while it waits or
+runs (and ``unique_for`` seconds from its enqueue); a second enqueue returns the first one's id,
+and a call attaches to the first one's reply.
+
 Every wait for the server inside ``call`` is bounded by the caller's deadline (plus
 ``CALL_MARGIN``, 0.25 s), whatever the network or the backend does; a pooled connection that died
 while idle is replaced on checkout, and a statement that failed before reaching the server is
@@ -28,9 +35,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import arguments, db, metrics, sqlfiles
+from pgqueue import arguments, db, metrics, producing, sqlfiles
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.listening import ReplyListener, Waiter
+from pgqueue.producing import Message, TaskOptions
 from pgqueue.replies import CallResult, from_row
 from pgqueue.settings import ClientSettings
 
@@ -45,17 +53,32 @@ T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message for :meth:`Client.enqueue_many`."""
+# Message and TaskOptions live in pgqueue.producing (shared with the asyncio client).
+__all__ = [
+    "CALL_MARGIN",
+    "Client",
+    "Message",
+    "Submitted",
+    "TaskOptions",
+]
 
-    task: str
-    args: Sequence[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    queue: str = "default"
-    priority: int = 5
-    tenant: str = ""
-    delay: float = 0.0
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submitted message whose reply is collected later (:meth:`Client.submit`).
+
+    ``reply_key`` is all another process needs: ``Client.result(reply_key, timeout)``. ``created``
+    is false when a unique key attached this submit to a message already queued or running.
+    """
+
+    reply_key: str
+    msg_id: int
+    created: bool
+    client: Client = field(repr=False, compare=False)
+
+    def result(self, timeout: float | None = None) -> CallResult:
+        """Wait for the reply (at most ``timeout`` seconds, default the client's); never raises."""
+        return self.client.result(self.reply_key, timeout)
 
 
 class Client:
@@ -154,43 +177,132 @@ class Client:
         priority: int = 5,
         tenant: str = "",
         delay: float = 0.0,
+        options: TaskOptions | None = None,
+        unique_key: str | None = None,
+        unique_for: float = 0.0,
+        conn: psycopg.Connection[Any] | None = None,
     ) -> int:
         """Put one message on a queue; returns its msg_id.
+
+        ``conn``: the caller's psycopg connection; the message joins its open transaction (or
+        commits at once in autocommit). ``unique_key``: while a message with that key waits or
+        runs (and ``unique_for`` seconds from its enqueue), no other is queued: this returns the
+        holder's msg_id. ``options``: per-task limits carried by the message.
 
         Raises :class:`~pgqueue.errors.ConfigurationError` naming a bad argument, and
         :class:`~pgqueue.errors.EnqueueError` when the database did not take the message.
         """
-        params = self._params(task, args, kwargs, queue, priority, tenant, delay, None, None)
-        return self._insert(params, None)
+        params = self._params(
+            task,
+            args,
+            kwargs,
+            queue,
+            priority,
+            tenant,
+            delay,
+            None,
+            None,
+            options=options,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            own_transaction=conn is not None,
+        )
+        return int(self._insert(params, None, conn)["msg_id"])
 
-    def enqueue_many(self, messages: Iterable[Message]) -> list[int]:
-        """Put a batch of messages on their queues in one statement; returns their msg_ids."""
+    def enqueue_many(
+        self, messages: Iterable[Message], *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Put a batch of messages on their queues in one statement; returns their msg_ids.
+
+        ``conn``: the caller's psycopg connection, as for :meth:`enqueue`.
+        """
         batch = list(messages)
-        checked = [
-            self._params(m.task, m.args, m.kwargs, m.queue, m.priority, m.tenant, m.delay)
-            for m in batch
-        ]
+        params = producing.batch_params(self.settings, batch)
         if not batch:
             return []
-        params = {
-            "queues": [p["queue"] for p in checked],
-            "task_names": [p["task_name"] for p in checked],
-            "payloads": [p["payload"] for p in checked],
-            "reply_keys": [None] * len(batch),
-            "priorities": [p["priority"] for p in checked],
-            "tenants": [p["tenant"] for p in checked],
-            "delays": [p["delay"] for p in checked],
-            "notify": self.settings.notify,
-        }
+        query = sqlfiles.query("enqueue_many")
 
         def insert(conn: Conn) -> list[int]:
-            rows = conn.execute(sqlfiles.query("enqueue_many"), params).fetchall()
-            return [int(r["msg_id"]) for r in rows]
+            return [int(r["msg_id"]) for r in conn.execute(query, params).fetchall()]
 
         try:
+            if conn is not None:
+                return [int(r["msg_id"]) for r in producing.execute_on(conn, query, params)]
             return self._run(insert, None, "enqueue_many")
         except (psycopg.Error, PoolTimeout) as exc:
             raise EnqueueError(self._scrub(f"enqueue_many failed: {exc}")) from None
+
+    def submit(
+        self,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        priority: int = 5,
+        tenant: str = "",
+        delay: float = 0.0,
+        deadline: float | None = None,
+        options: TaskOptions | None = None,
+        unique_key: str | None = None,
+        unique_for: float = 0.0,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> Submitted:
+        """Put a message on a queue with a reply key and return at once: collect the reply
+        later with :meth:`Submitted.result` or, from any process, :meth:`result`.
+
+        ``deadline``: seconds from now after which the task must not start (the worker
+        dead-letters it and stores a failed reply); ``None``: no deadline. The reply is kept for
+        the workers' ``result_ttl``. With a ``unique_key`` held by a message queued or running,
+        this attaches to that message's reply (``created`` false). Raises like :meth:`enqueue`.
+        """
+        key = self._reply_key(shared=unique_key is not None)
+        wait = None if deadline is None else arguments.seconds("deadline", deadline, positive=True)
+        params = self._params(
+            task,
+            args,
+            kwargs,
+            queue,
+            priority,
+            tenant,
+            delay,
+            key,
+            wait,
+            options=options,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            own_transaction=conn is not None,
+        )
+        # Durable at once, unlike a call's message: nobody is waiting to notice that a crash
+        # lost it, so a submit that returned is a message that survives one.
+        params["async_commit"] = False
+        row = self._insert(params, None, conn)
+        return Submitted(
+            self._attached_key(row, key, unique_key),
+            int(row["msg_id"]),
+            bool(row.get("created", True)),
+            self,
+        )
+
+    @staticmethod
+    def _attached_key(row: Mapping[str, Any], key: str, unique_key: object) -> str:
+        """The reply key to wait on: ours, or that of the message holding the unique key."""
+        if row.get("created", True):
+            return key
+        holder = row.get("reply_key")
+        if holder is None:
+            raise EnqueueError(
+                f"unique key {unique_key!r:.80} is held by message {row['msg_id']}, which was "
+                "enqueued without a reply (enqueue, not submit or call): no reply to attach to"
+            )
+        return str(holder)
+
+    def _reply_key(self, *, shared: bool) -> str:
+        if shared:
+            return producing.shared_key()
+        listener = self._reply_listener()
+        # The listener's prefix routes the reply's NOTIFY to this process alone.
+        return listener.new_key() if listener else uuid.uuid4().hex
 
     def _params(
         self,
@@ -203,31 +315,38 @@ class Client:
         delay: object,
         reply_key: str | None = None,
         deadline: float | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
         """The enqueue statement's parameters, every argument checked (errors name it)."""
-        arguments.check_message(task, queue, priority, tenant)
-        after = arguments.seconds("delay", delay, positive=False)
-        assert isinstance(tenant, str)
-        return {
-            "queue": queue,
-            "task_name": task,
-            "payload": arguments.payload(args, kwargs, tenant, self.settings.max_payload_bytes),
-            "reply_key": reply_key,
-            "priority": priority,
-            "tenant": tenant,
-            "delay": after,
-            "deadline": deadline,
-            "notify": self.settings.notify,
-            "async_commit": reply_key is not None and self.settings.async_call_commit,
-        }
+        return producing.message_params(
+            self.settings,
+            task,
+            args,
+            kwargs,
+            queue,
+            priority,
+            tenant,
+            delay,
+            reply_key,
+            deadline,
+            **extra,
+        )
 
-    def _insert(self, params: dict[str, Any], until: float | None) -> int:
-        def insert(conn: Conn) -> int:
-            row = conn.execute(sqlfiles.query("enqueue"), params).fetchone()
+    def _insert(
+        self, params: dict[str, Any], until: float | None, own: psycopg.Connection[Any] | None
+    ) -> dict[str, Any]:
+        """The message's row (msg_id; with a unique key also reply_key and created)."""
+        query = producing.statement(params)
+
+        def insert(conn: Conn) -> dict[str, Any]:
+            row = conn.execute(query, params).fetchone()
             assert row is not None
-            return int(row["msg_id"])
+            return row
 
         try:
+            if own is not None:
+                # The caller's transaction: never retried here (it may have run), never pooled.
+                return producing.execute_on(own, query, params)[0]
             return self._run(insert, until, "enqueue")
         except (psycopg.Error, PoolTimeout) as exc:
             raise EnqueueError(
@@ -246,15 +365,29 @@ class Client:
         timeout: float | None = None,
         priority: int = 5,
         tenant: str = "",
+        options: TaskOptions | None = None,
+        unique_key: str | None = None,
+        unique_for: float = 0.0,
     ) -> CallResult:
         """Run a task and wait for its reply; never raises, whatever the arguments or the network.
 
         Returns within ``timeout`` + ``CALL_MARGIN`` (0.25 s). A bad argument is an
-        ``enqueue_error`` result whose error names it.
+        ``enqueue_error`` result whose error names it. With a ``unique_key`` held by a call
+        queued or running, this waits for that call's reply instead of running the task twice.
         """
         started = time.monotonic()
         try:
-            result = self._call(task, args, kwargs, queue, timeout, priority, tenant, started)
+            result = self._call(
+                task,
+                args,
+                kwargs,
+                queue,
+                timeout,
+                priority,
+                tenant,
+                started,
+                {"options": options, "unique_key": unique_key, "unique_for": unique_for},
+            )
         except Exception as exc:
             error = self._scrub(f"{type(exc).__name__}: {exc}")
             log.error("call failed unexpectedly: %s", error)
@@ -273,57 +406,86 @@ class Client:
         priority: object,
         tenant: object,
         started: float,
+        extra: dict[str, Any],
     ) -> CallResult:
-        listener = self._reply_listener()
-        # The listener's prefix routes the reply's NOTIFY to this process alone.
-        reply_key = listener.new_key() if listener else uuid.uuid4().hex
+        unique = extra["unique_key"] is not None
+        reply_key = self._reply_key(shared=unique)
         try:
             wait = (
                 self.settings.default_timeout
                 if timeout is None
                 else arguments.seconds("timeout", timeout, positive=True)
             )
-            params = self._params(task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait)
+            params = self._params(
+                task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait, **extra
+            )
         except ConfigurationError as exc:
             return CallResult.failure(reply_key, "enqueue_error", str(exc))
         deadline = started + wait
-        waiter = listener.register(reply_key) if listener else None
+        listener = self._reply_listener()
+        # A private key is registered before its message exists; a unique call's key is known
+        # only once the statement says which message holds it, so it polls first.
+        waiter = listener.register(reply_key) if listener and not unique else None
         try:
             with db.deadline(deadline + CALL_GRACE):
                 try:
-                    self._insert(params, deadline)
+                    row = self._insert(params, deadline, None)
+                    reply_key = self._attached_key(row, reply_key, extra["unique_key"])
                 except PgQueueError as exc:
                     return CallResult.failure(reply_key, "enqueue_error", str(exc))
-                return self._wait(reply_key, deadline, wait, waiter)
+                if unique and listener:
+                    waiter = listener.register(reply_key)
+                return self._wait(reply_key, deadline, wait, waiter, poll_first=unique)
         finally:
-            if listener:
-                listener.unregister(reply_key)
+            if listener and waiter is not None:
+                listener.unregister(reply_key, waiter)
 
-    def wait_for_reply(self, reply_key: str, timeout: float) -> CallResult:
-        """Wait for the reply stored under a reply key (for messages another process enqueued).
+    def result(self, reply_key: str, timeout: float | None = None) -> CallResult:
+        """Wait for the reply stored under a reply key (a :meth:`submit`'s, from any process).
 
-        A key made by another Client's call is notified on that client's channel: this wait
-        then finds the reply by its safety-net poll (every poll_max) rather than at once.
-        Never raises: a bad key or timeout is an ``enqueue_error`` result naming it.
+        A reply already stored returns at once. A key submitted by another Client is notified on
+        that client's channel: this wait then finds the reply by its safety-net poll (every
+        poll_max) rather than at once. Never raises: a bad key or timeout is an
+        ``enqueue_error`` result naming it; returns within ``timeout`` + ``CALL_MARGIN``.
         """
         try:
             key = arguments.check_reply_key(reply_key)
-            wait = arguments.seconds("timeout", timeout, positive=True)
+            wait = (
+                self.settings.default_timeout
+                if timeout is None
+                else arguments.seconds("timeout", timeout, positive=True)
+            )
         except ConfigurationError as exc:
             return CallResult.failure(str(reply_key)[:255], "enqueue_error", str(exc))
-        listener = self._reply_listener()
-        waiter = listener.register(key) if listener else None
-        deadline = time.monotonic() + wait
         try:
-            with db.deadline(deadline + CALL_GRACE):
-                return self._wait(key, deadline, wait, waiter)
-        finally:
-            if listener:
-                listener.unregister(key)
+            listener = self._reply_listener()
+            waiter = listener.register(key) if listener else None
+            deadline = time.monotonic() + wait
+            try:
+                with db.deadline(deadline + CALL_GRACE):
+                    return self._wait(key, deadline, wait, waiter, poll_first=True)
+            finally:
+                if listener:
+                    listener.unregister(key, waiter)
+        except Exception as exc:
+            error = self._scrub(f"{type(exc).__name__}: {exc}")
+            log.error("result() failed unexpectedly: %s", error)
+            return CallResult.failure(key, "enqueue_error", error)
+
+    def wait_for_reply(self, reply_key: str, timeout: float) -> CallResult:
+        """The same as :meth:`result` (its earlier name)."""
+        return self.result(reply_key, timeout)
 
     def _take(self, reply_key: str, deadline: float) -> CallResult | None:
+        # A shared reply (a unique call's) is read by every attached caller: never deleted here.
+        query = (
+            sqlfiles.query("peek_reply")
+            if producing.is_shared(reply_key)
+            else sqlfiles.query("take_reply")
+        )
+
         def take(conn: Conn) -> dict[str, Any] | None:
-            return conn.execute(sqlfiles.query("take_reply"), {"reply_key": reply_key}).fetchone()
+            return conn.execute(query, {"reply_key": reply_key}).fetchone()
 
         row = self._run(take, deadline + CALL_GRACE, "take_reply")
         if row is None:
@@ -331,14 +493,20 @@ class Client:
         return from_row(reply_key, row["status"], row["result"], row["error"])
 
     def _wait(
-        self, reply_key: str, deadline: float, wait: float, waiter: Waiter | None
+        self,
+        reply_key: str,
+        deadline: float,
+        wait: float,
+        waiter: Waiter | None,
+        *,
+        poll_first: bool = False,
     ) -> CallResult:
         pause = self.settings.poll_initial
         polls = 0
         last_error = ""
         listener = self._listener if waiter is not None else None
         # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
-        skip_poll = listener is not None and listener.live
+        skip_poll = listener is not None and listener.live and not poll_first
         while True:
             if waiter is not None and waiter.reply is not None:
                 return from_row(reply_key, *waiter.reply)  # it came in the NOTIFY
@@ -384,6 +552,11 @@ class Client:
             if self._listener is None:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)
             return self._listener
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed default client is replaced)."""
+        return bool(self._pool_.closed)
 
     def close(self) -> None:
         if self._listener is not None:

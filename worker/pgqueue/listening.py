@@ -71,7 +71,8 @@ class ReplyListener:
     def __init__(self, dsn: str, settings: ConnectionSettings) -> None:
         self._dsn = dsn
         self._settings = settings
-        self._waiters: dict[str, Waiter] = {}
+        # Several callers may wait on one key (unique calls attached to the same message).
+        self._waiters: dict[str, list[Waiter]] = {}
         self._wakes: dict[str, str] = {}  # wake-up hash -> reply key
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,16 +95,21 @@ class ReplyListener:
     def register(self, reply_key: str) -> Waiter:
         waiter = Waiter()
         with self._lock:
-            self._waiters[reply_key] = waiter
+            self._waiters.setdefault(reply_key, []).append(waiter)
             if not reply_key.startswith(self.prefix):
                 self._wakes[wake_of(reply_key)] = reply_key
         return waiter
 
-    def unregister(self, reply_key: str) -> None:
+    def unregister(self, reply_key: str, waiter: Waiter | None = None) -> None:
+        """Stop waking ``waiter`` (every waiter of the key when ``None``)."""
         with self._lock:
-            self._waiters.pop(reply_key, None)
-            if not reply_key.startswith(self.prefix):
-                self._wakes.pop(wake_of(reply_key), None)
+            waiters = self._waiters.get(reply_key, [])
+            if waiter is not None and waiter in waiters:
+                waiters.remove(waiter)
+            if waiter is None or not waiters:
+                self._waiters.pop(reply_key, None)
+                if not reply_key.startswith(self.prefix):
+                    self._wakes.pop(wake_of(reply_key), None)
 
     def _deliver(self, channel: str, payload: str) -> None:
         self.delivered += 1
@@ -111,8 +117,8 @@ class ReplyListener:
         private = bool(self.channel) and channel == self.channel
         with self._lock:
             key = self._wakes.get(key, key)
-            waiter = self._waiters.get(key)
-            if waiter is None:
+            waiters = list(self._waiters.get(key, ()))
+            if not waiters:
                 return
             if reply is not None:
                 if not private:
@@ -121,9 +127,11 @@ class ReplyListener:
                     self.refused += 1
                 else:
                     self.inline += 1
-                    waiter.reply = reply
+                    for waiter in waiters:
+                        waiter.reply = reply
                     self._handed.append(key)
-        waiter.event.set()
+        for waiter in waiters:
+            waiter.event.set()
 
     def _clear_handed(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
         with self._lock:
@@ -151,8 +159,9 @@ class ReplyListener:
                     warned = False
                     with self._lock:
                         self.live = True
-                        for waiter in self._waiters.values():
-                            waiter.event.set()
+                        for waiters in self._waiters.values():
+                            for waiter in waiters:
+                                waiter.event.set()
                     while not self._stop.is_set():
                         # Rounds of 0.2 s: a handed-over row is deleted within that.
                         for note in conn.notifies(timeout=0.2):

@@ -1,4 +1,11 @@
-"""The task registry: plain functions registered by ``@pgqueue.task()``.
+"""The task registry: functions registered by ``@pgqueue.task()``, and their handles.
+
+``@pgqueue.task`` returns a :class:`TaskHandle`: still callable as the plain function, and the
+typed way to run it through the queue (``.call``, ``.enqueue`` / ``.delay``, ``.submit``), its
+arguments checked by mypy against the function's signature (``ParamSpec``). Its per-task options
+(``queue``, ``priority``, ``time_limit``, ``max_attempts``, ``retry_backoff``) travel with each
+message it sends. A handle sends through the client bound by ``handle.using(client)``, else the
+default client (``pgqueue.configure(dsn=...)`` or ``PGQUEUE_DSN``).
 
 A worker imports the modules named in ``--tasks``; importing them runs the decorators, which fill
 this process's registry. A name defaults to ``module.function`` so two modules never collide by
@@ -7,13 +14,20 @@ accident; an explicit ``name=`` is how a task keeps its Celery name during a mig
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from pgqueue.errors import ConfigurationError, TaskNotFound, TaskRegistrationError
+from pgqueue.errors import ConfigurationError, PgQueueError, TaskNotFound, TaskRegistrationError
+from pgqueue.replies import CallResult
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from pgqueue.client import Client, Submitted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,16 +58,198 @@ def check_task_name(name: object, field: str = "task") -> str:
     return name
 
 
-@overload
-def task(func: Callable[P, R], /) -> Callable[P, R]: ...
-@overload
-def task(*, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-def task(
-    func: Callable[P, R] | None = None, /, *, name: str | None = None
-) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Register a function as a task; it stays a plain function callable directly."""
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Per-task options carried by each message (``None``: the worker's setting).
 
-    def register(f: Callable[P, R]) -> Callable[P, R]:
+    ``time_limit`` and ``retry_backoff`` are seconds, ``max_attempts`` a count; a worker applies
+    them below its own limits, never above. Checked when a message is built (errors name them).
+    """
+
+    time_limit: float | None = None
+    max_attempts: int | None = None
+    retry_backoff: float | None = None
+
+
+# What handle.using() may bind: the client, and the defaults of each message the handle sends.
+_BINDABLE = frozenset(
+    {
+        "client",
+        "conn",
+        "queue",
+        "priority",
+        "tenant",
+        "timeout",
+        "delay",
+        "deadline",
+        "unique_key",
+        "unique_for",
+    }
+)
+
+
+class TaskHandle(Generic[P, R]):
+    """A registered task: callable as the function itself, and sent through the queue with
+    ``call``, ``enqueue`` (alias ``delay``) or ``submit``, whose arguments are
+    the function's own (mypy checks them)."""
+
+    def __init__(
+        self,
+        func: Callable[P, R],
+        name: str,
+        queue: str = "default",
+        priority: int = 5,
+        options: TaskOptions | None = None,
+        bound: dict[str, Any] | None = None,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.options = options or TaskOptions()
+        self._bound: dict[str, Any] = dict(bound or {})
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.name!r} queue={self.queue!r}>"
+
+    def using(
+        self,
+        client: Client | None = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+        timeout: float | None = None,
+        delay: float | None = None,
+        deadline: float | None = None,
+        unique_key: str | None = None,
+        unique_for: float | None = None,
+    ) -> TaskHandle[P, R]:
+        """A copy of this handle that sends through ``client`` and/or with these message
+        settings (``conn``: in the caller's transaction, for enqueue and submit)."""
+        given = {
+            "client": client,
+            "conn": conn,
+            "tenant": tenant,
+            "timeout": timeout,
+            "delay": delay,
+            "deadline": deadline,
+            "unique_key": unique_key,
+            "unique_for": unique_for,
+        }
+        bound = {**self._bound, **{k: v for k, v in given.items() if v is not None}}
+        return TaskHandle(
+            self.func,
+            self.name,
+            self.queue if queue is None else queue,
+            self.priority if priority is None else priority,
+            self.options,
+            bound,
+        )
+
+    def _client(self) -> Client:
+        client = self._bound.get("client")
+        if client is not None:
+            return client  # type: ignore[no-any-return]
+        from pgqueue.defaults import default_client  # noqa: PLC0415 - it imports this module
+
+        return default_client()
+
+    def _message(self) -> dict[str, Any]:
+        b = self._bound
+        return {
+            "queue": self.queue,
+            "priority": self.priority,
+            "tenant": b.get("tenant", ""),
+            "options": self.options,
+            "unique_key": b.get("unique_key"),
+            "unique_for": b.get("unique_for", 0.0),
+        }
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> CallResult:
+        """Run the task on a worker and wait for its reply; never raises (see Client.call)."""
+        if self._bound.get("conn") is not None:
+            return CallResult.failure(
+                "",
+                "enqueue_error",
+                "conn: a call waits for its reply, so it cannot run in the caller's uncommitted "
+                "transaction; use submit() and collect the result after the commit",
+            )
+        try:
+            client = self._client()
+        except PgQueueError as exc:
+            return CallResult.failure("", "enqueue_error", str(exc))
+        return client.call(
+            self.name, args, kwargs, timeout=self._bound.get("timeout"), **self._message()
+        )
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Put the task on its queue (fire and forget); returns the msg_id. Raises like
+        Client.enqueue."""
+        return self._client().enqueue(
+            self.name,
+            args,
+            kwargs,
+            delay=self._bound.get("delay", 0.0),
+            conn=self._bound.get("conn"),
+            **self._message(),
+        )
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Celery's spelling of ``enqueue``."""
+        return self.enqueue(*args, **kwargs)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Submitted:
+        """Put the task on its queue with a reply key and return at once; ``.result(timeout)``
+        collects the reply later. Raises like Client.submit."""
+        return self._client().submit(
+            self.name,
+            args,
+            kwargs,
+            delay=self._bound.get("delay", 0.0),
+            deadline=self._bound.get("deadline"),
+            conn=self._bound.get("conn"),
+            **self._message(),
+        )
+
+
+@overload
+def task(func: Callable[P, R], /) -> TaskHandle[P, R]: ...
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    priority: int = 5,
+    time_limit: float | None = None,
+    max_attempts: int | None = None,
+    retry_backoff: float | None = None,
+) -> Callable[[Callable[P, R]], TaskHandle[P, R]]: ...
+def task(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    priority: int = 5,
+    time_limit: float | None = None,
+    max_attempts: int | None = None,
+    retry_backoff: float | None = None,
+) -> TaskHandle[P, R] | Callable[[Callable[P, R]], TaskHandle[P, R]]:
+    """Register a function as a task and return its :class:`TaskHandle` (still callable as the
+    function). ``queue`` and ``priority`` are where its messages go; ``time_limit``,
+    ``max_attempts`` and ``retry_backoff`` travel with each message (the worker's settings are
+    the ceiling). Options are checked here: a bad one raises TaskRegistrationError naming it."""
+    options = TaskOptions(time_limit, max_attempts, retry_backoff)
+
+    def register(f: Callable[P, R]) -> TaskHandle[P, R]:
+        if isinstance(f, TaskHandle):
+            f = f.func
         if not callable(f):
             raise TaskRegistrationError(f"@task needs a function, got {f!r}")
         task_name = name or f"{f.__module__}.{f.__qualname__}"
@@ -74,8 +270,15 @@ def task(
             raise TaskRegistrationError(
                 f"task name {task_name!r} is already registered by {known.module}"
             )
+        from pgqueue import arguments, producing  # noqa: PLC0415 - they import this module
+
+        try:
+            arguments.check_message(task_name, queue, priority, "")
+            producing.option_headers(options)
+        except ConfigurationError as exc:
+            raise TaskRegistrationError(f"@task({task_name!r}) {exc}") from None
         _REGISTRY[task_name] = TaskSpec(task_name, f, f.__module__)
-        return f
+        return TaskHandle(f, task_name, queue, priority, options)
 
     if func is not None:
         return register(func)

@@ -26,6 +26,18 @@ SELECT msg_id, CASE WHEN %(notify)s AND pg_notification_queue_usage() < 0.5
        cfg.mode
 FROM ins, cfg;
 
+-- name: enqueue_unique
+-- One message with a unique key (pgqueue.enqueue_unique, migration 0009): the new message, or the
+-- one holding the key (created false, with its reply key, for a call to attach to). Only a new
+-- message wakes the workers; the NOTIFY is delivered with this commit, as for enqueue.
+SELECT u.msg_id, u.reply_key, u.created,
+       CASE WHEN u.created AND %(notify)s AND pg_notification_queue_usage() < 0.5
+            THEN pg_notify('pgqueue_enqueue', %(queue)s::text) END AS notified
+FROM pgqueue.enqueue_unique(%(queue)s::text, %(task_name)s::text, %(payload)s::jsonb,
+                            %(reply_key)s::text, %(priority)s::smallint, %(tenant)s::text,
+                            %(delay)s::float8, %(deadline)s::float8, %(unique_key)s::text,
+                            %(unique_for)s::float8) AS u;
+
 -- name: enqueue_many
 -- A batch in one statement: parallel arrays, one element per message; one NOTIFY per queue.
 WITH ins AS (
@@ -155,6 +167,12 @@ DELETE FROM pgqueue.result r
 USING (SELECT set_config('synchronous_commit', 'off', true)) AS async
 WHERE r.reply_key = %(reply_key)s
 RETURNING r.status::text AS status, r.result, r.error;
+
+-- name: peek_reply
+-- A shared reply (a unique call's, which several callers may wait on): read, not deleted; the
+-- retention sweep removes it after result_ttl.
+SELECT r.status::text AS status, r.result, r.error FROM pgqueue.result r
+WHERE r.reply_key = %(reply_key)s;
 
 -- name: clear_replies
 -- Deletes replies their callers already have (read from the NOTIFY payload), in one statement
