@@ -58,6 +58,37 @@ class Message:
     delay: float = 0.0
 
 
+def message_params(
+    settings: ClientSettings,
+    task: object,
+    args: object,
+    kwargs: object,
+    queue: object,
+    priority: object,
+    tenant: object,
+    delay: object,
+    reply_key: str | None = None,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """The enqueue statement's parameters, every argument checked (errors name it); shared by
+    :class:`Client` and :class:`pgqueue.aclient.AsyncClient`."""
+    arguments.check_message(task, queue, priority, tenant)
+    after = arguments.seconds("delay", delay, positive=False)
+    assert isinstance(tenant, str)
+    return {
+        "queue": queue,
+        "task_name": task,
+        "payload": arguments.payload(args, kwargs, tenant, settings.max_payload_bytes),
+        "reply_key": reply_key,
+        "priority": priority,
+        "tenant": tenant,
+        "delay": after,
+        "deadline": deadline,
+        "notify": settings.notify,
+        "async_commit": reply_key is not None and settings.async_call_commit,
+    }
+
+
 class Client:
     """Enqueue tasks and call them; safe to share between threads."""
 
@@ -204,22 +235,9 @@ class Client:
         reply_key: str | None = None,
         deadline: float | None = None,
     ) -> dict[str, Any]:
-        """The enqueue statement's parameters, every argument checked (errors name it)."""
-        arguments.check_message(task, queue, priority, tenant)
-        after = arguments.seconds("delay", delay, positive=False)
-        assert isinstance(tenant, str)
-        return {
-            "queue": queue,
-            "task_name": task,
-            "payload": arguments.payload(args, kwargs, tenant, self.settings.max_payload_bytes),
-            "reply_key": reply_key,
-            "priority": priority,
-            "tenant": tenant,
-            "delay": after,
-            "deadline": deadline,
-            "notify": self.settings.notify,
-            "async_commit": reply_key is not None and self.settings.async_call_commit,
-        }
+        return message_params(
+            self.settings, task, args, kwargs, queue, priority, tenant, delay, reply_key, deadline
+        )
 
     def _insert(self, params: dict[str, Any], until: float | None) -> int:
         def insert(conn: Conn) -> int:
