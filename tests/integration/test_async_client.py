@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from pgqueue import AsyncClient, ClientSettings, ConfigurationError
+from tests.integration.test_pgbouncer import bouncer_dsn  # noqa: F401 - the PgBouncer fixture
 from tests.support.loopwatch import LoopWatch
 from tests.support.workers import WorkerFactory
 
@@ -152,3 +153,20 @@ async def test_pooled_client_without_a_listener_polls_its_replies(
         )
         assert client.listener is None
     assert [r.value for r in results] == [{"args": [i], "kwargs": {}} for i in range(50)]
+
+
+@pytest.mark.asyncio
+async def test_pooled_client_calls_and_enqueues_through_pgbouncer_transaction_pooling(
+    bouncer_dsn: str,  # noqa: F811 - the fixture imported above
+    workers: WorkerFactory,
+) -> None:
+    workers.start(bouncer_dsn, concurrency=2, extra=["--pooled", "--poll-interval", "0.05"])
+    settings = ClientSettings(pooled=True)
+    async with AsyncClient(bouncer_dsn, settings, application_name=APP) as client:
+        ids = await asyncio.gather(*(client.enqueue("demo.noop") for _ in range(20)))
+        assert len(set(ids)) == 20
+        results = await asyncio.gather(
+            *(client.call("demo.echo", [f"pgb-{i}"], timeout=60) for i in range(50))
+        )
+        assert client.listener is None  # no LISTEN through a transaction pooler
+    assert [r.value for r in results] == [{"args": [f"pgb-{i}"], "kwargs": {}} for i in range(50)]

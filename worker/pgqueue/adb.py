@@ -4,7 +4,8 @@ The DSN, its I/O bounds and the scrubbing of its password come from :mod:`pgqueu
 particular to asyncio is how a wait ends. A caller bounds its work with ``asyncio.timeout``;
 psycopg, when such a timeout cancels a statement in flight, sends the server a cancel request
 and then waits up to 5 s for the statement to end (10 s in all, on a path that may be stalled):
-:class:`BoundedAsyncConnection` instead gives the session up at once, as
+:class:`BoundedAsyncConnection` instead gives the session up at once (it reimplements
+``AsyncConnection.wait``, a psycopg internal, for that), as
 :class:`pgqueue.db.BoundedConnection` does when its deadline passes, so a cancelled call
 returns when asked.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import waiting
 from psycopg.abc import RV, PQGen
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
@@ -50,8 +52,11 @@ class BoundedAsyncConnection(psycopg.AsyncConnection[Any]):
             or getattr(gen, "__name__", "") == "notifies"
         )
         try:
-            return await super().wait(gen, interval, timeout if own else bound)
-        except asyncio.CancelledError:
+            # Not super().wait(): on a cancellation it would first try a cancel request.
+            return await waiting.wait_async(
+                gen, self.pgconn.socket, interval=interval, timeout=timeout if own else bound
+            )
+        except (asyncio.CancelledError, KeyboardInterrupt):
             if self.pgconn.transaction_status == TransactionStatus.ACTIVE:
                 self.pgconn.finish()
             raise
