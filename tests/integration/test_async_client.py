@@ -104,6 +104,27 @@ async def test_a_reply_whose_notify_never_came_is_found_by_the_listeners_sweep(
 
 
 @pytest.mark.asyncio
+async def test_wait_for_reply_finds_a_reply_stored_under_a_foreign_key(pg_dsn: str) -> None:
+    async with AsyncClient(pg_dsn, application_name=APP) as client:
+        pending = asyncio.ensure_future(client.wait_for_reply("batch-7/job-1", timeout=60))
+
+        def store_reply() -> None:
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute(
+                    "INSERT INTO pgqueue.result (reply_key, status, error, expires_at) "
+                    "VALUES ('batch-7/job-1', 'failed', 'ValueError: no', now() + interval '1h')"
+                )
+
+        await asyncio.to_thread(store_reply)
+        result = await pending
+        assert (result.kind, result.error) == ("task_error", "ValueError: no")
+        missing = await client.wait_for_reply("batch-7/job-2", timeout=0.3)
+        assert missing.kind == "timeout"
+        bad = await client.wait_for_reply("no spaces", timeout=1)
+        assert bad.kind == "enqueue_error" and "reply_key" in bad.error
+
+
+@pytest.mark.asyncio
 async def test_call_never_raises_for_bad_arguments_and_enqueue_names_the_field(
     pg_dsn: str,
 ) -> None:

@@ -273,6 +273,35 @@ class AsyncClient:
             if listener is not None:
                 listener.unregister(reply_key)
 
+    async def wait_for_reply(self, reply_key: str, timeout: float) -> CallResult:  # noqa: ASYNC109
+        """Await the reply stored under a reply key (for messages another process enqueued).
+
+        A key made by another client is not notified on this client's channel: the listener's
+        sweep (every poll_max) or this call's own polls find it. Never raises: a bad key or
+        timeout is an ``enqueue_error`` result naming it.
+        """
+        try:
+            key = arguments.check_reply_key(reply_key)
+            wait = arguments.seconds("timeout", timeout, positive=True)
+            await self.open()
+        except PgQueueError as exc:
+            return CallResult.failure(str(reply_key)[:255], "enqueue_error", str(exc))
+        started = time.monotonic()
+        listener = self._listener
+        waiter = listener.register(key) if listener else None
+        state = _Polls()
+        hard_stop = asyncio.get_running_loop().time() + wait + CALL_GRACE
+        try:
+            async with asyncio.timeout_at(hard_stop):
+                return await self._wait(key, started + wait, wait, waiter, state)
+        except TimeoutError:
+            return state.timed_out(key, wait, "; last poll got no answer")
+        except Exception as exc:
+            return CallResult.failure(key, "enqueue_error", self._scrub(f"{exc}"))
+        finally:
+            if listener is not None:
+                listener.unregister(key)
+
     async def _take(self, reply_key: str) -> CallResult | None:
         async def take(conn: AsyncConn) -> dict[str, Any] | None:
             cur = await conn.execute(sqlfiles.query("take_reply"), {"reply_key": reply_key})
