@@ -68,7 +68,8 @@ async def test_500_concurrent_calls_share_one_listen_session_and_never_block_the
         assert not [q for q in others if "listen" in q.lower()], sessions
         assert len(others) <= client.settings.pool_size, sessions
         assert listener.connects == 1
-        assert listener.inline + listener.swept >= CALLS - 10, (listener.inline, listener.swept)
+        # Each reply came once, in its NOTIFY or by the sweep (callers never polled).
+        assert listener.inline + listener.swept >= CALLS, (listener.inline, listener.swept)
         print(f"\n{CALLS} calls: {watch.summary()}; {listener.inline} replies inline")
         assert watch.blocked < 0.05, watch.summary()
 
