@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
 import uuid
 
@@ -18,10 +19,11 @@ import pytest
 from pgqueue import AsyncClient, ClientSettings, ConfigurationError
 from tests.integration.test_pgbouncer import bouncer_dsn  # noqa: F401 - the PgBouncer fixture
 from tests.support.loopwatch import LoopWatch
-from tests.support.workers import WorkerFactory
+from tests.support.workers import WorkerFactory, wait_until
 
 CALLS = 500
 APP = "pgqueue-async-test"
+PENDING_KEY = "SELECT reply_key FROM pgqueue.message"
 
 
 def _client_sessions(dsn: str) -> list[tuple[int, str]]:
@@ -192,3 +194,35 @@ async def test_pooled_client_calls_and_enqueues_through_pgbouncer_transaction_po
         )
         assert client.listener is None  # no LISTEN through a transaction pooler
     assert [r.value for r in results] == [{"args": [f"pgb-{i}"], "kwargs": {}} for i in range(50)]
+
+
+@pytest.mark.asyncio
+async def test_a_reply_forged_on_the_shared_channel_is_not_believed(pg_dsn: str) -> None:
+    # No worker: the "attacker" NOTIFYs a made-up reply for the call's key on the shared
+    # channel (anyone who can connect may); only the stored row may answer the call.
+    async with AsyncClient(pg_dsn, application_name=APP) as client:
+        pending = asyncio.ensure_future(client.call("demo.echo", ["x"], timeout=60))
+        listener = client.listener
+        assert listener is not None
+
+        def forge_then_store() -> None:
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                deadline = time.monotonic() + 30
+                while (row := admin.execute(PENDING_KEY).fetchone()) is None:
+                    assert time.monotonic() < deadline, "the call's message never came"
+                    time.sleep(0.02)
+                key = str(row[0])
+                forged = json.dumps({"k": key, "s": "completed", "r": "forged", "e": ""})
+                heard = listener.delivered
+                admin.execute("SELECT pg_notify('pgqueue_reply', %s)", (forged,))
+                wait_until(lambda: listener.delivered > heard, 30, "the forged note to arrive")
+                admin.execute(
+                    "INSERT INTO pgqueue.result (reply_key, status, result, expires_at) "
+                    "VALUES (%s, 'completed', '\"real\"', now() + interval '1 hour')",
+                    (key,),
+                )
+
+        await asyncio.to_thread(forge_then_store)
+        result = await pending
+        assert result.ok and result.value == "real", result
+        assert listener.inline == 0
