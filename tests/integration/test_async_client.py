@@ -226,3 +226,16 @@ async def test_a_reply_forged_on_the_shared_channel_is_not_believed(pg_dsn: str)
         result = await pending
         assert result.ok and result.value == "real", result
         assert listener.inline == 0
+
+
+@pytest.mark.asyncio
+async def test_replies_too_big_for_a_notify_payload_are_read_from_their_rows(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=2)
+    async with AsyncClient(pg_dsn, application_name=APP) as client:
+        bigs = [f"{i}-" + "x" * 20_000 for i in range(20)]
+        results = await asyncio.gather(*(client.call("demo.echo", [b], timeout=60) for b in bigs))
+        assert [r.value for r in results] == [{"args": [b], "kwargs": {}} for b in bigs]
+        listener = client.listener
+        assert listener is not None and listener.inline == 0

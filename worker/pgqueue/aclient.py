@@ -344,16 +344,20 @@ class AsyncClient:
                 return state.timed_out(reply_key, wait, state.last_error)
             live = listener is not None and listener.live
             nap = remaining if live else min(pause, remaining)
+            woken = False
             if waiter is not None:
                 try:
                     async with asyncio.timeout(nap):
                         await waiter.event.wait()
+                    woken = True
                 except TimeoutError:
                     pass
                 waiter.event.clear()
             else:
                 await asyncio.sleep(nap)
-            skip_poll = listener is not None and listener.live
+            # While the listener is live a caller reads its row only when woken without its
+            # reply (a wake-up, or the listener lost); otherwise the listener's sweep covers it.
+            skip_poll = listener is not None and listener.live and not woken
             if not live and state.polls >= self.settings.poll_flat:
                 # Flat and fast while a short task's reply is likely, then doubling up to the cap.
                 pause = min(pause * 2, self.settings.poll_max)

@@ -5,8 +5,9 @@ same payload rules, read with :func:`~pgqueue.listening.parse_note`), with one d
 matters when hundreds of calls wait at once: the safety net is the listener's, not each
 caller's. While LISTEN is in place callers only await their reply; every ``poll_max`` the
 listener takes, in one statement on its own session, the replies of every caller that has
-waited that long or was woken without its reply (a wake-up on the shared channel) — and, after
-each (re)connect, of every caller, which covers a reply stored while it was away. A thousand
+waited that long — and, after each (re)connect, of every caller, which covers a reply stored
+while it was away. A wake-up without the reply (one too big for a payload, or any note on the
+shared channel) has its caller read its row at once, as the sync client does. A thousand
 waiting calls cost one statement per ``poll_max``, not a thousand.
 """
 
@@ -33,7 +34,7 @@ Reply = tuple[object, object, object]  # status, result, error
 
 @dataclass(slots=True)
 class AsyncWaiter:
-    """One waiting call: ``event`` is set when its reply arrives (or when it should poll)."""
+    """One waiting call: ``event`` is set when its reply arrives, or when it should read its row."""
 
     event: asyncio.Event = field(default_factory=asyncio.Event)
     reply: Reply | None = None
@@ -53,7 +54,6 @@ class AsyncReplyListener:
         self._application_name = application_name
         self._waiters: dict[str, AsyncWaiter] = {}
         self._wakes: dict[str, str] = {}  # wake-up hash -> reply key
-        self._due: set[str] = set()  # keys to take at the next sweep
         self._handed: list[str] = []  # keys whose rows are to be deleted (replies in payloads)
         self._sweep_all = True
         self._task: asyncio.Task[None] | None = None
@@ -91,7 +91,6 @@ class AsyncReplyListener:
 
     def unregister(self, reply_key: str) -> None:
         self._waiters.pop(reply_key, None)
-        self._due.discard(reply_key)
         if not reply_key.startswith(self.prefix):
             self._wakes.pop(wake_of(reply_key), None)
 
@@ -106,11 +105,9 @@ class AsyncReplyListener:
             self.inline += 1
             waiter.reply = reply
             self._handed.append(key)
-            waiter.event.set()
-        else:
-            # A wake-up, or a "reply" on the shared channel where anyone may NOTIFY: never
-            # believed, it only has the row read, at the next sweep.
-            self._due.add(key)
+        # Otherwise a wake-up (a reply too big for a payload), or a "reply" on the shared
+        # channel where anyone may NOTIFY, never believed: the caller reads its row at once.
+        waiter.event.set()
 
     def _sweep_keys(self) -> list[str]:
         now = time.monotonic()
@@ -119,14 +116,9 @@ class AsyncReplyListener:
             keys = [k for k, w in self._waiters.items() if w.reply is None]
         else:
             old = now - self._settings.poll_max
-            keys = [
-                k
-                for k, w in self._waiters.items()
-                if w.reply is None and (k in self._due or w.since <= old)
-            ]
+            keys = [k for k, w in self._waiters.items() if w.reply is None and w.since <= old]
             for key in keys:
                 self._waiters[key].since = now  # next due one poll_max later
-        self._due.clear()
         return keys
 
     async def _sweep(self, conn: adb.AsyncConn) -> None:
@@ -165,7 +157,7 @@ class AsyncReplyListener:
                 # Rounds of poll_max: a reply whose NOTIFY never came is swept within two.
                 async for note in conn.notifies(timeout=self._settings.poll_max):
                     self._deliver(note.channel, note.payload)
-                if self._handed or self._due or time.monotonic() >= next_sweep:
+                if self._handed or time.monotonic() >= next_sweep:
                     await self._sweep(conn)
                     next_sweep = time.monotonic() + self._settings.poll_max
         finally:
