@@ -239,3 +239,33 @@ async def test_replies_too_big_for_a_notify_payload_are_read_from_their_rows(
         assert [r.value for r in results] == [{"args": [b], "kwargs": {}} for b in bigs]
         listener = client.listener
         assert listener is not None and listener.inline == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_call_leaves_no_waiter_and_the_client_works_on(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    async with AsyncClient(pg_dsn, application_name=APP) as client:
+        listener = client.listener
+        assert listener is not None
+        # No worker yet: the calls wait; a client that went away cancels them (FastAPI does).
+        calls = [client.call("demo.echo", [i], timeout=60) for i in range(20)]
+        pending = [asyncio.ensure_future(call) for call in calls]
+
+        def queued() -> int:
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                row = admin.execute("SELECT count(*) FROM pgqueue.message").fetchone()
+            return int(row[0]) if row else 0
+
+        deadline = time.monotonic() + 30
+        while await asyncio.to_thread(queued) < 20:
+            assert time.monotonic() < deadline, "the calls' messages never came"
+            await asyncio.sleep(0.02)
+        for task in pending:
+            task.cancel()
+        done = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(d, asyncio.CancelledError) for d in done)
+        assert listener._waiters == {}
+        workers.start(pg_dsn, concurrency=2)
+        after = await client.call("demo.echo", ["after"], timeout=60)
+        assert after.ok and after.value == {"args": ["after"], "kwargs": {}}, after
