@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 
 from pgqueue import _version, admin
+from pgqueue.aclient import AsyncClient
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
 from pgqueue.client import Client, Message, Submitted
 from pgqueue.defaults import configure
@@ -29,6 +30,7 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not instal
 
 __all__ = [
     "GATE_FLAG",
+    "AsyncClient",
     "CallResult",
     "Client",
     "ClientSettings",

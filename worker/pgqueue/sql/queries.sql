@@ -174,6 +174,14 @@ RETURNING r.status::text AS status, r.result, r.error;
 SELECT r.status::text AS status, r.result, r.error FROM pgqueue.result r
 WHERE r.reply_key = %(reply_key)s;
 
+-- name: take_replies
+-- The async client's safety net: its listener takes the replies of many waiting callers in one
+-- statement (delete on read, asynchronous commit, like take_reply).
+DELETE FROM pgqueue.result r
+USING (SELECT set_config('synchronous_commit', 'off', true)) AS async
+WHERE r.reply_key = ANY(%(reply_keys)s::text[])
+RETURNING r.reply_key, r.status::text AS status, r.result, r.error;
+
 -- name: clear_replies
 -- Deletes replies their callers already have (read from the NOTIFY payload), in one statement
 -- per batch. Asynchronous commit, like take_reply: a lost delete leaves rows to the sweep.

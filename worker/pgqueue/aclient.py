@@ -1,0 +1,380 @@
+"""The producer side for asyncio: :class:`AsyncClient`, the sync client on psycopg's async API.
+
+``await client.call(...)`` enqueues with a reply key of the client's private reply channel and
+the caller's deadline, then awaits the reply: the client's one LISTEN session (a task on the
+event loop, :mod:`pgqueue.alistening`) hands it over from the NOTIFY, or takes it from the table
+in its safety-net sweep; while that session is away, and always with ``pooled=True`` (no
+LISTEN through a transaction pooler), each call polls on the sync client's fast-then-capped
+schedule. Thousands of calls may wait at once on one event loop: they share the pool for their
+inserts and the one listener for their replies.
+
+Arguments, SQL, reply decoding and DSN handling are the sync client's (:mod:`pgqueue.producing`,
+:mod:`pgqueue.arguments`, :mod:`pgqueue.replies`, :mod:`pgqueue.db`), and so
+are the promises: ``call`` never raises (a bad argument is an ``enqueue_error`` naming it) and
+returns within ``timeout`` + 0.25 s whatever the network does, every wait being bounded by an
+``asyncio`` timeout that gives up the connection it cancels (:mod:`pgqueue.adb`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from pgqueue import adb, arguments, db, metrics, sqlfiles
+from pgqueue.alistening import AsyncReplyListener, AsyncWaiter
+from pgqueue.client import CALL_GRACE
+from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
+from pgqueue.producing import message_params
+from pgqueue.replies import CallResult, from_row
+from pgqueue.settings import ClientSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+AsyncConn = adb.AsyncConn
+
+
+class AsyncClient:
+    """Enqueue tasks and call them from asyncio; share one per event loop.
+
+    Use ``async with AsyncClient(dsn) as client:`` (or ``await client.close()``); connections
+    open on first use. A FastAPI app keeps one in its lifespan (``examples/fastapi/``).
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        settings: ClientSettings | None = None,
+        *,
+        application_name: str = "pgqueue-async-client",
+    ) -> None:
+        base = settings or ClientSettings()
+        self.settings = base.model_copy(update={"dsn": dsn}) if dsn else base
+        # Parsed here, once: a malformed DSN is a ConfigurationError that never shows it.
+        self._conninfo = db.conninfo(self.settings.dsn, self.settings, pooled=self.settings.pooled)
+        self._application_name = application_name
+        self._pool = self._new_pool()
+        self._listener: AsyncReplyListener | None = None
+        self._opened = False
+        self._closed = False
+        self._open_lock = asyncio.Lock()
+
+    def _new_pool(self) -> AsyncConnectionPool[AsyncConn]:
+        bound = db.io_bound(self.settings)
+
+        async def configure(conn: AsyncConn) -> None:
+            conn.io_bound = bound  # type: ignore[attr-defined]
+
+        return AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self.settings.pool_size,
+            kwargs={
+                **adb.connect_kwargs(self.settings, self._application_name),
+                "connect_timeout": max(1, round(self.settings.connect_timeout)),
+            },
+            configure=configure,
+            timeout=self.settings.connect_timeout,
+            open=False,
+            name=self._application_name,
+            connection_class=adb.BoundedAsyncConnection,
+        )
+
+    @property
+    def listener(self) -> AsyncReplyListener | None:
+        """The reply listener (None with ``pooled=True``): its counters help debugging."""
+        return self._listener
+
+    async def open(self) -> AsyncClient:
+        """Open the pool and start the reply listener (done on first use otherwise)."""
+        if self._closed:
+            raise EnqueueError("the AsyncClient is closed")
+        if self._opened:
+            return self
+        async with self._open_lock:
+            if not self._opened:
+                await self._pool.open(wait=False)
+                if not self.settings.pooled:  # LISTEN does not survive a transaction pooler
+                    self._listener = AsyncReplyListener(
+                        self.settings.dsn, self.settings, self._application_name
+                    )
+                    self._listener.start()
+                self._opened = True
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._listener is not None:
+            await self._listener.close()
+        if self._opened:
+            await self._pool.close(timeout=2)
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _scrub(self, text: str) -> str:
+        return db.scrub(text, self.settings.dsn)
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _checkout(self) -> AsyncConn:
+        """A live pooled connection: one that died while idle is dropped without a round trip."""
+        for _ in range(self.settings.pool_size + 1):
+            conn = await self._pool.getconn(timeout=self.settings.connect_timeout)
+            if not db.is_dead(conn):  # type: ignore[arg-type]
+                return conn
+            await conn.close()
+            await self._pool.putconn(conn)  # closed: the pool discards it and opens a new one
+        raise psycopg.OperationalError("no live connection in the pool")
+
+    async def _run(self, op: Callable[[AsyncConn], Awaitable[T]], what: str) -> T:
+        """Run ``op`` on a pooled connection, once more on a fresh one if the statement never
+        reached the server (never when it may have run)."""
+        for attempt in (1, 2):
+            conn = await self._checkout()
+            try:
+                return await op(conn)
+            except psycopg.OperationalError as exc:
+                if attempt == 1 and db.unsent(exc):
+                    log.debug("%s: retrying on a fresh connection after %s", what, exc)
+                    await conn.close()
+                    continue
+                raise
+            finally:
+                await self._pool.putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- fire and forget -------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        priority: int = 5,
+        tenant: str = "",
+        delay: float = 0.0,
+    ) -> int:
+        """Put one message on a queue; returns its msg_id.
+
+        Raises :class:`~pgqueue.errors.ConfigurationError` naming a bad argument, and
+        :class:`~pgqueue.errors.EnqueueError` when the database did not take the message.
+        """
+        params = message_params(self.settings, task, args, kwargs, queue, priority, tenant, delay)
+        await self.open()
+        return await self._insert(params)
+
+    async def _insert(self, params: dict[str, Any]) -> int:
+        async def insert(conn: AsyncConn) -> int:
+            cur = await conn.execute(sqlfiles.query("enqueue"), params)
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row["msg_id"])
+
+        try:
+            return await self._run(insert, "enqueue")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise EnqueueError(
+                self._scrub(f"enqueue of {params['task_name']!r} failed: {exc}")
+            ) from None
+
+    # -- request-reply ---------------------------------------------------------------------
+
+    async def call(
+        self,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        timeout: float | None = None,  # noqa: ASYNC109 - the sync call()'s spelling, kept
+        priority: int = 5,
+        tenant: str = "",
+    ) -> CallResult:
+        """Run a task and await its reply; never raises, whatever the arguments or the network.
+
+        Returns within ``timeout`` + 0.25 s. A bad argument is an ``enqueue_error`` result whose
+        error names it. Cancelling the awaiting task cancels the wait (not the task's run).
+        """
+        started = time.monotonic()
+        try:
+            result = await self._call(task, args, kwargs, queue, timeout, priority, tenant, started)
+        except Exception as exc:
+            error = self._scrub(f"{type(exc).__name__}: {exc}")
+            log.error("call failed unexpectedly: %s", error)
+            result = CallResult.failure("", "enqueue_error", error)
+        label = task if isinstance(task, str) and arguments.valid_task(task) else "<invalid>"
+        metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
+        return result
+
+    async def _call(
+        self,
+        task: object,
+        args: object,
+        kwargs: object,
+        queue: object,
+        timeout: object,  # noqa: ASYNC109
+        priority: object,
+        tenant: object,
+        started: float,
+    ) -> CallResult:
+        try:
+            wait = (
+                self.settings.default_timeout
+                if timeout is None
+                else arguments.seconds("timeout", timeout, positive=True)
+            )
+            await self.open()
+        except PgQueueError as exc:
+            return CallResult.failure("", "enqueue_error", str(exc))
+        listener = self._listener
+        # The listener's prefix routes the reply's NOTIFY to this client alone.
+        reply_key = listener.new_key() if listener else uuid.uuid4().hex
+        try:
+            params = message_params(
+                self.settings, task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait
+            )
+        except ConfigurationError as exc:
+            return CallResult.failure(reply_key, "enqueue_error", str(exc))
+        deadline = started + wait
+        # asyncio's clock may not be time.monotonic (uvloop): its deadlines are converted.
+        loop = asyncio.get_running_loop()
+        hard_stop = loop.time() + (deadline + CALL_GRACE - time.monotonic())
+        waiter = listener.register(reply_key) if listener else None
+        try:
+            try:
+                async with asyncio.timeout_at(hard_stop):
+                    await self._insert(params)
+            except TimeoutError:
+                return CallResult.failure(
+                    reply_key, "enqueue_error", f"no answer from the database within {wait:g}s"
+                )
+            except PgQueueError as exc:
+                return CallResult.failure(reply_key, "enqueue_error", str(exc))
+            state = _Polls()
+            try:
+                async with asyncio.timeout_at(hard_stop):
+                    return await self._wait(reply_key, deadline, wait, waiter, state)
+            except TimeoutError:
+                # A poll in flight at the deadline: its connection was given up.
+                return state.timed_out(reply_key, wait, "; last poll got no answer")
+        finally:
+            if listener is not None:
+                listener.unregister(reply_key)
+
+    async def wait_for_reply(self, reply_key: str, timeout: float) -> CallResult:  # noqa: ASYNC109
+        """Await the reply stored under a reply key (for messages another process enqueued).
+
+        A key made by another client is not notified on this client's channel: the listener's
+        sweep (every poll_max) or this call's own polls find it. Never raises: a bad key or
+        timeout is an ``enqueue_error`` result naming it.
+        """
+        try:
+            key = arguments.check_reply_key(reply_key)
+            wait = arguments.seconds("timeout", timeout, positive=True)
+            await self.open()
+        except PgQueueError as exc:
+            return CallResult.failure(str(reply_key)[:255], "enqueue_error", str(exc))
+        started = time.monotonic()
+        listener = self._listener
+        waiter = listener.register(key) if listener else None
+        state = _Polls()
+        hard_stop = asyncio.get_running_loop().time() + wait + CALL_GRACE
+        try:
+            async with asyncio.timeout_at(hard_stop):
+                return await self._wait(key, started + wait, wait, waiter, state)
+        except TimeoutError:
+            return state.timed_out(key, wait, "; last poll got no answer")
+        except Exception as exc:
+            return CallResult.failure(key, "enqueue_error", self._scrub(f"{exc}"))
+        finally:
+            if listener is not None:
+                listener.unregister(key)
+
+    async def _take(self, reply_key: str) -> CallResult | None:
+        async def take(conn: AsyncConn) -> dict[str, Any] | None:
+            cur = await conn.execute(sqlfiles.query("take_reply"), {"reply_key": reply_key})
+            return await cur.fetchone()
+
+        row = await self._run(take, "take_reply")
+        if row is None:
+            return None
+        return from_row(reply_key, row["status"], row["result"], row["error"])
+
+    async def _wait(
+        self,
+        reply_key: str,
+        deadline: float,
+        wait: float,
+        waiter: AsyncWaiter | None,
+        state: _Polls,
+    ) -> CallResult:
+        pause = self.settings.poll_initial
+        listener = self._listener if waiter is not None else None
+        # With LISTEN in place the listener hands the reply over (or sweeps it): no polling.
+        skip_poll = listener is not None and listener.live
+        while True:
+            if waiter is not None and waiter.reply is not None:
+                return from_row(reply_key, *waiter.reply)
+            if not skip_poll:
+                state.polls += 1
+                try:
+                    result = await self._take(reply_key)
+                    if result is not None:
+                        return result
+                    state.last_error = ""
+                except (psycopg.Error, PoolTimeout, OSError) as exc:
+                    # The database is away: keep trying until the deadline; the reply waits.
+                    state.last_error = self._scrub(
+                        f"; last poll failed: {type(exc).__name__}: {exc}"
+                    )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return state.timed_out(reply_key, wait, state.last_error)
+            live = listener is not None and listener.live
+            nap = remaining if live else min(pause, remaining)
+            woken = False
+            if waiter is not None:
+                try:
+                    async with asyncio.timeout(nap):
+                        await waiter.event.wait()
+                    woken = True
+                except TimeoutError:
+                    pass
+                waiter.event.clear()
+            else:
+                await asyncio.sleep(nap)
+            # While the listener is live a caller reads its row only when woken without its
+            # reply (a wake-up, or the listener lost); otherwise the listener's sweep covers it.
+            skip_poll = listener is not None and listener.live and not woken
+            if not live and state.polls >= self.settings.poll_flat:
+                # Flat and fast while a short task's reply is likely, then doubling up to the cap.
+                pause = min(pause * 2, self.settings.poll_max)
+
+
+class _Polls:
+    """What a call's wait did, for its timeout message."""
+
+    __slots__ = ("last_error", "polls")
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.last_error = ""
+
+    def timed_out(self, reply_key: str, wait: float, detail: str) -> CallResult:
+        log.info("call timed out: reply_key=%s timeout=%.3fs polls=%d", reply_key, wait, self.polls)
+        return CallResult.failure(
+            reply_key, "timeout", f"no reply within {wait:g}s ({self.polls} polls){detail}"
+        )
