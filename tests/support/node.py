@@ -1,13 +1,17 @@
 """A real node for the k8s tier: containerd + CNI bridge + kubelet + kube-scheduler on this machine.
 
-Opt-in per test through the ``kube_node`` fixture (one start per session, about 15 s): containerd
-(Debian's 1.6, CRI v1, runc) with its own root, state and socket under a temporary folder, a CNI
-bridge on a private subnet (:data:`SUBNET`, its gateway :data:`~tests.support.kubeapi.NODE_GATEWAY`
-on the host), the kubelet registered as the Node ``pgqueue-node`` with a client certificate from
-the control plane's CA, and kube-scheduler. Pods run the images for real: their entrypoint, user,
-read-only root filesystem, probes, env from Secrets, SIGTERM and grace periods, all as a cluster
-delivers them. Pods reach the host only through its bridge address, where forwarders listen:
-:meth:`KubeNode.pod_dsn` gives the DSN of a host Postgres as a pod must spell it.
+Opt-in per test module through the ``kube_node`` fixture. Once per session (``node_runtime``):
+containerd (Debian's 1.6, CRI v1, runc) with its own root, state and socket under a temporary
+folder, a CNI bridge on a private subnet (:data:`SUBNET`, its gateway
+:data:`~tests.support.kubeapi.NODE_GATEWAY` on the host) and the images. Per module: the kubelet
+registered as the Node ``pgqueue-node`` with a client certificate from the control plane's CA, and
+kube-scheduler (Ready in a few seconds); afterwards the node is drained and deleted, so the rest of
+the session sees a cluster without nodes, as the emulated tiers (``e2e_pods``) expect.
+
+Pods run the images for real: their entrypoint, user, read-only root filesystem, probes, env from
+Secrets, SIGTERM and grace periods, all as a cluster delivers them. Pods reach the host only
+through its bridge address, where forwarders listen: :meth:`KubeNode.pod_dsn` gives the DSN of a
+host Postgres as a pod must spell it.
 
 Facts this machine imposes (each cost time to find): root lacks CAP_SYS_RESOURCE, so containerd
 needs ``restrict_oom_score_adj``; there is no registry, so the sandbox image is built locally
@@ -273,7 +277,7 @@ class NodeRunner:
     def _spawn(self, name: str, exe: str, args: list[str]) -> _Proc:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        log_file = log.open("wb")
+        log_file = log.open("ab")  # the kubelet starts once per module: keep every run's log
         popen = subprocess.Popen(
             [exe, *args],
             stdin=subprocess.DEVNULL,
@@ -347,8 +351,8 @@ class NodeRunner:
             sys.stderr.write("node: leftovers not removed:\n  " + "\n  ".join(errors) + "\n")
 
     def start(self, timeout: float = START_TIMEOUT) -> KubeNode:
+        """The runtime: host record, bridge, cgroups, containerd with the pause image."""
         self._take_lock()
-        t0 = time.monotonic()
         try:
             self._sweep()
             if HOST_STATE.is_file():  # the sweep could not restore it: that is the original
@@ -356,20 +360,15 @@ class NodeRunner:
             else:
                 self.host_state = node_host.record()
                 node_host.save(self.host_state, HOST_STATE)
-            node = self._start(t0 + timeout)
+            node = self._start_runtime(time.monotonic() + timeout)
         except BaseException:
             self.stop(keep_logs=True)
             raise
-        node.ready_seconds = time.monotonic() - t0
-        self.node = node
         return node
 
-    def _start(self, deadline: float) -> KubeNode:
-        pki_dir = self.cluster.pki_dir
-        if pki_dir is None:
-            raise NodeError(
-                "the node joins the harness's own control plane; a kind cluster has one"
-            )
+    def _start_runtime(self, deadline: float) -> KubeNode:
+        if self.cluster.pki_dir is None:
+            raise NodeError("the node joins the harness's own control plane (kind has nodes)")
         for sub in ("cni", "cni-ipam", "pod-logs", "volume-plugins", "kubelet", "pki"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         node_host.make_bridge(BRIDGE, f"{NODE_GATEWAY}/24")
@@ -394,7 +393,28 @@ class NodeRunner:
 
         self._await("containerd", containerd, containerd_up, deadline)
         node_images.ctr_import(node.ctr_command, node_images.pause_archive())
+        node.forward("127.0.0.1", node.api_port)
+        return node
 
+    def _handle(self) -> KubeNode:
+        if self.node is None:
+            port = int(self.cluster.server.rsplit(":", 1)[1])
+            self.node = KubeNode(self.cluster, NODE_NAME, NODE_GATEWAY, self.root, 0.0, port)
+        return self.node
+
+    # -- join and leave the cluster ------------------------------------------------------------
+
+    @property
+    def joined(self) -> bool:
+        return any(p.name == "kubelet" for p in self.procs)
+
+    def join(self, timeout: float = START_TIMEOUT) -> KubeNode:
+        """Start kubelet and kube-scheduler and wait for the Node to be Ready."""
+        node = self._handle()
+        pki_dir = self.cluster.pki_dir
+        assert pki_dir is not None
+        t0 = time.monotonic()
+        deadline = t0 + timeout
         pki = load_pki(pki_dir)
         tls = self.root / "pki"
         client = issue_certificate(
@@ -446,14 +466,21 @@ class NodeRunner:
         )
         if scheduler.popen.poll() is not None:
             raise self._fail("kube-scheduler exited")
-        node.forward("127.0.0.1", node.api_port)
+        node.ready_seconds = time.monotonic() - t0
         return node
 
-    def _handle(self) -> KubeNode:
-        if self.node is None:
-            port = int(self.cluster.server.rsplit(":", 1)[1])
-            self.node = KubeNode(self.cluster, NODE_NAME, NODE_GATEWAY, self.root, 0.0, port)
-        return self.node
+    def leave(self) -> None:
+        """Drain, stop kubelet and kube-scheduler, delete the Node: the cluster has no node again
+        (other tiers, like the e2e story, decide how to run pods from that)."""
+        if not self.joined:
+            return
+        with contextlib.suppress(Exception):
+            self._drain()
+        for proc in [p for p in self.procs if p.name in ("kubelet", "kube-scheduler")]:
+            _terminate(proc.popen)
+            proc.log_file.close()
+            self.procs.remove(proc)
+        self.cluster.kubectl("delete", "node", NODE_NAME, "--ignore-not-found", check=False)
 
     # -- stop ----------------------------------------------------------------------------------
 
@@ -486,10 +513,8 @@ class NodeRunner:
 
     def stop(self, *, keep_logs: bool = False) -> list[str]:
         """Stop everything this node started; returns host changes that could not be undone."""
-        names = [p.name for p in self.procs]
-        if "kubelet" in names and "containerd" in names:
-            with contextlib.suppress(Exception):
-                self._drain()
+        with contextlib.suppress(Exception):
+            self.leave()
         if self.node is not None:
             self.node.stop_forwarders()
         for proc in reversed(self.procs):
@@ -530,15 +555,13 @@ class NodeRunner:
 
 
 @pytest.fixture(scope="session")
-def kube_node(request: pytest.FixtureRequest, kube: KubeCluster) -> Iterator[KubeNode]:
-    """The session's node, joined to the ``kube`` control plane; stopped and undone at the end."""
-    bin_dir = ensure_node_tools()
-    root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX))
-    runner = NodeRunner(kube, bin_dir, root)
-    node = runner.start()
-    sys.stderr.write(f"node: {node.name} Ready {node.ready_seconds:.1f}s after start\n")
+def node_runtime(request: pytest.FixtureRequest, kube: KubeCluster) -> Iterator[NodeRunner]:
+    """containerd, the pod bridge and the host record, once per session; stopped and undone at
+    the end. Tests take :func:`kube_node`, which joins a kubelet to the cluster."""
+    runner = NodeRunner(kube, ensure_node_tools(), Path(tempfile.mkdtemp(prefix=ROOT_PREFIX)))
+    runner.start()
     try:
-        yield node
+        yield runner
     finally:
         failed = request.session.testsfailed > 0
         errors = runner.stop(keep_logs=failed)
@@ -546,6 +569,21 @@ def kube_node(request: pytest.FixtureRequest, kube: KubeCluster) -> Iterator[Kub
             sys.stderr.write(f"node: logs kept in {runner.log_dir}\n")
         if errors:
             sys.stderr.write("node: host changes not undone:\n  " + "\n  ".join(errors) + "\n")
+
+
+@pytest.fixture(scope="module")
+def kube_node(node_runtime: NodeRunner) -> Iterator[KubeNode]:
+    """The node, joined (kubelet + kube-scheduler, Ready) for one test module, then drained and
+    deleted: outside these modules the cluster has no node, as the rest of the tier expects."""
+    node = node_runtime.join()
+    sys.stderr.write(f"node: {node.name} Ready {node.ready_seconds:.1f}s after the kubelet start\n")
+    try:
+        yield node
+    finally:
+        node_runtime.leave()
+        left = node_runtime.cluster.kubectl("get", "nodes", "-o", "name").stdout.strip()
+        if left:
+            raise NodeError(f"the node should be gone after its module, yet: {left}")
 
 
 @dataclass(frozen=True)
@@ -557,7 +595,7 @@ class NodeImages:
 
 
 @pytest.fixture(scope="session")
-def node_images_imported(kube_node: KubeNode) -> NodeImages:
+def node_images_imported(node_runtime: NodeRunner) -> NodeImages:
     """``make images`` (cached layers make a rebuild quick), then both images into the node."""
     t0 = time.monotonic()
     proc = subprocess.run(
@@ -571,6 +609,8 @@ def node_images_imported(kube_node: KubeNode) -> NodeImages:
     built = time.monotonic() - t0
     if proc.returncode != 0:
         raise NodeError(f"make images failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
-    imported = sum(kube_node.import_image(i) for i in (WORKER_IMAGE, OPERATOR_IMAGE))
+    node = node_runtime.node
+    assert node is not None
+    imported = sum(node.import_image(i) for i in (WORKER_IMAGE, OPERATOR_IMAGE))
     sys.stderr.write(f"node: make images {built:.1f}s, import into containerd {imported:.1f}s\n")
     return NodeImages(WORKER_IMAGE, OPERATOR_IMAGE, built, imported)
