@@ -37,7 +37,9 @@ pytest_plugins = [
 ]
 pytestmark = pytest.mark.timeout(1500)
 
-SAMPLE = Path(__file__).resolve().parents[2] / "crds" / "samples" / "minimal.yaml"
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "crds" / "samples" / "minimal.yaml"
+CHART = REPO / "charts" / "pgqueue-operator"
 NAME = "minimal"
 DEPLOYMENT = f"{NAME}-worker"
 T = TypeVar("T")
@@ -62,8 +64,18 @@ def pods(kube: KubeCluster, ns: str) -> list[dict[str, Any]]:
     return [p for p in items if p["metadata"].get("deletionTimestamp") is None]
 
 
+def restrict(kube: KubeCluster, ns: str) -> None:
+    """Pod Security admission at ``restricted``: a pod the chart or the builder renders with a
+    weaker context is refused by the API server before any kubelet sees it."""
+    kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+
+
 def pods_left(kube: KubeCluster, ns: str) -> int:
-    out = kube.kubectl("-n", ns, "get", "pods", "-o", "name", check=False)
+    """Pods still running or about to (finished Job pods stay until their Job goes)."""
+    out = kube.kubectl(
+        "-n", ns, "get", "pods", "-o", "name",
+        "--field-selector", "status.phase!=Succeeded,status.phase!=Failed", check=False,
+    )  # fmt: skip
     return len(out.stdout.split())
 
 
@@ -99,6 +111,7 @@ def fleet(
     operator_process: OperatorProcess,
 ) -> Iterator[Fleet]:
     ns = kube_namespace
+    restrict(kube, ns)
     pod_dsn = kube_node.pod_dsn(pg_dsn)
     kube.kubectl("-n", ns, "create", "secret", "generic", "pgqueue-db",
                  f"--from-literal=dsn={pod_dsn}")  # fmt: skip
@@ -225,3 +238,108 @@ def test_deleting_a_busy_worker_pod_still_answers_every_caller(fleet: Fleet) -> 
 
     replaced = eventually("the Deployment back at 2 Ready pods", lambda: ready_pods(kube, ns, 2))
     assert busy not in [p["metadata"]["name"] for p in replaced]
+
+
+def test_the_charts_operator_pod_reconciles_worker_pods_on_the_node(
+    kube: KubeCluster,
+    kube_node: KubeNode,
+    node_images_imported: NodeImages,
+    kube_namespace: str,
+    pg_dsn: str,
+    pgqueue_crd: Path,
+) -> None:
+    """helm install: the operator runs as a pod from localhost/pgqueue-operator:dev with the
+    chart's ServiceAccount (its RBAC, not an admin kubeconfig) and reconciles a PgQueueWorker into
+    worker pods on the same node."""
+    ns = kube_namespace
+    restrict(kube, ns)
+    release = "pgq"
+    # No kube-proxy here: the operator reaches the API server through the node's forwarder,
+    # named by the two variables client libraries read for the in-cluster config.
+    api = kube_node.forward("127.0.0.1", kube_node.api_port)
+    extra_env = [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": api.host},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)},
+    ]
+    t0 = time.monotonic()
+    kube.helm(
+        "install", release, str(CHART), "--namespace", ns,
+        "--set", f"watchNamespaces={{{ns}}}", "--set", "image.tag=dev",
+        "--set", "image.pullPolicy=Never", "--set", "logFormat=plain",
+        "--set-json", f"extraEnv={json.dumps(extra_env)}",
+        "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    print(f"\nhelm install --wait: operator pod Running {time.monotonic() - t0:.1f}s")
+    try:
+        kube.kubectl("-n", ns, "create", "secret", "generic", "pgqueue-db",
+                     f"--from-literal=dsn={kube_node.pod_dsn(pg_dsn)}")  # fmt: skip
+        body: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
+        body["spec"].update(
+            image=node_images_imported.worker,
+            imagePullPolicy="Never",
+            tasks=["pgqueue.demo_tasks"],
+            taskTimeLimitSeconds=30,
+        )
+        t1 = time.monotonic()
+        kube.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(body))
+        eventually("the worker pod Ready", lambda: ready_pods(kube, ns, 1), 180)
+        print(f"worker pod Ready {time.monotonic() - t1:.1f}s after kubectl apply")
+
+        table = kube.kubectl("-n", ns, "get", "pods", "-o", "wide").stdout
+        print(table)
+        rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+        operator = [n for n in rows if n.startswith(f"{release}-pgqueue-operator-")]
+        worker = [n for n in rows if n.startswith(f"{DEPLOYMENT}-")]
+        assert len(operator) == 1 and len(worker) == 1, rows
+        for name in operator + worker:
+            assert rows[name][1:4] == ["1/1", "Running", "0"], rows[name]
+            assert rows[name][6] == kube_node.name, rows[name]
+        logs = kube.kubectl("-n", ns, "logs", operator[0]).stdout
+        assert "Traceback" not in logs, logs
+        # The chart's namespaced RBAC has no cluster scope: kopf must not even try it (it used
+        # to retry a namespace listing for ~55 s before handling any object).
+        assert "APIForbiddenError" not in logs, logs
+
+        with Client(pg_dsn) as client:
+            result = client.call("demo.add", args=[2, 3], timeout=60)
+        assert result.ok, result
+        assert result.value == 5
+    finally:
+        # The operator removes its finalizer while it still runs; then the release goes.
+        kube.kubectl("-n", ns, "delete", "pqw", NAME, "--timeout=60s", check=False)
+        kube.helm("uninstall", release, "--namespace", ns, "--wait", check=False)
+        eventually("every pod gone", lambda: not pods_left(kube, ns), 120)
+
+
+def test_the_sweep_cronjob_runs_as_a_job_pod_on_the_node(fleet: Fleet) -> None:
+    """The CronJob's own template, run now (``kubectl create job --from``): the Job controller
+    makes a Pod, the kubelet runs ``pgqueue sweep`` with the restricted context, it deletes an
+    expired reply and the Job completes."""
+    kube, ns = fleet.kube, fleet.namespace
+    with psycopg.connect(fleet.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgqueue.result (reply_key, status, result, expires_at) VALUES"
+            " ('expired-by-test', 'completed', 'null', now() - interval '1 hour'),"
+            " ('fresh-by-test', 'completed', 'null', now() + interval '1 hour')"
+        )
+    kube.kubectl("-n", ns, "create", "job", "sweep-now", f"--from=cronjob/{NAME}-sweep")
+
+    def completed() -> dict[str, Any] | None:
+        out = kube.kubectl("-n", ns, "get", "job", "sweep-now", "-o", "json")
+        job: dict[str, Any] = json.loads(out.stdout)
+        status = job.get("status") or {}
+        assert not status.get("failed"), kube.kubectl("-n", ns, "logs", "job/sweep-now").stdout
+        return job if status.get("succeeded") == 1 else None
+
+    eventually("the sweep Job to complete", completed, 120)
+    logs = kube.kubectl("-n", ns, "logs", "job/sweep-now").stdout
+    assert "swept 1 expired replies" in logs, logs
+    pod = json.loads(
+        kube.kubectl("-n", ns, "get", "pods", "-l", "job-name=sweep-now", "-o", "json").stdout
+    )["items"][0]
+    assert pod["spec"]["nodeName"] == fleet.node.name
+    assert pod["status"]["phase"] == "Succeeded"
+    with psycopg.connect(fleet.dsn, autocommit=True) as conn:
+        keys = [r[0] for r in conn.execute("SELECT reply_key FROM pgqueue.result ORDER BY 1")]
+    assert "expired-by-test" not in keys
+    assert "fresh-by-test" in keys
