@@ -244,6 +244,18 @@ class KubeNode:
         proxy = self.forward(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432))))
         return proxy.dsn_for(dsn)
 
+    def kill_container(self, namespace: str, pod: str, container: str | None = None) -> None:
+        """SIGKILL a pod's container through containerd, as an OOM kill or a crash would end it
+        (the kubelet then restarts it); ``kubectl delete --force`` would be a SIGTERM instead."""
+        out = self.cluster.kubectl("-n", namespace, "get", "pod", pod, "-o", "json")
+        statuses = json.loads(out.stdout)["status"].get("containerStatuses") or []
+        for status in statuses:
+            if container is None or status["name"] == container:
+                self.ctr("tasks", "kill", "--signal", "SIGKILL",
+                         status["containerID"].removeprefix("containerd://"))  # fmt: skip
+                return
+        raise NodeError(f"pod {namespace}/{pod} has no running container {container or ''}")
+
     def import_image(self, image: str) -> float:
         """Move ``image`` from podman's store into the node's containerd; returns seconds."""
         return node_images.import_from_podman(self.ctr_command, image)
