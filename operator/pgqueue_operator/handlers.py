@@ -110,6 +110,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         settings.persistence.finalizer = "pgqueue.dev/finalizer"
         settings.posting.level = logging.INFO
         settings.watching.reconnect_backoff = 1.0
+        if not config.all_namespaces:
+            # Namespaced mode: the chart grants no cluster-scope RBAC, so kopf's namespace and CRD
+            # scans are refused; kopf retried them through its error backoffs (~55 s) before
+            # falling back to the names given, and no object was handled meanwhile (seen with the
+            # chart's own ServiceAccount on a real node). This declares the restricted mode.
+            settings.scanning.disabled = True
         if runtime.parts is None:
             runtime.start()
 

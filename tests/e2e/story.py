@@ -301,6 +301,10 @@ class Story:
     decisions_before: dict[str, float] = field(default_factory=dict)
     real_pods: bool = False
     """A kubelet runs the pods (kind): they are port-forwarded, not started here."""
+    operator_env: list[dict[str, str]] = field(default_factory=list)
+    """Extra env of the chart's operator pod (on the test node: where the API server is)."""
+    kill_pod: Callable[[str, str], None] | None = None
+    """With a kubelet: SIGKILLs a pod's container (step 6); else the pod is force-deleted."""
     pod_dsn: str = ""
     """The DSN written into the Secret: ``dsn``, on kind with ``PGQUEUE_E2E_POD_PG_HOST``
     (``host[:port]`` of the same server as seen from inside the cluster)."""
@@ -374,6 +378,7 @@ class Story:
                 {"name": "PGQUEUE_OPERATOR_SAMPLE_INTERVAL", "value": "0.5"},
                 {"name": "PGQUEUE_OPERATOR_RESYNC_INTERVAL", "value": "5"},
                 {"name": "PGQUEUE_OPERATOR_RETRY_DELAY", "value": "1"},
+                *self.operator_env,
             ]
             self.real_pods = has_kubelet(self.kube)
             self.pod_dsn = pod_dsn(self.dsn, os.environ.get("PGQUEUE_E2E_POD_PG_HOST", ""))
@@ -457,9 +462,21 @@ class Story:
                 180,
                 0.5,
             )
-            forwarded = forward_pod(self.kube, pod, self.workdir / "pods").start()
+            deadline = time.monotonic() + 120
+            while True:
+                forwarded = forward_pod(
+                    self.kube, pod, self.workdir / "pods", killer=self.kill_pod
+                ).start()
+                try:
+                    ready = forwarded.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+                    break
+                except RuntimeError:
+                    # kubectl port-forward exits at the first refused connection, and a pod is
+                    # Running before its process listens (the operator has no readiness probe).
+                    forwarded.stop()
+                    if time.monotonic() > deadline:
+                        raise
             self.stack.callback(forwarded.stop)
-            ready = forwarded.wait_ready(timeout=120)
             self.note(f"pod {forwarded.name} ready in {ready:.1f}s (forwarded {forwarded.ports})")
             return forwarded
         for init in pod["spec"].get("initContainers") or []:

@@ -292,18 +292,30 @@ class ForwardedPod(PodProcess):
     """A Pod a kubelet runs; the local process is its ``kubectl port-forward``."""
 
     kube: KubeCluster | None = None
+    killer: Callable[[str, str], None] | None = None
+    """``killer(namespace, name)`` SIGKILLs the pod's container where the runtime allows it (the
+    test node: containerd's kill); without it the pod is force-deleted, which a real kubelet
+    turns into a SIGTERM with a 2 s grace, not a SIGKILL."""
 
     def kill(self) -> None:
-        """Force-delete the Pod: the kubelet SIGKILLs its containers at once."""
-        assert self.kube is not None
-        self.kube.kubectl(
-            "-n", self.namespace, "delete", "pod", self.name,
-            "--grace-period=0", "--force", "--wait=false",
-        )  # fmt: skip
+        """Kill the pod's container (``killer``), else force-delete the Pod."""
+        if self.killer is not None:
+            self.killer(self.namespace, self.name)
+        else:
+            assert self.kube is not None
+            self.kube.kubectl(
+                "-n", self.namespace, "delete", "pod", self.name,
+                "--grace-period=0", "--force", "--wait=false",
+            )  # fmt: skip
         super().stop(grace=5)
 
 
-def forward_pod(kube: KubeCluster, pod: dict[str, Any], log_dir: Path) -> ForwardedPod:
+def forward_pod(
+    kube: KubeCluster,
+    pod: dict[str, Any],
+    log_dir: Path,
+    killer: Callable[[str, str], None] | None = None,
+) -> ForwardedPod:
     """A handle on a running Pod whose container ports are forwarded to free loopback ports."""
     meta = pod["metadata"]
     container = pod["spec"]["containers"][0]
@@ -335,4 +347,5 @@ def forward_pod(kube: KubeCluster, pod: dict[str, Any], log_dir: Path) -> Forwar
         env=dict(os.environ),
         log_path=log_dir / f"{meta['name']}.port-forward.log",
         kube=kube,
+        killer=killer,
     )

@@ -43,6 +43,9 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm")
 KUBECONFIG_ENV = "PGQUEUE_TEST_KUBECONFIG"
 START_TIMEOUT = 90.0
+# The test node's bridge address (tests.support.node): the kubelet's node IP, and where pods reach
+# the host (Postgres, the API server) through forwarders. In the serving certificate's SANs.
+NODE_GATEWAY = "10.213.7.1"
 STOP_TIMEOUT = 15.0
 
 
@@ -66,6 +69,8 @@ class KubeCluster:
     server: str
     bin_dir: Path
     helm_home: Path
+    # The harness's CA and certificates (a private control plane only; None for a kind cluster).
+    pki_dir: Path | None = None
 
     def tool(self, name: str) -> str:
         """The pinned binary from ``bin_dir``, else one on PATH (for a kind cluster)."""
@@ -265,7 +270,7 @@ def make_pki(directory: Path) -> _Pki:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        server_ips=("127.0.0.1", "10.96.0.1"),
+        server_ips=("127.0.0.1", "10.96.0.1", NODE_GATEWAY),
     )
     # system:masters is the admin group; the controller-manager uses this identity too
     # (--use-service-account-credentials=false), so one client cert serves both.
@@ -307,9 +312,64 @@ def make_pki(directory: Path) -> _Pki:
     return pki
 
 
-def write_kubeconfig(path: Path, server: str, pki: _Pki) -> None:
+def load_pki(directory: Path) -> _Pki:
+    """The files :func:`make_pki` wrote to ``directory``."""
+    return _Pki(
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        admin_cert=directory / "admin.crt",
+        admin_key=directory / "admin.key",
+        sa_key=directory / "sa.key",
+        sa_pub=directory / "sa.pub",
+    )
+
+
+def issue_certificate(
+    pki_dir: Path,
+    name: str,
+    common_name: str,
+    *,
+    organizations: tuple[str, ...] = (),
+    server_names: tuple[str, ...] = (),
+    server_ips: tuple[str, ...] = (),
+) -> tuple[Path, Path]:
+    """A certificate from the harness's CA in ``pki_dir`` (``name``.crt/.key); a client certificate
+    unless server names or IPs are given. Returns (certificate, key)."""
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    cert, key = _issue(
+        ca_key,
+        ca_cert.subject,
+        x509.Name(subject),
+        server_names=server_names,
+        server_ips=server_ips,
+    )
+    cert_path, key_path = pki_dir / f"{name}.crt", pki_dir / f"{name}.key"
+    cert_path.write_bytes(_pem_cert(cert))
+    key_path.write_bytes(_pem_key(key))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    pki: _Pki,
+    *,
+    client: tuple[Path, Path] | None = None,
+    user: str = "pgqueue-test-admin",
+) -> None:
+    """A kubeconfig for ``server``: the admin identity, or ``client`` (certificate, key)."""
+
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
+
+    cert, key = client or (pki.admin_cert, pki.admin_key)
 
     config = {
         "apiVersion": "v1",
@@ -322,17 +382,14 @@ def write_kubeconfig(path: Path, server: str, pki: _Pki) -> None:
         ],
         "users": [
             {
-                "name": "pgqueue-test-admin",
-                "user": {
-                    "client-certificate-data": b64(pki.admin_cert),
-                    "client-key-data": b64(pki.admin_key),
-                },
+                "name": user,
+                "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
             }
         ],
         "contexts": [
             {
                 "name": "pgqueue-test",
-                "context": {"cluster": "pgqueue-test", "user": "pgqueue-test-admin"},
+                "context": {"cluster": "pgqueue-test", "user": user},
             }
         ],
         "current-context": "pgqueue-test",
@@ -467,7 +524,14 @@ class ControlPlane:
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
-                "--authorization-mode=RBAC",
+                # Node: the kubelet of tests.support.node acts as system:node:<name>.
+                "--authorization-mode=Node,RBAC",
+                # logs/exec/port-forward: the API server calls the kubelet as an admin, and checks
+                # the kubelet's serving certificate against the same CA.
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--anonymous-auth=false",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
@@ -517,7 +581,11 @@ class ControlPlane:
         helm_home = self.workdir / "helm"
         helm_home.mkdir(exist_ok=True)
         return KubeCluster(
-            kubeconfig=kubeconfig, server=server, bin_dir=self.bin_dir, helm_home=helm_home
+            kubeconfig=kubeconfig,
+            server=server,
+            bin_dir=self.bin_dir,
+            helm_home=helm_home,
+            pki_dir=pki.ca_cert.parent,
         )
 
     def stop(self, *, keep_logs: bool = False) -> None:
