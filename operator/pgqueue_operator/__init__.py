@@ -1,7 +1,7 @@
 """pgqueue_operator: the Kubernetes operator that runs pgqueue worker fleets.
 
 Layers, inner to outer. Pure: ``models``, ``podmodels`` and ``statusmodels`` (the CRD as
-pydantic), ``deriving`` (the timings, docs/architecture.md §5), ``builders`` (spec and timings in,
+pydantic), ``deriving`` (the timings, architecture §5), ``builders`` (spec and timings in,
 manifests out), ``conditions``, ``depth``, ``autoscaling``, ``objects`` (reading a PgQueueWorker
 body), ``decisions`` (the ``Result`` every part returns) and ``verbs`` (the Kubernetes calls the
 parts need, as protocols). Deciding over I/O: ``reconciling`` (children and status),

@@ -1,4 +1,4 @@
-"""The timing derivation of DESIGN §5: one task time limit in, every worker timing out.
+"""The timing derivation of architecture §5: one task time limit in, every worker timing out.
 
 Pure and total: :func:`derive` takes a validated spec and returns :class:`DerivedTimings` or raises
 :class:`~pgqueue_operator.errors.InvalidSpecError` naming the field that breaks an invariant. The

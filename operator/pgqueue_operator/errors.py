@@ -12,7 +12,7 @@ class PgQueueOperatorError(Exception):
 
 
 class InvalidSpecError(PgQueueOperatorError):
-    """The spec breaks an invariant (DESIGN §5); ``reason`` is the condition reason, CamelCase."""
+    """The spec breaks an invariant (architecture §5); ``reason`` is the condition's, CamelCase."""
 
     def __init__(self, field: str, problem: str, reason: str = "InvalidSpec") -> None:
         super().__init__(f"spec.{field}: {problem}")

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (DESIGN §7): queue depth, oldest age, dead letters, the gate.
+"""The operator's Prometheus metrics (architecture §7): queue depth, oldest age, dead letters, gate.
 
 Names are the contract; each series also carries ``namespace`` and ``pgqueueworker`` so two fleets
 with a queue of the same name never collide. Labels are queue names and object names only: never a

@@ -3,9 +3,9 @@
 ``crds/pgqueueworkers.pgqueue.dev.yaml`` is generated from these models, the pod overrides of
 :mod:`pgqueue_operator.podmodels` and the status of :mod:`pgqueue_operator.statusmodels`
 (see :mod:`pgqueue_operator.crdgen`), so every range, enum, default and description below is what
-the API server enforces. Cross-field invariants (DESIGN §5) are CEL rules attached to the models
-with :func:`cel`; :mod:`pgqueue_operator.deriving` checks the same invariants again in Python, so
-an API server without CEL still never gets a deployment from an invalid spec.
+the API server enforces. Cross-field invariants (architecture §5) are CEL rules attached to the
+models with :func:`cel`; :mod:`pgqueue_operator.deriving` checks the same invariants again in
+Python, so an API server without CEL still never gets a deployment from an invalid spec.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pgqueue_operator.podmodels import PodOverrides
 # alike; that is intentional: each declaration is what `kubectl explain` shows for that field, and
 # a shared helper would hide it from the reader of this file.
 
-# Margins of DESIGN §5, shared by the CEL rules and by deriving.py.
+# Margins of architecture §5, shared by the CEL rules and by deriving.py.
 RETENTION_MARGIN_SECONDS = 60.0
 """A reply is kept at least this long after its caller stopped waiting (R ≥ C + margin)."""
 MAX_NAME_LENGTH = 46
@@ -77,7 +77,7 @@ class DatabaseRef(_Model):
 
 
 class GateRef(_Model):
-    """The ConfigMap holding the gate (DESIGN §4); its value is copied into the flag table."""
+    """The ConfigMap holding the gate (architecture §4); its value is copied into the flag table."""
 
     config_map_name: str = Field(
         min_length=1,
@@ -132,7 +132,7 @@ class Autoscaling(_Model):
 
 
 class Timing(_Model):
-    """Optional overrides of the timings derived from taskTimeLimitSeconds (DESIGN §5)."""
+    """Optional overrides of the timings derived from taskTimeLimitSeconds (architecture §5)."""
 
     lease_seconds: float = Field(
         default=60.0,

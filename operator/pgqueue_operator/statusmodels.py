@@ -32,7 +32,7 @@ class Condition(Model):
 
 
 class Derived(Model):
-    """The timings derived from the spec (DESIGN §5), as written into the pods."""
+    """The timings derived from the spec (architecture §5), as written into the pods."""
 
     task_time_limit_seconds: float = Field(description="T: hard limit of one task run.")
     run_limit_seconds: float = Field(
@@ -103,7 +103,7 @@ class PgQueueWorkerStatus(Model):
     replicas: int | None = Field(default=None, description="Worker pods wanted.")
     ready_replicas: int | None = Field(default=None, description="Worker pods ready.")
     selector: str | None = Field(default=None, description="Label selector of the worker pods.")
-    derived: Derived | None = Field(default=None, description="Derived timings (DESIGN §5).")
+    derived: Derived | None = Field(default=None, description="Derived timings (architecture §5).")
     gate: GateStatus | None = Field(default=None, description="The gate as last synced.")
     depth: list[QueueDepth] = Field(
         default_factory=list, description="Per-queue depth at the last sample."

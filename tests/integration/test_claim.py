@@ -1,4 +1,4 @@
-"""The claim statement itself (DESIGN §3.1), on both of its paths.
+"""The claim statement itself (architecture §3.1), on both of its paths.
 
 One tenant waiting takes the plain ordered SKIP LOCKED path; two or more take the interleaving
 path. Both must give the same contract: visible rows only, priority then FIFO, the limit, rows

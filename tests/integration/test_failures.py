@@ -1,4 +1,4 @@
-"""Crashes, shutdowns and outages: nothing is lost (DESIGN §3.2, §3.11; issue 2 points 3, 8, 10)."""
+"""Crashes, shutdowns and outages: nothing is lost (architecture §3.2, §3.11; issue 2: 3, 8, 10)."""
 
 from __future__ import annotations
 

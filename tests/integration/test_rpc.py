@@ -1,4 +1,4 @@
-"""Request-reply semantics on a real Postgres and real worker processes (DESIGN §3.4–3.9)."""
+"""Request-reply semantics on a real Postgres and real worker processes (architecture §3.4–3.9)."""
 
 from __future__ import annotations
 

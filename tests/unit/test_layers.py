@@ -23,7 +23,7 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 OUR_PACKAGES = ("pgqueue", "pgqueue_operator")
 CITING = ("worker", "operator", "charts", "crds", "tests")
 
-# "DESIGN §3.4–3.9", "docs/architecture.md §5", "(§3.7, §3.9)": a number, maybe a range.
+# "DESIGN §3.4–3.9", "architecture §5", "(§3.7, §3.9)": a number, maybe a range.
 CITATION = re.compile(r"§(\d+(?:\.\d+)?)(?:\s*[–-]\s*(\d+(?:\.\d+)?))?")
 HEADING = re.compile(r"^#{1,6}\s+§(\d+(?:\.\d+)?)\b", re.MULTILINE)
 

@@ -1,4 +1,4 @@
-"""The decision table of DESIGN §3.4–3.9, without a database."""
+"""The decision table of architecture §3.4–3.9, without a database."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """The claim side of the worker: the claim's parameters, its tenant cursor, the row → claim
 mapping, and the release of claims never started.
 
-A claim is one statement (``pgqueue.claim``, DESIGN §3.1) that commits synchronously and stamps
-each row with a fresh ``claim_token``; a :class:`~pgqueue.outcomes.Claimed` carries that token,
-and every later write of this worker about the message (renew, ack, retry, dead letter, release)
-is fenced by ``(msg_id, claim_token)``. Errors are raised to the caller, which applies the one
-error policy of :mod:`pgqueue.dberrors`.
+A claim is one statement (``pgqueue.claim``, architecture §3.1) that commits synchronously when it
+holds a call and stamps each row with a fresh ``claim_token``; a :class:`~pgqueue.outcomes.Claimed`
+carries that token, and every later write of this worker about the message (renew, ack, retry, dead
+letter, release) is fenced by ``(msg_id, claim_token)``. Errors are raised to the caller, which
+applies the one error policy of :mod:`pgqueue.dberrors`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Prometheus series of the worker and the client (DESIGN §7; the names are part of the contract).
+"""Prometheus series of the worker and the client (architecture §7; the names are a contract).
 
 Labels carry queue, task and outcome names only: never a payload, an argument or a secret. The
 worker serves these from its own HTTP endpoint; an application exposes the client series the way

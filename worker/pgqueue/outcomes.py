@@ -1,4 +1,4 @@
-"""What happens to a claimed message: the pure decision table of DESIGN §3.4–3.9.
+"""What happens to a claimed message: the pure decision table of architecture §3.4–3.9.
 
 The supervisor asks two questions of this module: may this message start at all (drop branches),
 and, once it ran, what do we write (ack with a reply, retry with backoff, or dead-letter). Keeping

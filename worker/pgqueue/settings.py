@@ -176,7 +176,7 @@ class ScheduleSetting(BaseModel):
 
 
 class WorkerSettings(ConnectionSettings):
-    """Settings of ``pgqueue worker``; the operator derives the timing fields (DESIGN §5)."""
+    """Settings of ``pgqueue worker``; the operator derives the timing fields (architecture §5)."""
 
     queues: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["default"],

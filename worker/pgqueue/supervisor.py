@@ -1,14 +1,14 @@
 """The worker supervisor: claims, dispatches to child-process slots, renews leases, settles.
 
-One single-threaded loop owns every database write, so the rules of DESIGN §3 live in one place:
-claim what the slots can start soon, renew the leases of what it holds every lease/3, kill a task
-at its hard limit, and settle each run fenced by its claim (msg_id, claim_token). It sleeps in
+One single-threaded loop owns every database write, so the rules of architecture §3 live in one
+place: claim what the slots can start soon, renew the leases of what it holds every lease/3, kill a
+task at its hard limit, and settle each run fenced by its claim (msg_id, claim_token). It sleeps in
 one ``wait`` on the slots' pipes, the LISTEN socket and a signal pipe, so a finished task, a new
 message or SIGTERM each wake it at once. The claim itself lives in :mod:`pgqueue.claiming`, the
-settle path in :mod:`pgqueue.settling`; both follow the one error policy of
-:mod:`pgqueue.dberrors`: an outage keeps every pending write, backs off and reconnects (leases
-decide what another worker may take over meanwhile), a row the database refuses is settled alone,
-and nothing a task returns or raises can stop this loop.
+settle path in :mod:`pgqueue.settling`; both follow the one error policy of :mod:`pgqueue.dberrors`:
+an outage keeps every pending write, backs off and reconnects (leases decide what another worker may
+take over meanwhile), a row the database refuses is settled alone, and nothing a task returns or
+raises can stop this loop.
 
 How much to claim follows what the tasks cost. A task that has not run here yet, or runs long,
 goes one at a time to a free slot (nothing waits behind it). A task measured short is handed to

@@ -56,7 +56,7 @@ woken AS (
 SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id;
 
 -- name: claim
--- The claim, one statement (DESIGN §3.1): see pgqueue.claim in schema.sql for how it walks
+-- The claim, one statement (architecture §3.1): see pgqueue.claim in schema.sql for how it walks
 -- tenants and locks with SKIP LOCKED, stamps each row's claim_token and commits a claim that
 -- holds a call synchronously (unless %(durable)s is false). Returns the rows in the claim's order.
 SELECT * FROM pgqueue.claim(%(queue)s, %(limit)s, %(candidates)s, %(lease)s, %(worker_id)s,

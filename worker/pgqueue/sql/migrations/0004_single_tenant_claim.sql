@@ -3,7 +3,7 @@
 -- claim however few rows it returned; an empty claim is one index probe. Same signature and
 -- result, so workers of any version use it.
 
--- The claim (DESIGN §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
+-- The claim (architecture §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
 -- planning on every poll. It walks up to p_tenant_span tenants with visible work (from
 -- p_tenant_cursor, so many tenants rotate through successive claims), takes each tenant's best

@@ -19,7 +19,7 @@ $token$;
 -- The result gains a column, so the function is replaced, not altered.
 DROP FUNCTION pgqueue.claim(text, integer, integer, double precision, text, text, integer, text);
 
--- The claim (DESIGN §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
+-- The claim (architecture §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
 -- planning on every poll. It walks up to p_tenant_span tenants with visible work (from
 -- p_tenant_cursor, so many tenants rotate through successive claims), takes each tenant's best
