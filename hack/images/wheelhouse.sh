@@ -10,7 +10,7 @@ python="${PYTHON:-python3}"
 out="$root/images/wheels"
 cd "$root"
 
-requirements="$("$python" images/requirements.py operator; printf '%s\n' 'setuptools>=77' 'wheel')"
+requirements="$("$python" images/requirements.py operator web; printf '%s\n' 'setuptools>=77' 'wheel')"
 stamp="$out/.requirements.sha256"
 sum="$(printf '%s\n' "$requirements" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]] && compgen -G "$out/*.whl" >/dev/null; then
