@@ -44,8 +44,8 @@ def _dead_letter(dsn: str, queue: str, payload: object, reason: str) -> None:
 
 @pytest.fixture
 def registered(pg_dsn: str) -> list[registry.WorkerInfo]:
-    """Two worker rows written through pgqueue.registry (the supervisor is not wired to it on this
-    branch; the lead wires register/beat/deregister into the heartbeat at merge), one gone stale."""
+    """Two worker rows written through pgqueue.registry, as far-away workers would write them,
+    one gone stale (a real worker's own row is the subject of its own test below)."""
     infos = [
         registry.WorkerInfo("web-a:101", ("default", "reports"), slots=8, host="web-a", pid=101),
         registry.WorkerInfo("web-b:202", ("emails",), slots=4, host="web-b", pid=202),
@@ -421,3 +421,26 @@ def test_a_database_outage_is_a_page_that_says_so(
     wait_until(lambda: http_get(console.url("/healthz"), 10)[0] == 200, 60, "/healthz 200 again")
     page.goto(console.url("/gate"))
     expect(page.locator("#gate-route")).to_have_text("the fallback (off)")
+
+
+def test_a_running_worker_shows_on_the_workers_page_and_leaves_it_when_it_stops(
+    pg_dsn: str, consoles: ConsoleFactory, page: Page, workers: WorkerFactory
+) -> None:
+    # A real `pgqueue worker` registers when it connects, beats from its loop and deregisters at
+    # a clean stop: the page lists what runs, not what a test wrote.
+    worker = workers.start(
+        pg_dsn,
+        queues="default,reports",
+        concurrency=3,
+        env={"PGQUEUE_WORKER_ID": "console-worker-1"},
+    )
+    console = consoles.start(pg_dsn)
+    page.goto(console.url("/workers"))
+    row = page.locator('#worker-table tr[data-worker-id="console-worker-1"]')
+    expect(row).to_contain_text("default, reports")
+    expect(row).to_contain_text("/ 3")
+    expect(row).to_contain_text(str(worker.pid))
+    expect(row).not_to_have_class("stale")
+    assert worker.terminate() == 0
+    page.reload()
+    expect(page.locator('#worker-table tr[data-worker-id="console-worker-1"]')).to_have_count(0)
