@@ -151,12 +151,30 @@ COMP_WORDS=(pgqueue gate ''); COMP_CWORD=2; _pgqueue; echo "gate: ${COMPREPLY[*]
     assert "gate: on off status" in lines
 
 
-def test_zsh_completion_script_is_a_compdef_function() -> None:
+def test_zsh_completion_script_loads_in_zsh_and_registers() -> None:
     script = pgq("completion", "zsh")
     assert script.returncode == 0
     assert script.stdout.startswith("#compdef pgqueue\n")
-    assert "compdef _pgqueue pgqueue" in script.stdout
-    assert "'pgqueue dlq' 'list replay purge'" in script.stdout
+    # A real zsh (installed by .ci/setup.d/10-python.sh) with compinit loads it without a word on
+    # stderr, registers _pgqueue for pgqueue and holds the command tree and option choices.
+    probe = r"""
+autoload -U compinit; compinit -u -D
+source /dev/stdin
+print -r -- "comp=${_comps[pgqueue]}"
+print -r -- "dlq=${_pgqueue_words[pgqueue dlq]}"
+print -r -- "state=${_pgqueue_choices[pgqueue queue purge --state]}"
+"""
+    done = subprocess.run(
+        ["zsh", "-f", "-c", probe],
+        input=script.stdout, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [
+        "comp=_pgqueue",
+        "dlq=list replay purge",
+        "state=ready delayed all",
+    ]
 
 
 def test_migrate_and_sweep_through_transaction_pooling(
