@@ -32,23 +32,27 @@ class InlineRunner:
     def __init__(self, limit: float) -> None:
         self.limit = limit
         self._armed = False
+        self._running_limit = limit
         signal.signal(signal.SIGALRM, self._alarm)
 
     def _alarm(self, _signum: int, _frame: FrameType | None) -> None:
         if self._armed:
             self._armed = False  # once: a late alarm never lands outside the run
-            raise TimeLimitExceeded(f"interrupted after {self.limit:g}s")
+            raise TimeLimitExceeded(f"interrupted after {self._running_limit:g}s")
 
     def run(self, job: Job) -> Report:
-        """The job's report, as a slot child would send it."""
+        """The job's report, as a slot child would send it; its timer is the job's own limit
+        (``job.time_limit``, see :func:`pgqueue.jobs.job_for`), at most the runner's."""
         wall = time.monotonic()
         late = too_late(job, wall)
         if late is not None:
             return late
+        limit = min(self.limit, job.time_limit or self.limit)
         try:
             try:
                 self._armed = True
-                signal.setitimer(signal.ITIMER_REAL, self.limit)
+                self._running_limit = limit
+                signal.setitimer(signal.ITIMER_REAL, limit)
                 # run_one catches what the task raises, the timer's exception included.
                 return run_one(job, wall)
             finally:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pgqueue import outcomes
+from pgqueue import context, limits, outcomes
 from pgqueue.tasks import lookup
 
 
@@ -29,6 +30,11 @@ class Job:
     want_reply: bool
     deadline: float | None  # monotonic; the job is not started after it
     expected: float  # the supervisor's estimate of its run time, seconds (0: unknown)
+    # What pgqueue.current() tells the task (see pgqueue.context).
+    queue: str = ""
+    tenant: str = ""
+    attempt: int = 1
+    time_limit: float = 0.0  # this run's hard limit, seconds (0: not known here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +47,11 @@ class NotStarted:
 Report = outcomes.RunResult | NotStarted
 
 
-def job_for(seq: int, msg: outcomes.Claimed, work: outcomes.Work, expected: float) -> Job:
-    """The job that runs a claimed message; a call's deadline becomes a monotonic instant."""
+def job_for(
+    seq: int, msg: outcomes.Claimed, work: outcomes.Work, expected: float, ceiling: float
+) -> Job:
+    """The job that runs a claimed message; a call's deadline becomes a monotonic instant, its
+    time limit the message's own at most ``ceiling`` (the pool's)."""
     deadline = (
         msg.claimed_at + msg.deadline_in
         if msg.reply_key is not None and msg.deadline_in is not None
@@ -57,6 +66,10 @@ def job_for(seq: int, msg: outcomes.Claimed, work: outcomes.Work, expected: floa
         msg.reply_key is not None,
         deadline,
         expected,
+        msg.queue,
+        msg.tenant,
+        msg.read_ct,
+        limits.time_limit(msg.requested, ceiling),
     )
 
 
@@ -67,11 +80,31 @@ def too_late(job: Job, now: float) -> NotStarted | None:
     return None
 
 
+def task_context(job: Job) -> context.TaskContext:
+    """What ``pgqueue.current()`` returns while the job runs (its deadline on the wall clock)."""
+    deadline = (
+        None
+        if job.deadline is None
+        else datetime.now(UTC) + timedelta(seconds=job.deadline - time.monotonic())
+    )
+    return context.TaskContext(
+        msg_id=job.msg_id,
+        attempt=job.attempt,
+        tenant=job.tenant,
+        queue=job.queue,
+        task=job.task_name,
+        deadline=deadline,
+        time_limit=job.time_limit,
+        has_reply_key=job.want_reply,
+    )
+
+
 def run_one(job: Job, wall: float) -> outcomes.RunResult:
     """Run the task; whatever it raises or returns becomes a report (never an exception)."""
     started = time.perf_counter()
     try:
-        value = lookup(job.task_name).func(*job.args, **job.kwargs)
+        with context.running(task_context(job)):
+            value = lookup(job.task_name).func(*job.args, **job.kwargs)
     except BaseException as exc:
         error = outcomes.error_text(exc)
         if not isinstance(exc, Exception):
