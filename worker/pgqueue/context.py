@@ -10,8 +10,7 @@ shared between tasks and other code cannot mistake "not in a task" for an empty 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,22 +38,26 @@ class TaskContext:
     has_reply_key: bool
 
 
-_running: TaskContext | None = None
+# How to build the running task's context: built when asked, since most tasks never ask and a
+# short task's run must not pay for it.
+_source: Callable[[], TaskContext] | None = None
 
 
 def current() -> TaskContext:
     """The context of the task running in this process; raises :class:`NotInTask` outside one."""
-    if _running is None:
+    source = _source
+    if source is None:
         raise NotInTask("pgqueue.current() is only available while a task runs in a pgqueue worker")
-    return _running
+    return source()
 
 
-@contextmanager
-def running(ctx: TaskContext) -> Iterator[None]:
-    """Make ``ctx`` the current task's for the duration of its run."""
-    global _running  # noqa: PLW0603 - one running task per process (see the module docstring)
-    _running = ctx
-    try:
-        yield
-    finally:
-        _running = None
+def enter(source: Callable[[], TaskContext]) -> None:
+    """A task starts: ``current()`` returns what ``source`` builds until :func:`leave`."""
+    global _source  # noqa: PLW0603 - one running task per process (see the module docstring)
+    _source = source
+
+
+def leave() -> None:
+    """The task returned or raised: ``current()`` raises again."""
+    global _source  # noqa: PLW0603
+    _source = None

@@ -17,7 +17,7 @@ import signal
 import time
 from types import FrameType
 
-from pgqueue import outcomes
+from pgqueue import context, outcomes
 from pgqueue.jobs import Job, Report, run_one, too_late
 
 
@@ -59,7 +59,9 @@ class InlineRunner:
                 self._armed = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except TimeLimitExceeded as exc:
-            # The alarm came after the task returned, while its result was being encoded.
+            # The alarm came after the task returned, while its result was being encoded (or
+            # its context cleared: clear it, whatever the alarm interrupted).
+            context.leave()
             return outcomes.RunResult(
                 False, None, f"TimeLimitExceeded: {exc}", time.monotonic() - wall, wall
             )

@@ -8,6 +8,7 @@ reason of :func:`pgqueue.outcomes.deadline_passed`).
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def too_late(job: Job, now: float) -> NotStarted | None:
 
 
 def task_context(job: Job) -> context.TaskContext:
-    """What ``pgqueue.current()`` returns while the job runs (its deadline on the wall clock)."""
+    """What ``pgqueue.current()`` returns while the job runs (its deadline on the wall clock,
+    as of the moment it is asked)."""
     deadline = (
         None
         if job.deadline is None
@@ -102,14 +104,16 @@ def task_context(job: Job) -> context.TaskContext:
 def run_one(job: Job, wall: float) -> outcomes.RunResult:
     """Run the task; whatever it raises or returns becomes a report (never an exception)."""
     started = time.perf_counter()
+    context.enter(functools.partial(task_context, job))
     try:
-        with context.running(task_context(job)):
-            value = lookup(job.task_name).func(*job.args, **job.kwargs)
+        value = lookup(job.task_name).func(*job.args, **job.kwargs)
     except BaseException as exc:
         error = outcomes.error_text(exc)
         if not isinstance(exc, Exception):
             traceback.print_exc()
         return outcomes.RunResult(False, None, error, time.perf_counter() - started, wall)
+    finally:
+        context.leave()
     text, why = outcomes.encode_result(value) if job.want_reply else (None, "")
     ok = text is not None or not job.want_reply
     return outcomes.RunResult(ok, text, why, time.perf_counter() - started, wall)
