@@ -11,8 +11,9 @@ from pgqueue import _version, admin
 from pgqueue.aclient import AsyncClient
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
 from pgqueue.client import Client, Message, Submitted
+from pgqueue.context import TaskContext, current
 from pgqueue.defaults import configure
-from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
+from pgqueue.errors import ConfigurationError, EnqueueError, NotInTask, PgQueueError
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
 from pgqueue.periodic import periodic
@@ -40,16 +41,19 @@ __all__ = [
     "FlagState",
     "Gate",
     "Message",
+    "NotInTask",
     "PgQueueError",
     "QueueStats",
     "RoutingDispatcher",
     "Submitted",
+    "TaskContext",
     "TaskHandle",
     "TaskOptions",
     "WorkerSettings",
     "__version__",
     "admin",
     "configure",
+    "current",
     "migrate",
     "parse_flag_value",
     "periodic",

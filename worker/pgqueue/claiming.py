@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import dberrors, outcomes, sqlfiles
+from pgqueue import dberrors, limits, outcomes, sqlfiles
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Cursor:
 
 
 def claimed_from_row(row: dict[str, Any], now: float) -> outcomes.Claimed:
+    asked, ignored = limits.requested(row["payload"])
     return outcomes.Claimed(
         msg_id=row["msg_id"],
         queue=row["queue"],
@@ -75,6 +76,8 @@ def claimed_from_row(row: dict[str, Any], now: float) -> outcomes.Claimed:
         deadline_in=row["deadline_in"],
         claimed_at=now,
         claim_token=row["claim_token"],
+        requested=asked,
+        ignored=tuple(ignored),
     )
 
 

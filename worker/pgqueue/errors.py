@@ -38,3 +38,7 @@ class TaskRegistrationError(PgQueueError):
 
 class EmbeddedPostgresError(PgQueueError):
     """The embedded Postgres server could not be started or stopped."""
+
+
+class NotInTask(PgQueueError):
+    """``pgqueue.current()`` was called outside a running task."""

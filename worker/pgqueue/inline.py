@@ -17,7 +17,7 @@ import signal
 import time
 from types import FrameType
 
-from pgqueue import outcomes
+from pgqueue import context, outcomes
 from pgqueue.jobs import Job, Report, run_one, too_late
 
 
@@ -32,30 +32,36 @@ class InlineRunner:
     def __init__(self, limit: float) -> None:
         self.limit = limit
         self._armed = False
+        self._running_limit = limit
         signal.signal(signal.SIGALRM, self._alarm)
 
     def _alarm(self, _signum: int, _frame: FrameType | None) -> None:
         if self._armed:
             self._armed = False  # once: a late alarm never lands outside the run
-            raise TimeLimitExceeded(f"interrupted after {self.limit:g}s")
+            raise TimeLimitExceeded(f"interrupted after {self._running_limit:g}s")
 
     def run(self, job: Job) -> Report:
-        """The job's report, as a slot child would send it."""
+        """The job's report, as a slot child would send it; its timer is the job's own limit
+        (``job.time_limit``, see :func:`pgqueue.jobs.job_for`), at most the runner's."""
         wall = time.monotonic()
         late = too_late(job, wall)
         if late is not None:
             return late
+        limit = min(self.limit, job.time_limit or self.limit)
         try:
             try:
                 self._armed = True
-                signal.setitimer(signal.ITIMER_REAL, self.limit)
+                self._running_limit = limit
+                signal.setitimer(signal.ITIMER_REAL, limit)
                 # run_one catches what the task raises, the timer's exception included.
                 return run_one(job, wall)
             finally:
                 self._armed = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except TimeLimitExceeded as exc:
-            # The alarm came after the task returned, while its result was being encoded.
+            # The alarm came after the task returned, while its result was being encoded (or
+            # its context cleared: clear it, whatever the alarm interrupted).
+            context.leave()
             return outcomes.RunResult(
                 False, None, f"TimeLimitExceeded: {exc}", time.monotonic() - wall, wall
             )

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from pgqueue import limits
 from pgqueue.replies import ReplyStatus
 
 
@@ -31,6 +32,10 @@ class Claimed:
     deadline_in: float | None
     claimed_at: float = 0.0  # monotonic clock of the worker when the claim returned
     claim_token: int = 0  # the claim's fence (with msg_id): no re-claim repeats it
+    # Its per-task options (payload headers, see pgqueue.limits) and the ones it got wrong,
+    # which are ignored: the worker's settings apply to those.
+    requested: limits.Requested = limits.DEFAULT
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +138,10 @@ def _bad_task_name(name: str) -> str | None:
 def admit(
     msg: Claimed, known_tasks: set[str] | frozenset[str], max_attempts: int
 ) -> Work | DeadLetter:
-    """The drop branches (§3.7, §3.9): malformed, unknown task, too many attempts, deadline."""
+    """The drop branches (§3.7, §3.9): malformed, unknown task, too many attempts, deadline.
+
+    ``max_attempts`` is the worker's: the message's own, when it asks for fewer, applies.
+    """
     payload = msg.payload
     if not isinstance(payload, dict):
         return DeadLetter(
@@ -155,6 +163,7 @@ def admit(
         )
     if msg.task_name not in known_tasks:
         return DeadLetter(f"unknown task {msg.task_name!r} on queue {msg.queue!r}")
+    max_attempts = limits.max_attempts(msg.requested, max_attempts)
     if msg.read_ct > max_attempts:
         return DeadLetter(
             f"max attempts exceeded: claimed {msg.read_ct} times (max_attempts={max_attempts}); "
@@ -181,7 +190,11 @@ def settle(
     retry_backoff_max: float,
     max_error_bytes: int = 65536,
 ) -> Action:
-    """What to write after a run (§3.4–3.6, §3.8); every text is made :func:`storable`."""
+    """What to write after a run (§3.4–3.6, §3.8); every text is made :func:`storable`.
+
+    ``max_attempts`` and ``retry_backoff`` are the worker's; the message's own options apply
+    below its ceiling (:mod:`pgqueue.limits`).
+    """
     request_reply = msg.reply_key is not None
     error = storable(run.error, max_error_bytes)
     if run.ok:
@@ -200,8 +213,9 @@ def settle(
     if request_reply:
         # One attempt: a re-run could spend real money twice; the caller decides.
         return Ack(ReplyStatus.FAILED, None, error, "failed")
-    if msg.read_ct < max_attempts:
-        return Retry(backoff(msg.read_ct, retry_backoff, retry_backoff_max), error)
+    if msg.read_ct < limits.max_attempts(msg.requested, max_attempts):
+        base = limits.retry_backoff(msg.requested, retry_backoff)
+        return Retry(backoff(msg.read_ct, base, retry_backoff_max), error)
     return DeadLetter(f"failed after {msg.read_ct} attempts: {error}")
 
 

@@ -202,7 +202,10 @@ class WorkerSettings(ConnectionSettings):
     task_time_limit: float = Field(
         default=300.0,
         gt=0,
-        description="Hard limit of one task run, seconds; then the child is killed. Default 300.",
+        description=(
+            "Hard limit of one task run, seconds; then the child is killed. A task's own "
+            "time_limit applies when shorter, never when longer. Default 300."
+        ),
     )
     lease: float = Field(
         default=60.0,
@@ -215,10 +218,18 @@ class WorkerSettings(ConnectionSettings):
     max_attempts: int = Field(
         default=5,
         ge=1,
-        description="Attempts of a fire-and-forget task before it is dead-lettered. Default 5.",
+        description=(
+            "Attempts of a fire-and-forget task before it is dead-lettered; a task's own "
+            "max_attempts applies when lower, never when higher. Default 5."
+        ),
     )
     retry_backoff: float = Field(
-        default=1.0, gt=0, description="First retry delay, seconds; doubles per attempt. Default 1."
+        default=1.0,
+        gt=0,
+        description=(
+            "First retry delay, seconds; doubles per attempt. A task's own retry_backoff "
+            "replaces it (retry_backoff_max still caps every delay). Default 1."
+        ),
     )
     retry_backoff_max: float = Field(
         default=300.0, gt=0, description="Cap of the retry delay, seconds. Default 300."

@@ -161,9 +161,10 @@ class Lost:
 class Slot:
     """One child process and the jobs handed to it that have not reported back."""
 
-    def __init__(self, index: int, modules: list[str]) -> None:
+    def __init__(self, index: int, modules: list[str], time_limit: float) -> None:
         self.index = index
         self._modules = modules
+        self.time_limit = time_limit  # the worker's: a message's own limit applies below it
         self.outstanding: dict[int, Handed] = {}  # msg_id → job, in the order handed
         self.expected = 0.0  # seconds of expected work among the outstanding jobs
         self.ready = False
@@ -255,7 +256,7 @@ class Slot:
         jobs = []
         for msg, work, expected in items:
             self._seq += 1
-            jobs.append(job_for(self._seq, msg, work, expected))
+            jobs.append(job_for(self._seq, msg, work, expected, self.time_limit))
         try:
             self.conn.send(jobs)
         except (OSError, ValueError):

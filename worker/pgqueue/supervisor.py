@@ -38,6 +38,7 @@ from pgqueue import (
     db,
     dberrors,
     jobs,
+    limits,
     metrics,
     outcomes,
     registry,
@@ -139,7 +140,9 @@ class Worker:
             limit = min(self.s.task_time_limit, self.s.lease / 3, self.s.heartbeat_staleness / 2)
             self._inline = InlineRunner(limit)
         else:
-            self.slots = [Slot(i, self.s.tasks) for i in range(self.s.concurrency)]
+            self.slots = [
+                Slot(i, self.s.tasks, self.s.task_time_limit) for i in range(self.s.concurrency)
+            ]
         metrics.SLOTS.set(len(self.slots) or 1)
         log.info(
             "worker %s: queues=%s pool=%s slots=%d tasks=%d lease=%.0fs time_limit=%gs db=%s",
@@ -222,7 +225,7 @@ class Worker:
                 self._renew()
             for slot in busy:
                 running = slot.running()
-                if running is not None and now >= running[1] + self.s.task_time_limit:
+                if running is not None and now >= running[1] + self._limit(running[0]):
                     self._time_limit(slot, running[0].msg_id)
                 elif running is not None and now >= running[1] + self._steal_after():
                     self._unblock(slot, running[0], now - running[1])
@@ -246,8 +249,12 @@ class Worker:
             if slot.busy:
                 running = slot.running()
                 # Nothing started yet: whatever starts next cannot hit its limit before this.
-                started = running[1] if running is not None else now
-                wake_at.append(started + self.s.task_time_limit)
+                if running is None:
+                    wake_at.append(now + min(self._limit(m) for m in slot.held()))
+                    started = now
+                else:
+                    started = running[1]
+                    wake_at.append(started + self._limit(running[0]))
                 if running is not None and started + self._steal_after() > now:
                     wake_at.append(started + self._steal_after())
         timeout = max(0.0, min(wake_at) - now)
@@ -398,6 +405,13 @@ class Worker:
         self._queue_turn = (self._queue_turn + 1) % len(queues)
         self.stats.claimed += len(claimed)
         for msg in claimed:
+            if msg.ignored:
+                log.warning(
+                    "msg_id=%d task=%s: per-task options ignored, the worker's settings apply: %s",
+                    msg.msg_id,
+                    outcomes.metric_task(msg.task_name, self.known),
+                    "; ".join(msg.ignored),
+                )
             if self._adopt(msg):
                 continue
             verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
@@ -504,7 +518,7 @@ class Worker:
             msg, work = self.buffer.popleft()
             self._inline_seq += 1
             expected = self._expected(msg.task_name) or 0.0
-            report = runner.run(jobs.job_for(self._inline_seq, msg, work, expected))
+            report = runner.run(jobs.job_for(self._inline_seq, msg, work, expected, runner.limit))
             self._reported([(msg, report)])
             if self.buffer and time.monotonic() >= turn_ends:
                 # The loop writes the acks and renews, then comes straight back for the rest.
@@ -590,6 +604,10 @@ class Worker:
         )
         self.settler.add(msg, verdict)
 
+    def _limit(self, msg: outcomes.Claimed) -> float:
+        """A run's hard limit in a slot: the message's own, at most the worker's."""
+        return limits.time_limit(msg.requested, self.s.task_time_limit)
+
     def _time_limit(self, slot: Slot, culprit: int) -> None:
         self._lost(slot.kill(), culprit=culprit)
 
@@ -602,7 +620,7 @@ class Worker:
             if culprit is None:
                 error = f"WorkerLost: the task's child process died (exit code {lost.exitcode})"
             elif msg.msg_id == culprit:
-                error = f"TimeLimitExceeded: killed after {self.s.task_time_limit:g}s"
+                error = f"TimeLimitExceeded: killed after {self._limit(msg):g}s"
             else:
                 # The culprit finished as it was killed; a job just begun was not at fault.
                 release.append(msg)
