@@ -18,8 +18,8 @@ from prometheus_client import start_http_server
 
 from pgqueue import admin
 from pgqueue.embedded import free_port
+from pgqueue_operator import depth as operator_depth
 from pgqueue_operator import metrics as operator_metrics
-from pgqueue_operator import sampling
 from tests.support import grafana
 from tests.support.e2e_prometheus import Prometheus
 from tests.support.exporters import (
@@ -83,7 +83,7 @@ def test_dashboard_depth_equals_the_tables_with_two_sources(
     queues = sorted({q for q, _ in expected})
     operator_metrics.revive("shop", "orders")
     operator_metrics.record_depth(
-        "shop", "orders", sampling.summarise(admin.queue_stats(pg_dsn), queues)
+        "shop", "orders", operator_depth.summarise(admin.queue_stats(pg_dsn), queues)
     )
     operator_port = free_port()
     server, _ = start_http_server(operator_port, "127.0.0.1", registry=operator_metrics.REGISTRY)
