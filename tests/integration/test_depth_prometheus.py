@@ -81,6 +81,16 @@ def test_dashboard_depth_equals_the_tables_with_two_sources(
     # The operator's series for a PgQueueWorker "orders" in namespace "shop", as its sampler
     # records them (honorLabels keeps their namespace, as the chart's ServiceMonitor does).
     queues = sorted({q for q, _ in expected})
+    # The operator's registry is process-wide: other tests of this session (the fault tier's
+    # sampler, say) leave their fleets' series in it, which this scrape must not count.
+    others = {
+        (sample.labels["namespace"], sample.labels["pgqueueworker"])
+        for family in operator_metrics.REGISTRY.collect()
+        for sample in family.samples
+        if "namespace" in sample.labels and "pgqueueworker" in sample.labels
+    } - {("shop", "orders")}
+    for namespace, name in others:
+        operator_metrics.forget(namespace, name)
     operator_metrics.revive("shop", "orders")
     operator_metrics.record_depth(
         "shop", "orders", operator_depth.summarise(admin.queue_stats(pg_dsn), queues)
