@@ -212,6 +212,9 @@ async def test_a_reply_forged_on_the_shared_channel_is_not_believed(pg_dsn: str)
                     assert time.monotonic() < deadline, "the call's message never came"
                     time.sleep(0.02)
                 key = str(row[0])
+                # The call's message can land before the listener's LISTEN does: a NOTIFY sent
+                # before it is heard by no one, so wait for the listener to be in place.
+                wait_until(lambda: listener.live, 30, "the reply listener to be listening")
                 forged = json.dumps({"k": key, "s": "completed", "r": "forged", "e": ""})
                 heard = listener.delivered
                 admin.execute("SELECT pg_notify('pgqueue_reply', %s)", (forged,))
