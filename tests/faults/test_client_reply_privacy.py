@@ -70,7 +70,7 @@ def test_a_connect_only_role_cannot_read_or_forge_a_reply(
         psycopg.connect(snoop_dsn, autocommit=True) as mouth,
     ):
         assert client.call("t.sleep", [0], timeout=30).ok  # the listener is in place
-        listener = client._listener
+        listener = client.listener
         assert listener is not None and listener.live
 
         # The role cannot read the reply table, nor the secret that names private channels.

@@ -156,7 +156,7 @@ def test_a_client_created_before_a_fork_works_in_both_processes(pg_dsn: str) -> 
             code = 1
             try:
                 c.enqueue("demo.noop")
-                code = 0 if c._pid == os.getpid() else 2
+                code = 0 if c.pid == os.getpid() else 2
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)

@@ -33,7 +33,7 @@ def _reset_statements(dsn: str) -> None:
 
 
 def _listening(client: Client) -> bool:
-    listener = client._listener
+    listener = client.listener
     return listener is not None and listener.live
 
 
@@ -54,7 +54,7 @@ def test_a_listening_caller_gets_a_small_reply_from_its_notify_and_the_row_is_cl
         failed = client.call("demo.fail", ["boom"], timeout=20)
         assert (failed.kind, "boom" in failed.error) == ("task_error", True), failed
         assert _reply_reads(pg_dsn) == 0
-        assert client._listener is not None and client._listener.inline >= 21
+        assert client.listener is not None and client.listener.inline >= 21
         # The listener deletes the rows it handed over: nothing is left for the sweep.
         runs.wait_replies_taken(pg_dsn)
 
@@ -87,12 +87,12 @@ def test_a_reply_reads_the_same_from_the_notify_as_from_the_row(
     ):
         assert listening.call("demo.echo", ["warm-up"], timeout=20).ok
         wait_until(lambda: _listening(listening), 10, "the reply listener to be in place")
-        assert listening._listener is not None
+        assert listening.listener is not None
         # The warm-up may have been polled (its reply can beat the listener's LISTEN).
-        before = listening._listener.inline
+        before = listening.listener.inline
         inline = listening.call("demo.echo", kwargs=kwargs, timeout=20)
         polled = polling.call("demo.echo", kwargs=kwargs, timeout=20)
-    assert listening._listener.inline == before + 1
+    assert listening.listener.inline == before + 1
     assert inline.ok and polled.ok
     assert json.dumps(inline.value) == json.dumps(polled.value)
     assert inline.value == {"args": [], "kwargs": kwargs}
@@ -179,10 +179,10 @@ def test_a_reply_wakes_only_the_client_that_waits_for_it(
         for client in (caller, bystander):
             assert client.call("demo.echo", ["warm-up"], timeout=20).ok
             wait_until(lambda c=client: _listening(c), 10, "the reply listener to be in place")
-        assert caller._listener is not None and bystander._listener is not None
-        before = bystander._listener.delivered, caller._listener.delivered
+        assert caller.listener is not None and bystander.listener is not None
+        before = bystander.listener.delivered, caller.listener.delivered
         for i in range(20):
             assert caller.call("demo.echo", [i], timeout=20).ok
         # Each reply was notified on the caller's own channel: the other process slept.
-        assert caller._listener.delivered - before[1] == 20
-        assert bystander._listener.delivered == before[0]
+        assert caller.listener.delivered - before[1] == 20
+        assert bystander.listener.delivered == before[0]

@@ -115,7 +115,7 @@ def test_calls_with_a_unique_key_attach_to_the_first_ones_reply(
         for t in callers:
             t.start()
         wait_until(
-            lambda: all(c._listener and c._listener.live for c in (client, other)),
+            lambda: all(c.listener and c.listener.live for c in (client, other)),
             30,
             "both reply listeners to be in place",
         )

@@ -545,6 +545,18 @@ class Client:
             if polls >= self.settings.poll_flat:
                 pause = min(pause * 2, self.settings.poll_max)
 
+    @property
+    def listener(self) -> ReplyListener | None:
+        """This client's reply listener once a call has started it (its counters: ``delivered``,
+        ``inline``), else None; the same attribute as ``AsyncClient.listener``."""
+        return self._listener
+
+    @property
+    def pid(self) -> int:
+        """The process whose connections this client holds: after a fork the child's first use
+        opens its own (never the parent's sockets) and this becomes the child's pid."""
+        return self._pid
+
     def _reply_listener(self) -> ReplyListener | None:
         if self.settings.pooled:
             return None  # LISTEN does not survive a transaction pooler
