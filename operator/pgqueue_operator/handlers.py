@@ -4,7 +4,7 @@ decides (``reconciling``, ``sampling``, ``gatesync``) and applies the decisions 
 - create / update / resume of a PgQueueWorker → reconcile (children, status, gate);
 - a resync timer → reconcile again (heals drift of children and of the flag row);
 - a sample timer → queue depth into status and metrics, autoscaling (a reconcile when the
-  replicas move);
+  replicas move), and each worker pod's deletion cost from its heartbeat (``costing``);
 - ConfigMap events → gate sync of every PgQueueWorker whose ``spec.gate`` names it (an index);
 
 Secrets are not watched: the operator reads each PgQueueWorker's database Secret by name on every
@@ -26,6 +26,7 @@ import kopf
 
 from pgqueue_operator import API_VERSION, GROUP, KIND, PLURAL, VERSION, conditions, metrics
 from pgqueue_operator.bounding import Deadlines
+from pgqueue_operator.costing import DeletionCosts
 from pgqueue_operator.decisions import Result
 from pgqueue_operator.gatesync import GateSync
 from pgqueue_operator.kube import Kube
@@ -45,6 +46,7 @@ class Parts:
     reconciler: Reconciler
     sampler: Sampler
     gates: GateSync
+    costs: DeletionCosts
 
 
 @dataclass
@@ -63,10 +65,14 @@ class Runtime:
         except kubeconfig.ConfigException:
             kubeconfig.load_kube_config()  # type: ignore[no-untyped-call]
         kube = Kube(client.ApiClient())
-        # One Deadlines for all three: its one-outstanding-call-per-key rule spans them.
+        # One Deadlines for every part: its one-outstanding-call-per-key rule spans them.
         deadlines = Deadlines(self.config.database_timeout)
         self.parts = Parts(
-            kube, Reconciler(kube, deadlines), Sampler(kube, deadlines), GateSync(kube, deadlines)
+            kube,
+            Reconciler(kube, deadlines),
+            Sampler(kube, deadlines),
+            GateSync(kube, deadlines),
+            DeletionCosts(kube, deadlines),
         )
         return self.parts
 
@@ -150,6 +156,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
     @kopf.timer(*resource, interval=config.sample_interval, id="sample", registry=registry)
     def sample(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         parts = runtime.ready
+        # First, so a scale-in decided below finds the costs fresh. Never raises.
+        parts.costs.update(body)
         result = parts.sampler.sample(body)
         if result.rescale is not None:  # the Deployment follows status.autoscaling: reconcile
             result = parts.reconciler.reconcile(result.applied_to(body)).merge(result)

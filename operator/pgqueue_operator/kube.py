@@ -28,6 +28,7 @@ FIELD_MANAGER = "pgqueue-operator"
 REQUEST_TIMEOUT = (5.0, 15.0)
 
 _COLLECTIONS: dict[tuple[str, str], str] = {
+    ("v1", "Pod"): "/api/v1/namespaces/{ns}/pods",
     ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
     ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
     ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets",
@@ -52,7 +53,8 @@ def path_of(api_version: str, kind: str, namespace: str, name: str) -> str:
 class Kube:
     """A thin dict-in, dict-out client over one ``kubernetes.client.ApiClient``.
 
-    It implements :class:`~pgqueue_operator.verbs.ChildVerbs`, and the status patch and raw
+    It implements :class:`~pgqueue_operator.verbs.ChildVerbs` and
+    :class:`~pgqueue_operator.verbs.PodVerbs`, and the status patch and raw
     requests the handlers and the tests use.
     """
 
@@ -147,6 +149,25 @@ class Kube:
             raise SecretError(f"Secret {namespace}/{name} key {key!r} is not UTF-8 text") from None
         meta = secret.get("metadata") or {}
         return SecretValue(value, f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}")
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector (one page: a fleet is far below the API's limit)."""
+        path = _COLLECTIONS[("v1", "Pod")].format(ns=namespace)
+        listed = self.request("GET", path, query=[("labelSelector", selector)])
+        return list(listed.get("items") or [])
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> bool:
+        """Merge-patch a pod's annotations (only those keys); False when the pod is gone."""
+        try:
+            self.request(
+                "PATCH",
+                path_of("v1", "Pod", namespace, name),
+                body={"metadata": {"annotations": annotations}},
+                content_type="application/merge-patch+json",
+            )
+        except NotFound:
+            return False
+        return True
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource of a PgQueueWorker (gone: ignored)."""

@@ -56,12 +56,12 @@ GATE_FLIPS = Counter(
 )
 SYNC_ERRORS = Counter(
     "pgqueue_operator_errors_total",
-    "Reconcile, gate-sync and sampling errors, by stage.",
+    "Reconcile, gate-sync, sampling and pod deletion-cost errors, by stage.",
     [*_OWNER, "stage"],
     registry=REGISTRY,
 )
 
-STAGES = ("reconcile", "gate", "sample")
+STAGES = ("reconcile", "gate", "sample", "costs")
 _lock = threading.Lock()
 _queues: dict[tuple[str, str], set[str]] = {}
 _forgotten: set[tuple[str, str]] = set()

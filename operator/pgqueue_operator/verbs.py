@@ -43,3 +43,18 @@ class ChildVerbs(KubeVerbs, Protocol):
         ...
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+
+
+class PodVerbs(Protocol):
+    """The worker pods' deletion costs: list them by label, annotate one (least privilege: the
+    chart grants ``list`` and ``patch`` on pods and nothing else on them)."""
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> bool:
+        """Merge ``annotations`` into the pod's; False when the pod is gone."""
+        ...
+
+
+class CostVerbs(KubeVerbs, PodVerbs, Protocol):
+    """The sampler's reads plus the pod verbs: what the deletion costs need."""

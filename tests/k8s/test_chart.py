@@ -34,6 +34,8 @@ NAMESPACED_VERBS = {
     ("create", "poddisruptionbudgets.policy"),
     ("create", "servicemonitors.monitoring.coreos.com"),
     ("watch", "configmaps"),
+    ("list", "pods"),
+    ("patch", "pods"),
     ("get", "secrets"),
     ("create", "events"),
     ("patch", "events.events.k8s.io"),
@@ -272,7 +274,12 @@ def test_install_and_uninstall(
             assert not can_i_anywhere(kube, sa, verb, "secrets"), verb
             assert not can_i(kube, sa, verb, "secrets", watched), verb
         assert not can_i(kube, sa, "update", "secrets", watched)
-        assert not can_i(kube, sa, "delete", "pods", watched)
+        # Pods: listed by label and their deletion cost patched, nothing more (scale-in order).
+        for verb in ("get", "watch", "create", "update", "delete", "deletecollection"):
+            assert not can_i(kube, sa, verb, "pods", watched), verb
+        for verb in ("create", "get"):
+            assert not can_i(kube, sa, verb, "pods/exec", watched), verb
+        assert not can_i(kube, sa, "create", "pods/eviction", watched)
         if mode == "namespaced":
             kube.kubectl("get", "role", name, "-n", watched)
             kube.kubectl("get", "rolebinding", name, "-n", watched)

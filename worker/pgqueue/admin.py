@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pgqueue import db, sqlfiles
+from pgqueue import db, registry, sqlfiles
 
 GATE_FLAG = "pg_queue_enabled"
 
@@ -207,6 +207,15 @@ def queue_stats(
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
     return [QueueStats(**row) for row in rows]  # type: ignore[arg-type]
+
+
+def workers(
+    dsn: str, *, pooled: bool = False, connect_timeout: float = 5.0
+) -> list[registry.WorkerRow]:
+    """The worker registry: one row per worker process with its busy slots and heartbeat age
+    (the operator's pod deletion costs are read from it; stale rows included)."""
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
+        return registry.workers(conn)
 
 
 def dead_letters(

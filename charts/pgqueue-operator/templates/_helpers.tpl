@@ -79,6 +79,11 @@ ClusterRole (all namespaces) or by one Role per watched namespace.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch]
+{{- /* The worker pods' pod-deletion-cost annotation (scale-in takes idle pods first): list them
+  by label and patch that annotation; no get, watch, create, update or delete. */}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

@@ -23,6 +23,8 @@ class FakeKube:
             self.put_secret(name, dsn)
         self.applied: list[tuple[str, str]] = []
         self.fail_kind: str | None = None
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.annotated: list[tuple[str, dict[str, str]]] = []
 
     def put(self, kind: str, name: str, data: dict[str, str]) -> None:
         """Create or update: the resourceVersion moves, as the API server's would."""
@@ -61,3 +63,20 @@ class FakeKube:
         meta = secret["metadata"]
         value = base64.b64decode(secret["data"][key]).decode()
         return SecretValue(value, f"{meta['uid']}/{meta['resourceVersion']}")
+
+    def put_pod(self, name: str, labels: dict[str, str], **meta: Any) -> None:
+        self.pods[name] = {"metadata": {"name": name, "namespace": "ns", "labels": labels, **meta}}
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        wanted = dict(part.split("=", 1) for part in selector.split(","))
+        return [
+            pod for pod in self.pods.values() if wanted.items() <= pod["metadata"]["labels"].items()
+        ]
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> bool:
+        pod = self.pods.get(name)
+        if pod is None:
+            return False
+        self.annotated.append((name, annotations))
+        pod["metadata"].setdefault("annotations", {}).update(annotations)
+        return True
