@@ -3,7 +3,8 @@ Celery, PgQueuer and a raw SKIP LOCKED loop.
 
 One run starts every server it compares on (an embedded Postgres with fsync and synchronous
 commit on, a private redis-server, a PgBouncer in transaction mode) and every consumer as a
-subprocess, runs the five scenarios, and writes ``results.json``, ``results.md`` and PNG plots.
+subprocess, runs the scenarios (``bench.params.SCENARIOS``), and writes ``results.json``,
+``results.md`` and PNG plots.
 It stops every process it started, also on Ctrl-C or failure. Optional dependencies (PgQueuer,
 asyncpg, matplotlib) come with the ``bench`` extra and are imported only when used.
 

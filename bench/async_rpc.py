@@ -8,8 +8,9 @@ Postgres (fsync and synchronous commit on, as the other scenarios) and one ``pgq
 - throughput: ``callers`` calls in flight for ``seconds`` (the sync client from that many
   threads sharing it, the async client from that many tasks on one event loop), calls/s.
 
-Every call echoes a number and checks it gets its own back. Prints one JSON document. Not yet
-a scenario of ``make bench`` (its registration is left to the harness's owner).
+Every call echoes a number and checks it gets its own back. Prints one JSON document. The same
+measures are scenario 8 of ``make bench`` (``async_rpc``, :func:`run_async_rpc`), with the
+harness's servers, worker start-up and warm-up, and report.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.procs import BenchError, Processes, http_status, wait_until
 from bench.servers import start_postgres
-from bench.stats import latency_ms
+from bench.stats import latency_ms, spread
 from pgqueue import AsyncClient, Client, embedded
+
+if TYPE_CHECKING:
+    from bench.scenarios import Bench
+
+log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
 WORKER_ARGS = [
@@ -118,6 +124,61 @@ async def async_throughput(dsn: str, callers: int, seconds: float) -> float:
     return sum(done) / elapsed
 
 
+def measures(
+    dsn: str, calls: int, warmup: int, seconds: float, callers: int
+) -> dict[str, Callable[[], Any]]:
+    """The four measures, in the order a run alternates them."""
+    return {
+        "sync_latency": lambda: latency_ms(sync_latency(dsn, calls, warmup)),
+        "async_latency": lambda: latency_ms(asyncio.run(async_latency(dsn, calls, warmup))),
+        "sync_calls_per_s": lambda: sync_throughput(dsn, callers, seconds),
+        "async_calls_per_s": lambda: asyncio.run(async_throughput(dsn, callers, seconds)),
+    }
+
+
+def run_async_rpc(bench: Bench) -> dict[str, Any]:
+    """Scenario 8: one ``pgqueue worker --pool inline --concurrency 2``, both clients in turn."""
+    p = bench.p
+    dsn = bench.pg.fresh_database("bench_async_rpc")
+    runs: list[dict[str, Any]] = []
+    with bench.pgqueue_workers(dsn, 1, concurrency=2, pool="inline"):
+        for r in range(p.runs):
+            todo = measures(dsn, p.async_calls, p.rpc_warmup, p.async_seconds, p.async_callers)
+            run = {name: measure() for name, measure in todo.items()}
+            log.info(
+                "async_rpc run %d: p50 ms sync %.2f async %.2f; calls/s sync %.0f async %.0f",
+                r + 1,
+                run["sync_latency"]["p50_ms"],
+                run["async_latency"]["p50_ms"],
+                run["sync_calls_per_s"],
+                run["async_calls_per_s"],
+            )
+            runs.append(run)
+    summary = {
+        client: {
+            "p50_ms": spread([run[f"{client}_latency"]["p50_ms"] for run in runs]),
+            "p99_ms": spread([run[f"{client}_latency"]["p99_ms"] for run in runs]),
+            "calls_per_s": spread([run[f"{client}_calls_per_s"] for run in runs]),
+        }
+        for client in ("sync", "async")
+    }
+    ratios = {
+        "async_vs_sync_p50": spread(
+            [run["async_latency"]["p50_ms"] / run["sync_latency"]["p50_ms"] for run in runs]
+        ),
+        "async_vs_sync_calls_per_s": spread(
+            [run["async_calls_per_s"] / run["sync_calls_per_s"] for run in runs]
+        ),
+    }
+    return {
+        "callers": p.async_callers,
+        "worker": "1 pgqueue worker --pool inline --concurrency 2",
+        "runs": runs,
+        "summary": summary,
+        "ratios": ratios,
+    }
+
+
 def run(calls: int, warmup: int, seconds: float, callers: int, runs: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="pgqueue-bench-async-"))
     procs = Processes(workdir)
@@ -136,15 +197,10 @@ def run(calls: int, warmup: int, seconds: float, callers: int, runs: int) -> dic
             return http_status(f"http://127.0.0.1:{port}/readyz") == 200
 
         wait_until(ready, 60, "pgqueue worker /readyz", pause=0.05)
-        measures: dict[str, Callable[[], Any]] = {
-            "sync_latency": lambda: latency_ms(sync_latency(dsn, calls, warmup)),
-            "async_latency": lambda: latency_ms(asyncio.run(async_latency(dsn, calls, warmup))),
-            "sync_calls_per_s": lambda: sync_throughput(dsn, callers, seconds),
-            "async_calls_per_s": lambda: asyncio.run(async_throughput(dsn, callers, seconds)),
-        }
-        figures: dict[str, list[Any]] = {name: [] for name in measures}
+        todo = measures(dsn, calls, warmup, seconds, callers)
+        figures: dict[str, list[Any]] = {name: [] for name in todo}
         for _ in range(runs):
-            for name, measure in measures.items():
+            for name, measure in todo.items():
                 figures[name].append(measure())
         return {
             "params": {

@@ -18,6 +18,7 @@ from typing import NoReturn
 import psycopg
 
 from bench import PRESETS, run
+from bench.params import SCENARIOS
 from pgqueue.errors import PgQueueError
 
 PROG = "python -m bench"
@@ -103,6 +104,26 @@ _OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
         "Comma-separated worker process counts W of the fleet grid (full: 2,10,40).",
     ),
     "--fleet-seconds": ("fleet_seconds", _seconds, "Window of each fleet cell (15)."),
+    "--tx-seconds": (
+        "tx_seconds",
+        _seconds,
+        "Window of each transactional-enqueue mode per run (full: 5).",
+    ),
+    "--async-calls": (
+        "async_calls",
+        _count,
+        "Sequential timed calls per client in the AsyncClient scenario (full: 1000).",
+    ),
+    "--async-seconds": (
+        "async_seconds",
+        _seconds,
+        "Throughput window per client in the AsyncClient scenario (full: 8).",
+    ),
+    "--async-callers": (
+        "async_callers",
+        _count,
+        "Calls in flight in the AsyncClient throughput (threads / tasks; 8).",
+    ),
 }
 
 
@@ -144,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         dest="scenarios",
-        choices=["drain", "rpc_latency", "rpc_throughput", "backlog", "fairness", "fleet"],
+        choices=list(SCENARIOS),
         help="Run only this scenario (repeatable; default all).",
     )
     p.add_argument(

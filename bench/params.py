@@ -9,7 +9,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-SCENARIOS = ("drain", "rpc_latency", "rpc_throughput", "backlog", "fairness", "fleet")
+SCENARIOS = (
+    "drain",
+    "rpc_latency",
+    "rpc_throughput",
+    "backlog",
+    "fairness",
+    "fleet",
+    "tx_enqueue",
+    "async_rpc",
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,12 @@ class BenchParams:
     fleet_workers: tuple[int, ...] = (2, 10, 40)
     fleet_seconds: float = 15.0
     fleet_pool: str = "inline"
+    # 7. enqueue in the caller's transaction: one window per mode and run
+    tx_seconds: float = 5.0
+    # 8. AsyncClient beside the sync Client (warm-up: rpc_warmup)
+    async_calls: int = 1_000
+    async_seconds: float = 8.0
+    async_callers: int = 8
 
     def with_changes(self, **changes: object) -> BenchParams:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -76,6 +91,10 @@ SMOKE = BenchParams(
     fleet_callers=(2, 4),
     fleet_workers=(1, 2),
     fleet_seconds=2.0,
+    tx_seconds=0.5,
+    async_calls=30,
+    async_seconds=1.0,
+    async_callers=4,
 )
 
 PRESETS = {"full": FULL, "smoke": SMOKE}

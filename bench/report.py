@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import fleet_report
+from bench import client_report, fleet_report
 from bench.stats import percentile
 
 MISSING_EXTRA = (
@@ -273,6 +273,10 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "fleet" in sc:
         lines += fleet_report.markdown(sc["fleet"], p["fleet_seconds"])
+    if "tx_enqueue" in sc:
+        lines += client_report.tx_markdown(sc["tx_enqueue"], p["tx_seconds"])
+    if "async_rpc" in sc:
+        lines += client_report.async_markdown(sc["async_rpc"], p["async_calls"], p["async_seconds"])
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()), ""]

@@ -33,6 +33,8 @@ NEEDS = {
     "backlog": [],
     "fairness": [],
     "fleet": [],
+    "tx_enqueue": [],
+    "async_rpc": [],
 }
 
 

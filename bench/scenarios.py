@@ -1,4 +1,4 @@
-"""The five scenarios, each comparing systems side by side on the same servers in one run.
+"""The scenarios, each comparing systems side by side on the same servers in one run.
 
 Method shared by all: consumers are started first and measured only once up (start-up never
 counts); each system's consumers run alone (the others are stopped, so an idle poller never steals
@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from bench import callers, pgqueuer_worker, rawloop
+from bench import async_rpc, callers, pgqueuer_worker, rawloop, transactional
 from bench.params import BenchParams
 from bench.procs import BenchError, Proc, Processes, http_status, wait_until
 from bench.servers import PgBouncer, Postgres, Redis, start_pgbouncer, start_redis
@@ -843,6 +843,14 @@ class Bench:
         from bench import fleet  # noqa: PLC0415 - fleet imports this module for its helpers
 
         return fleet.run_fleet(self)
+
+    # -- 7. enqueue in the caller's transaction, 8. AsyncClient --------------------------------
+
+    def tx_enqueue(self) -> Figures:
+        return transactional.run_tx_enqueue(self)
+
+    def async_rpc(self) -> Figures:
+        return async_rpc.run_async_rpc(self)
 
 
 def _caller_main(

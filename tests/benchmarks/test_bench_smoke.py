@@ -77,6 +77,8 @@ def test_every_scenario_reports_well_formed_figures(smoke: tuple[dict[str, Any],
         "backlog",
         "fairness",
         "fleet",
+        "tx_enqueue",
+        "async_rpc",
     }
     runs = results["params"]["runs"]
     for name, systems in SYSTEMS.items():
@@ -138,6 +140,35 @@ def test_the_fleet_grid_reports_every_column_and_checked_every_call(
     assert "## 6. Fleet" in table
     for heading in FLEET_HEADINGS:
         assert heading in table
+
+
+@pytest.mark.timeout(900)
+def test_transactional_enqueue_and_the_async_client_are_reported(
+    smoke: tuple[dict[str, Any], Path],
+) -> None:
+    results, out = smoke
+    runs = results["params"]["runs"]
+    tx = results["scenarios"]["tx_enqueue"]
+    assert len(tx["runs"]) == runs
+    assert set(tx["summary"]) == {"client_pool", "tx_1", "tx_100", "tx_100_batch"}
+    for mode, summary in tx["summary"].items():
+        assert _positive(summary["jobs_per_s"]["median"]), mode
+        per_tx = 100 if mode.startswith("tx_100") else 1
+        ratio = summary["jobs_per_s"]["median"] / summary["transactions_per_s"]["median"]
+        assert abs(ratio - per_tx) < 1e-6 * per_tx, (mode, ratio)
+    assert set(tx["ratios"]) == {f"{m}_vs_client_pool" for m in ("tx_1", "tx_100", "tx_100_batch")}
+    rpc = results["scenarios"]["async_rpc"]
+    assert len(rpc["runs"]) == runs
+    for client in ("sync", "async"):
+        summary = rpc["summary"][client]
+        assert _positive(summary["calls_per_s"]["median"]), client
+        assert 0 < summary["p50_ms"]["median"] <= summary["p99_ms"]["median"], client
+    for ratio in rpc["ratios"].values():
+        assert _positive(ratio["median"])
+    table = (out / "results.md").read_text()
+    assert "## 7. Enqueue in the caller's transaction" in table
+    assert "## 8. AsyncClient beside the sync Client" in table
+    assert "| AsyncClient |" in table
 
 
 @pytest.mark.timeout(900)
