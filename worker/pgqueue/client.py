@@ -18,29 +18,30 @@ Every wait for the server inside ``call`` is bounded by the caller's deadline (p
 ``CALL_MARGIN``, 0.25 s), whatever the network or the backend does; a pooled connection that died
 while idle is replaced on checkout, and a statement that failed before reaching the server is
 retried once on a fresh connection.
+
+The parts, one module each: :mod:`pgqueue.clientpool` (the pool, checkout and retry, the reply
+listener), :mod:`pgqueue.enqueuing` (the enqueue path); this module keeps ``submit``, ``call``
+and the wait for a reply.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from pgqueue import arguments, db, metrics, producing, sqlfiles
-from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
-from pgqueue.listening import ReplyListener, Waiter
+from pgqueue.clientpool import Conn
+from pgqueue.enqueuing import Enqueuing
+from pgqueue.errors import ConfigurationError, PgQueueError
+from pgqueue.listening import Waiter
 from pgqueue.producing import Message, TaskOptions
 from pgqueue.replies import CallResult, from_row
-from pgqueue.settings import ClientSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,6 @@ log = logging.getLogger(__name__)
 # this long to answer before its connection is given up (then the rest is scheduling).
 CALL_GRACE = 0.1
 CALL_MARGIN = 0.25  # documented bound: call(timeout=T) returns within T + CALL_MARGIN
-
-T = TypeVar("T")
-Conn = psycopg.Connection[dict[str, Any]]
 
 
 # Message and TaskOptions live in pgqueue.producing (shared with the asyncio client).
@@ -81,156 +79,8 @@ class Submitted:
         return self.client.result(self.reply_key, timeout)
 
 
-class Client:
+class Client(Enqueuing):
     """Enqueue tasks and call them; safe to share between threads."""
-
-    def __init__(self, dsn: str | None = None, settings: ClientSettings | None = None) -> None:
-        base = settings or ClientSettings()
-        self.settings = base.model_copy(update={"dsn": dsn}) if dsn else base
-        # Parsed here, once: a malformed DSN is a ConfigurationError that never shows it.
-        self._conninfo = db.conninfo(self.settings.dsn, self.settings, pooled=self.settings.pooled)
-        self._listener: ReplyListener | None = None
-        self._listener_lock = threading.Lock()
-        self._pid = os.getpid()
-        self._pool_ = self._new_pool()
-
-    def _new_pool(self) -> ConnectionPool[Conn]:
-        bound = db.io_bound(self.settings)
-
-        def configure(conn: Conn) -> None:
-            conn.io_bound = bound  # type: ignore[attr-defined]
-
-        return ConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=self.settings.pool_size,
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "prepare_threshold": None if self.settings.pooled else 5,
-                "application_name": "pgqueue-client",
-            },
-            configure=configure,
-            timeout=self.settings.connect_timeout,
-            open=True,
-            name="pgqueue-client",
-            connection_class=db.BoundedConnection,
-        )
-
-    @property
-    def _pool(self) -> ConnectionPool[Conn]:
-        """The pool of this process: a client created before a fork (gunicorn --preload, Celery
-        prefork) must not share the parent's sockets and pool threads, so a child opens its own."""
-        if os.getpid() != self._pid:
-            with self._listener_lock:
-                if os.getpid() != self._pid:
-                    self._pool_ = self._new_pool()
-                    self._listener = None
-                    self._pid = os.getpid()
-        return self._pool_
-
-    def _scrub(self, text: str) -> str:
-        return db.scrub(text, self.settings.dsn)
-
-    # -- connections -----------------------------------------------------------------------
-
-    def _checkout(self, until: float | None) -> Conn:
-        """A live pooled connection: one that died while idle is dropped without a round trip."""
-        pool = self._pool
-        for _ in range(self.settings.pool_size + 1):
-            left = self.settings.connect_timeout if until is None else until - time.monotonic()
-            if left <= 0:
-                raise PoolTimeout("no connection before the deadline")
-            conn = pool.getconn(timeout=left)
-            if not db.is_dead(conn):
-                return conn
-            conn.close()
-            pool.putconn(conn)  # closed: the pool discards it and opens a new one
-        raise psycopg.OperationalError("no live connection in the pool")
-
-    def _run(self, op: Callable[[Conn], T], until: float | None, what: str) -> T:
-        """Run ``op`` on a pooled connection, once more on a fresh one if the statement never
-        reached the server (never when it may have run)."""
-        for attempt in (1, 2):
-            conn = self._checkout(until)
-            try:
-                return op(conn)
-            except psycopg.OperationalError as exc:
-                if attempt == 1 and db.unsent(exc):
-                    log.debug("%s: retrying on a fresh connection after %s", what, exc)
-                    conn.close()
-                    continue
-                raise
-            finally:
-                self._pool.putconn(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    # -- fire and forget -------------------------------------------------------------------
-
-    def enqueue(
-        self,
-        task: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        queue: str = "default",
-        priority: int = 5,
-        tenant: str = "",
-        delay: float = 0.0,
-        options: TaskOptions | None = None,
-        unique_key: str | None = None,
-        unique_for: float = 0.0,
-        conn: psycopg.Connection[Any] | None = None,
-    ) -> int:
-        """Put one message on a queue; returns its msg_id.
-
-        ``conn``: the caller's psycopg connection; the message joins its open transaction (or
-        commits at once in autocommit). ``unique_key``: while a message with that key waits or
-        runs (and ``unique_for`` seconds from its enqueue), no other is queued: this returns the
-        holder's msg_id. ``options``: per-task limits carried by the message.
-
-        Raises :class:`~pgqueue.errors.ConfigurationError` naming a bad argument, and
-        :class:`~pgqueue.errors.EnqueueError` when the database did not take the message.
-        """
-        params = self._params(
-            task,
-            args,
-            kwargs,
-            queue,
-            priority,
-            tenant,
-            delay,
-            None,
-            None,
-            options=options,
-            unique_key=unique_key,
-            unique_for=unique_for,
-            own_transaction=conn is not None,
-        )
-        return int(self._insert(params, None, conn)["msg_id"])
-
-    def enqueue_many(
-        self, messages: Iterable[Message], *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[int]:
-        """Put a batch of messages on their queues in one statement; returns their msg_ids.
-
-        ``conn``: the caller's psycopg connection, as for :meth:`enqueue`.
-        """
-        batch = list(messages)
-        params = producing.batch_params(self.settings, batch)
-        if not batch:
-            return []
-        query = sqlfiles.query("enqueue_many")
-
-        def insert(conn: Conn) -> list[int]:
-            return [int(r["msg_id"]) for r in conn.execute(query, params).fetchall()]
-
-        try:
-            if conn is not None:
-                return [int(r["msg_id"]) for r in producing.execute_on(conn, query, params)]
-            return self._run(insert, None, "enqueue_many")
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise EnqueueError(self._scrub(f"enqueue_many failed: {exc}")) from None
 
     def submit(
         self,
@@ -283,77 +133,6 @@ class Client:
             bool(row.get("created", True)),
             self,
         )
-
-    @staticmethod
-    def _attached_key(row: Mapping[str, Any], key: str, unique_key: object) -> str:
-        """The reply key to wait on: ours, or that of the message holding the unique key."""
-        if row.get("created", True):
-            return key
-        holder = row.get("reply_key")
-        if holder is None:
-            raise EnqueueError(
-                f"unique key {unique_key!r:.80} is held by message {row['msg_id']}, which was "
-                "enqueued without a reply (enqueue, not submit or call): no reply to attach to"
-            )
-        return str(holder)
-
-    def _reply_key(self, *, shared: bool) -> str:
-        if shared:
-            return producing.shared_key()
-        listener = self._reply_listener()
-        # The listener's prefix routes the reply's NOTIFY to this process alone.
-        return listener.new_key() if listener else uuid.uuid4().hex
-
-    def _params(
-        self,
-        task: object,
-        args: object,
-        kwargs: object,
-        queue: object,
-        priority: object,
-        tenant: object,
-        delay: object,
-        reply_key: str | None = None,
-        deadline: float | None = None,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        """The enqueue statement's parameters, every argument checked (errors name it)."""
-        return producing.message_params(
-            self.settings,
-            task,
-            args,
-            kwargs,
-            queue,
-            priority,
-            tenant,
-            delay,
-            reply_key,
-            deadline,
-            **extra,
-        )
-
-    def _insert(
-        self, params: dict[str, Any], until: float | None, own: psycopg.Connection[Any] | None
-    ) -> dict[str, Any]:
-        """The message's row (msg_id; with a unique key also reply_key and created)."""
-        query = producing.statement(params)
-
-        def insert(conn: Conn) -> dict[str, Any]:
-            row = conn.execute(query, params).fetchone()
-            assert row is not None
-            return row
-
-        try:
-            if own is not None:
-                # The caller's transaction: never retried here (it may have run), never pooled.
-                return producing.execute_on(own, query, params)[0]
-            return self._run(insert, until, "enqueue")
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise EnqueueError(
-                self._scrub(f"enqueue of {params['task_name']!r} failed: {exc}")
-            ) from None
-
-    # -- request-reply ---------------------------------------------------------------------
 
     def call(
         self,
@@ -544,36 +323,6 @@ class Client:
             # Flat and fast while a short task's reply is likely, then doubling up to the cap.
             if polls >= self.settings.poll_flat:
                 pause = min(pause * 2, self.settings.poll_max)
-
-    @property
-    def listener(self) -> ReplyListener | None:
-        """This client's reply listener once a call has started it (its counters: ``delivered``,
-        ``inline``), else None; the same attribute as ``AsyncClient.listener``."""
-        return self._listener
-
-    @property
-    def pid(self) -> int:
-        """The process whose connections this client holds: after a fork the child's first use
-        opens its own (never the parent's sockets) and this becomes the child's pid."""
-        return self._pid
-
-    def _reply_listener(self) -> ReplyListener | None:
-        if self.settings.pooled:
-            return None  # LISTEN does not survive a transaction pooler
-        with self._listener_lock:
-            if self._listener is None:
-                self._listener = ReplyListener(self.settings.dsn, self.settings)
-            return self._listener
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called (a closed default client is replaced)."""
-        return bool(self._pool_.closed)
-
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-        self._pool.close()
 
     def __enter__(self) -> Client:
         return self
