@@ -114,7 +114,7 @@ class CommandError(subprocess.CalledProcessError):
     """A failed kubectl/helm call whose message carries the command's stderr."""
 
     def __str__(self) -> str:
-        return f"{super().__str__()}\nstderr:\n{_tail(self.stderr or '')}"
+        return f"{super().__str__()}\nstderr:\n{last_lines(self.stderr or '')}"
 
 
 def _run(
@@ -159,7 +159,7 @@ def ensure_tools() -> Path:
     if proc.returncode != 0 or not tools_present(directory):
         raise ControlPlaneError(
             f"hack/k8s-tools.sh failed (exit {proc.returncode}):\n"
-            + _tail(proc.stdout + proc.stderr)
+            + last_lines(proc.stdout + proc.stderr)
         )
     return directory
 
@@ -409,12 +409,12 @@ def free_port() -> int:
         return port
 
 
-def _tail(text: str, lines: int = 40) -> str:
+def last_lines(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
-class _Proc:
+class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
@@ -423,7 +423,7 @@ class _Proc:
     def tail(self, lines: int = 40) -> str:
         self.log_file.flush()
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.name} (exit={self.popen.poll()}) {self.log}\n{_tail(text, lines)}"
+        return f"--- {self.name} (exit={self.popen.poll()}) {self.log}\n{last_lines(text, lines)}"
 
 
 @dataclass
@@ -436,7 +436,7 @@ class ControlPlane:
 
     bin_dir: Path
     workdir: Path
-    procs: list[_Proc] = field(default_factory=list)
+    procs: list[ManagedProcess] = field(default_factory=list)
     cluster: KubeCluster | None = None
     startup_seconds: float = 0.0
 
@@ -444,7 +444,7 @@ class ControlPlane:
     def log_dir(self) -> Path:
         return self.workdir / "logs"
 
-    def _spawn(self, name: str, args: list[str]) -> _Proc:
+    def _spawn(self, name: str, args: list[str]) -> ManagedProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         log_file = log.open("wb")
@@ -456,7 +456,7 @@ class ControlPlane:
             start_new_session=True,  # its own process group, so stop() reaches every child
             cwd=self.workdir,
         )
-        proc = _Proc(name, popen, log, log_file)
+        proc = ManagedProcess(name, popen, log, log_file)
         self.procs.append(proc)
         return proc
 
@@ -466,7 +466,7 @@ class ControlPlane:
     def _fail(self, message: str) -> ControlPlaneError:
         return ControlPlaneError(f"{message}\n{self.logs()}")
 
-    def _await(self, what: str, proc: _Proc, ready: Any, deadline: float) -> None:
+    def _await(self, what: str, proc: ManagedProcess, ready: Any, deadline: float) -> None:
         """Poll ``ready()`` until true; fail early if ``proc`` exits, or at ``deadline``."""
         while not ready():
             if proc.popen.poll() is not None:
@@ -594,7 +594,7 @@ class ControlPlane:
         With ``keep_logs`` the logs folder survives (everything else is removed).
         """
         for proc in reversed(self.procs):
-            _terminate(proc.popen)
+            terminate_group(proc.popen)
             proc.log_file.close()
         self.procs.clear()
         self.cluster = None
@@ -611,7 +611,7 @@ class ControlPlane:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _terminate(popen: subprocess.Popen[bytes]) -> None:
+def terminate_group(popen: subprocess.Popen[bytes]) -> None:
     if popen.poll() is not None:
         return
     for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):

@@ -51,14 +51,16 @@ from tests.support.kubeapi import (
     REPO,
     ControlPlaneError,
     KubeCluster,
-    _Proc,
-    _tail,
-    _terminate,
     free_port,
     issue_certificate,
     load_pki,
     write_kubeconfig,
 )
+
+# The control plane's process helpers, under the names this module has always used.
+from tests.support.kubeapi import ManagedProcess as _Proc
+from tests.support.kubeapi import last_lines as _tail
+from tests.support.kubeapi import terminate_group as _terminate
 
 NODE_NAME = "pgqueue-node"
 SUBNET = NODE_GATEWAY.rsplit(".", 1)[0] + ".0/24"

@@ -82,6 +82,11 @@ class AsyncReplyListener:
         """A reply key routed to this listener whose reply may come in the payload."""
         return f"{self.prefix}.i.{uuid.uuid4().hex}"
 
+    @property
+    def waiting(self) -> int:
+        """Reply keys with a caller registered (a cancelled call leaves none behind)."""
+        return len(self._waiters)
+
     def register(self, reply_key: str) -> AsyncWaiter:
         waiter = AsyncWaiter()
         self._waiters[reply_key] = waiter

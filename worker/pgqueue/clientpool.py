@@ -8,6 +8,7 @@ is started here on first use, on a direct connection only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -77,6 +78,16 @@ class ClientConnections:
                     self._listener = None
                     self._pid = os.getpid()
         return self._pool_
+
+    def connection(self) -> contextlib.AbstractContextManager[Conn]:
+        """A connection of this client's pool for statements of your own (autocommit, dict
+        rows), returned to the pool on exit; e.g. ``enqueue(..., conn=)`` in a transaction."""
+        return self._pool.connection()
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's counters (psycopg_pool's ``get_stats()``: ``pool_size``,
+        ``pool_available``, ``requests_num``, …)."""
+        return self._pool.get_stats()
 
     def _scrub(self, text: str) -> str:
         return db.scrub(text, self.settings.dsn)

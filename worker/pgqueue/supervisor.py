@@ -274,7 +274,7 @@ class Worker(Leasing):
         self._start_buffered()
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
-        self._next_claim = began if full else self._next_poll(began)
+        self._next_claim = began if full else self.next_poll(began)
 
     def _adopt(self, msg: outcomes.Claimed) -> bool:
         """A claim returned a message this worker still holds: its own lease ran out (the
@@ -308,7 +308,7 @@ class Worker(Leasing):
         """The newest claim of a message leaving this worker's hands."""
         return self._adopted.pop(msg.msg_id, msg)
 
-    def _next_poll(self, began: float) -> float:
+    def next_poll(self, began: float) -> float:
         """When the periodic poll comes next: a clock of poll_interval, start to start.
 
         Claims made on an event (a task settled, a NOTIFY, a slot got ready) do not reset it.

@@ -58,7 +58,7 @@ class WorkerState:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._next_claim = 0.0
-        self._poll_at = 0.0  # the periodic poll's clock (see _next_poll)
+        self._poll_at = 0.0  # the periodic poll's clock (see next_poll)
         self._next_renew = 0.0
         self._db_retry_at = 0.0
         self._db_backoff = 0.2
