@@ -26,20 +26,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm")
 KUBECONFIG_ENV = "PGQUEUE_TEST_KUBECONFIG"
 START_TIMEOUT = 90.0
@@ -431,7 +428,7 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback, in ``workdir``.
 
     Usable outside pytest (``make demo-k8s``): ``cluster = ControlPlane(bin_dir, workdir).start()``
-    then ``.stop()``; or ``python -m tests.support.kubeapi`` to run one until Ctrl-C.
+    then ``.stop()``; or ``python -m devtools.kubeapi`` to run one until Ctrl-C.
     """
 
     bin_dir: Path
@@ -645,58 +642,6 @@ def server_of(kubeconfig: Path) -> str:
     context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
     cluster = next(c for c in config["clusters"] if c["name"] == context["context"]["cluster"])
     return str(cluster["cluster"]["server"])
-
-
-# --------------------------------------------------------------------------------------------
-# pytest fixtures.
-
-
-@pytest.fixture(scope="session")
-def kube(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KubeCluster]:
-    """The session's cluster: ``PGQUEUE_TEST_KUBECONFIG`` if set, else a private control plane."""
-    external = os.environ.get(KUBECONFIG_ENV)
-    if external:
-        directory = bin_dir()
-        helm_home = tmp_path_factory.mktemp("helm")
-        path = Path(external)
-        yield KubeCluster(
-            kubeconfig=path, server=server_of(path), bin_dir=directory, helm_home=helm_home
-        )
-        return
-
-    try:
-        directory = ensure_tools()
-    except (ControlPlaneError, OSError, subprocess.SubprocessError) as exc:
-        if in_ci():
-            raise
-        pytest.skip(f"Kubernetes tools unavailable (run `make k8s-tools`): {exc}")
-
-    workdir = Path(tempfile.mkdtemp(prefix="pgqueue-kube-"))
-    plane = ControlPlane(directory, workdir)
-    cluster = plane.start()  # raises with log tails on failure, in CI and locally alike
-    sys.stderr.write(
-        f"kubeapi: control plane up in {plane.startup_seconds:.1f}s at {cluster.server}\n"
-    )
-    try:
-        yield cluster
-    finally:
-        failed = request.session.testsfailed > 0
-        plane.stop(keep_logs=failed)
-        if failed:
-            sys.stderr.write(f"kubeapi: control-plane logs kept in {plane.log_dir}\n")
-
-
-@pytest.fixture
-def kube_namespace(kube: KubeCluster) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (without waiting for finalization)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    kube.kubectl("create", "namespace", name)
-    try:
-        yield name
-    finally:
-        kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 
 def main() -> None:

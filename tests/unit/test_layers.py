@@ -77,7 +77,7 @@ def test_the_private_import_check_sees_what_it_must() -> None:
         "from pgqueue import __version__\n"
         "from other import _private\n"
         "from .sibling import _helper, public\n"
-        "from tests.support.kubeapi import ManagedProcess as _Proc\n"
+        "from devtools.kubeapi import ManagedProcess as _Proc\n"
     )
     assert [what for _, what in private_imports(source)] == [
         "from pgqueue.supervisor import _Pending",
