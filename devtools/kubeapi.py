@@ -241,6 +241,8 @@ def make_pki(directory: Path) -> _Pki:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pgqueue-test-ca")])
     now = datetime.datetime.now(datetime.UTC)
+    # The CA's builder chain reads like _issue's on purpose: each certificate's fields stated in
+    # full, in the order x509 documents them, is what a reader checks against a TLS error.
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -463,6 +465,9 @@ class ControlPlane:
     def _fail(self, message: str) -> ControlPlaneError:
         return ControlPlaneError(f"{message}\n{self.logs()}")
 
+    # tests.support.node supervises its kubelet and containerd with the same few lines (spawn, logs,
+    # await): kept apart on purpose, as each raises its own error (ControlPlaneError, NodeError)
+    # with its own processes' logs, and the node is a test fixture, not a tool.
     def _await(self, what: str, proc: ManagedProcess, ready: Any, deadline: float) -> None:
         """Poll ``ready()`` until true; fail early if ``proc`` exits, or at ``deadline``."""
         while not ready():

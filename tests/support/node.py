@@ -313,6 +313,7 @@ class NodeRunner:
     def _fail(self, message: str) -> NodeError:
         return NodeError(f"{message}\n{self.logs()}")
 
+    # The same loop as devtools.kubeapi.ControlPlane's, on purpose: its own error, its own logs.
     def _await(self, what: str, proc: _Proc, ready: Any, deadline: float) -> None:
         while not ready():
             if proc.popen.poll() is not None:

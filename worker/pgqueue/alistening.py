@@ -177,7 +177,9 @@ class AsyncReplyListener:
             try:
                 await self._session()
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                # Callers poll on their own meanwhile; this only costs latency.
+                # Callers poll on their own meanwhile; this only costs latency. The warning below
+                # is the sync listener's too (pgqueue.listening), on purpose: the same advice
+                # whichever client hits the missing grant.
                 if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not warned:
                     warned = True
                     log.warning(

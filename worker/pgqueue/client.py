@@ -82,6 +82,9 @@ class Submitted:
 class Client(Enqueuing):
     """Enqueue tasks and call them; safe to share between threads."""
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def submit(
         self,
         task: str,
@@ -134,6 +137,9 @@ class Client(Enqueuing):
             self,
         )
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def call(
         self,
         task: str,
@@ -175,6 +181,8 @@ class Client(Enqueuing):
         metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
         return result
 
+    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
+    # one is a change to both (a shared helper would have to be both sync and async).
     def _call(
         self,
         task: object,
@@ -271,6 +279,8 @@ class Client(Enqueuing):
             return None
         return from_row(reply_key, row["status"], row["result"], row["error"])
 
+    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
+    # one is a change to both (a shared helper would have to be both sync and async).
     def _wait(
         self,
         reply_key: str,

@@ -8,6 +8,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Fields are declared one by one, each with its own range, default and description (unit and
+# default, as every setting documents), so many look alike; that is intentional: each declaration
+# is what `--help`, docs/ and the error naming the field show, and a shared helper would hide it.
+
 
 class ConnectionSettings(BaseSettings):
     """How to reach Postgres; shared by every process."""

@@ -23,6 +23,9 @@ from pgqueue.producing import Message, TaskOptions
 class Enqueuing(ClientConnections):
     """``enqueue`` and ``enqueue_many``, and the insert every enqueue, submit and call makes."""
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def enqueue(
         self,
         task: str,
@@ -108,33 +111,10 @@ class Enqueuing(ClientConnections):
         # The listener's prefix routes the reply's NOTIFY to this process alone.
         return listener.new_key() if listener else uuid.uuid4().hex
 
-    def _params(
-        self,
-        task: object,
-        args: object,
-        kwargs: object,
-        queue: object,
-        priority: object,
-        tenant: object,
-        delay: object,
-        reply_key: str | None = None,
-        deadline: float | None = None,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        """The enqueue statement's parameters, every argument checked (errors name it)."""
-        return producing.message_params(
-            self.settings,
-            task,
-            args,
-            kwargs,
-            queue,
-            priority,
-            tenant,
-            delay,
-            reply_key,
-            deadline,
-            **extra,
-        )
+    def _params(self, *args: Any, **extra: Any) -> dict[str, Any]:
+        """The enqueue statement's parameters, every argument checked (errors name it): the
+        positional arguments of :func:`pgqueue.producing.message_params` after the settings."""
+        return producing.message_params(self.settings, *args, **extra)
 
     def _insert(
         self, params: dict[str, Any], until: float | None, own: psycopg.Connection[Any] | None

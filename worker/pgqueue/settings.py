@@ -17,6 +17,10 @@ from pgqueue.connsettings import ConnectionSettings
 from pgqueue.cron import Cron
 from pgqueue.errors import ConfigurationError
 
+# Fields are declared one by one, each with its own range, default and description (unit and
+# default, as every setting documents), so many look alike; that is intentional: each declaration
+# is what `--help`, docs/ and the error naming the field show, and a shared helper would hide it.
+
 # ConnectionSettings lives in pgqueue.connsettings; it is imported from here as it always was.
 __all__ = [
     "QUEUE_NAME",
