@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from pgqueue import claiming, dberrors, metrics, outcomes, sqlfiles
+from pgqueue import claiming, dberrors, metrics, outcomes, store
 from pgqueue.finishing import Finishing
 from pgqueue.slots import Slot
 
@@ -30,9 +30,7 @@ class Leasing(Finishing):
         if not held or self._conn is None:
             return
         try:
-            rows = self._conn.execute(
-                sqlfiles.query("renew"), {"lease": self.s.lease, **claiming.fence(held)}
-            ).fetchall()
+            rows = store.renew(self._conn, self.s.lease, claiming.fence(held))
         except Exception as exc:  # the policy decides; the loop never dies here
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
                 self._db_down("renew", exc)
