@@ -19,16 +19,17 @@ Every wait for the server inside ``call`` is bounded by the caller's deadline (p
 while idle is replaced on checkout, and a statement that failed before reaching the server is
 retried once on a fresh connection.
 
-The parts, one module each: :mod:`pgqueue.clientpool` (the pool, checkout and retry, the reply
-listener), :mod:`pgqueue.enqueuing` (the enqueue path); this module keeps ``submit``, ``call``
-and the wait for a reply.
+Every public verb of :class:`Client` is defined here. The machinery under them, one module each:
+:mod:`pgqueue.clientpool` (the pool, checkout and retry, the reply listener),
+:mod:`pgqueue.enqueuing` (the insert path), :mod:`pgqueue.replywaiting` (the wait for a reply).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,22 +38,20 @@ from psycopg_pool import PoolTimeout
 
 from pgqueue import arguments, db, metrics, producing, sqlfiles
 from pgqueue.clientpool import Conn
-from pgqueue.enqueuing import Enqueuing
-from pgqueue.errors import ConfigurationError, PgQueueError
-from pgqueue.listening import Waiter
+from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
+from pgqueue.listening import ReplyListener
 from pgqueue.producing import Message, TaskOptions
-from pgqueue.replies import CallResult, from_row
+from pgqueue.replies import CallResult
+from pgqueue.replywaiting import CALL_GRACE, ReplyWaiting
 
 log = logging.getLogger(__name__)
 
-# How late past its timeout call() may return: a statement still in flight at the deadline gets
-# this long to answer before its connection is given up (then the rest is scheduling).
-CALL_GRACE = 0.1
 CALL_MARGIN = 0.25  # documented bound: call(timeout=T) returns within T + CALL_MARGIN
 
 
 # Message and TaskOptions live in pgqueue.producing (shared with the asyncio client).
 __all__ = [
+    "CALL_GRACE",
     "CALL_MARGIN",
     "Client",
     "Message",
@@ -79,8 +78,76 @@ class Submitted:
         return self.client.result(self.reply_key, timeout)
 
 
-class Client(Enqueuing):
+class Client(ReplyWaiting):
     """Enqueue tasks and call them; safe to share between threads."""
+
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
+    def enqueue(
+        self,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        priority: int = 5,
+        tenant: str = "",
+        delay: float = 0.0,
+        options: TaskOptions | None = None,
+        unique_key: str | None = None,
+        unique_for: float = 0.0,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> int:
+        """Put one message on a queue; returns its msg_id.
+
+        ``conn``: the caller's psycopg connection; the message joins its open transaction (or
+        commits at once in autocommit). ``unique_key``: while a message with that key waits or
+        runs (and ``unique_for`` seconds from its enqueue), no other is queued: this returns the
+        holder's msg_id. ``options``: per-task limits carried by the message.
+
+        Raises :class:`~pgqueue.errors.ConfigurationError` naming a bad argument, and
+        :class:`~pgqueue.errors.EnqueueError` when the database did not take the message.
+        """
+        params = self._params(
+            task,
+            args,
+            kwargs,
+            queue,
+            priority,
+            tenant,
+            delay,
+            None,
+            None,
+            options=options,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            own_transaction=conn is not None,
+        )
+        return int(self._insert(params, None, conn)["msg_id"])
+
+    def enqueue_many(
+        self, messages: Iterable[Message], *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Put a batch of messages on their queues in one statement; returns their msg_ids.
+
+        ``conn``: the caller's psycopg connection, as for :meth:`enqueue`.
+        """
+        batch = list(messages)
+        params = producing.batch_params(self.settings, batch)
+        if not batch:
+            return []
+        query = sqlfiles.query("enqueue_many")
+
+        def insert(conn: Conn) -> list[int]:
+            return [int(r["msg_id"]) for r in conn.execute(query, params).fetchall()]
+
+        try:
+            if conn is not None:
+                return [int(r["msg_id"]) for r in producing.execute_on(conn, query, params)]
+            return self._run(insert, None, "enqueue_many")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise EnqueueError(self._scrub(f"enqueue_many failed: {exc}")) from None
 
     # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
     # dispatchers and Task share the names on purpose): a signature is what help() and the API
@@ -263,76 +330,37 @@ class Client(Enqueuing):
         """The same as :meth:`result` (its earlier name)."""
         return self.result(reply_key, timeout)
 
-    def _take(self, reply_key: str, deadline: float) -> CallResult | None:
-        # A shared reply (a unique call's) is read by every attached caller: never deleted here.
-        query = (
-            sqlfiles.query("peek_reply")
-            if producing.is_shared(reply_key)
-            else sqlfiles.query("take_reply")
-        )
+    def connection(self) -> contextlib.AbstractContextManager[Conn]:
+        """A connection of this client's pool for statements of your own (autocommit, dict
+        rows), returned to the pool on exit; e.g. ``enqueue(..., conn=)`` in a transaction."""
+        return self._pool.connection()
 
-        def take(conn: Conn) -> dict[str, Any] | None:
-            return conn.execute(query, {"reply_key": reply_key}).fetchone()
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's counters (psycopg_pool's ``get_stats()``: ``pool_size``,
+        ``pool_available``, ``requests_num``, …)."""
+        return self._pool.get_stats()
 
-        row = self._run(take, deadline + CALL_GRACE, "take_reply")
-        if row is None:
-            return None
-        return from_row(reply_key, row["status"], row["result"], row["error"])
+    @property
+    def listener(self) -> ReplyListener | None:
+        """This client's reply listener once a call has started it (its counters: ``delivered``,
+        ``inline``), else None; the same attribute as ``AsyncClient.listener``."""
+        return self._listener
 
-    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
-    # one is a change to both (a shared helper would have to be both sync and async).
-    def _wait(
-        self,
-        reply_key: str,
-        deadline: float,
-        wait: float,
-        waiter: Waiter | None,
-        *,
-        poll_first: bool = False,
-    ) -> CallResult:
-        pause = self.settings.poll_initial
-        polls = 0
-        last_error = ""
-        listener = self._listener if waiter is not None else None
-        # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
-        skip_poll = listener is not None and listener.live and not poll_first
-        while True:
-            if waiter is not None and waiter.reply is not None:
-                return from_row(reply_key, *waiter.reply)  # it came in the NOTIFY
-            if not skip_poll:
-                polls += 1
-                try:
-                    result = self._take(reply_key, deadline)
-                    if result is not None:
-                        return result
-                    last_error = ""
-                except (psycopg.Error, PoolTimeout, OSError) as exc:
-                    # The database is away: keep trying until the deadline; the reply waits.
-                    last_error = self._scrub(f"; last poll failed: {type(exc).__name__}: {exc}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.info(
-                    "call timed out: reply_key=%s timeout=%.3fs polls=%d", reply_key, wait, polls
-                )
-                return CallResult.failure(
-                    reply_key, "timeout", f"no reply within {wait:g}s ({polls} polls){last_error}"
-                )
-            if waiter is not None and listener is not None and listener.live:
-                # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
-                waiter.event.wait(min(self.settings.poll_max, remaining))
-                waiter.event.clear()
-                skip_poll = False
-                continue
-            skip_poll = False
-            nap = min(pause, remaining)
-            if waiter is not None:
-                waiter.event.wait(nap)
-                waiter.event.clear()
-            else:
-                time.sleep(nap)
-            # Flat and fast while a short task's reply is likely, then doubling up to the cap.
-            if polls >= self.settings.poll_flat:
-                pause = min(pause * 2, self.settings.poll_max)
+    @property
+    def pid(self) -> int:
+        """The process whose connections this client holds: after a fork the child's first use
+        opens its own (never the parent's sockets) and this becomes the child's pid."""
+        return self._pid
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed default client is replaced)."""
+        return bool(self._pool_.closed)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self._pool.close()
 
     def __enter__(self) -> Client:
         return self

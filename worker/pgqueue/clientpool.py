@@ -8,7 +8,6 @@ is started here on first use, on a direct connection only.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -81,16 +80,6 @@ class ClientConnections:
                     self._pid = os.getpid()
         return self._pool_
 
-    def connection(self) -> contextlib.AbstractContextManager[Conn]:
-        """A connection of this client's pool for statements of your own (autocommit, dict
-        rows), returned to the pool on exit; e.g. ``enqueue(..., conn=)`` in a transaction."""
-        return self._pool.connection()
-
-    def pool_stats(self) -> dict[str, int]:
-        """The pool's counters (psycopg_pool's ``get_stats()``: ``pool_size``,
-        ``pool_available``, ``requests_num``, …)."""
-        return self._pool.get_stats()
-
     def _scrub(self, text: str) -> str:
         return db.scrub(text, self.settings.dsn)
 
@@ -125,18 +114,6 @@ class ClientConnections:
                 self._pool.putconn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @property
-    def listener(self) -> ReplyListener | None:
-        """This client's reply listener once a call has started it (its counters: ``delivered``,
-        ``inline``), else None; the same attribute as ``AsyncClient.listener``."""
-        return self._listener
-
-    @property
-    def pid(self) -> int:
-        """The process whose connections this client holds: after a fork the child's first use
-        opens its own (never the parent's sockets) and this becomes the child's pid."""
-        return self._pid
-
     def _reply_listener(self) -> ReplyListener | None:
         if self.settings.pooled:
             return None  # LISTEN does not survive a transaction pooler
@@ -144,13 +121,3 @@ class ClientConnections:
             if self._listener is None:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)
             return self._listener
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called (a closed default client is replaced)."""
-        return bool(self._pool_.closed)
-
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-        self._pool.close()

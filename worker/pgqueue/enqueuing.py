@@ -1,95 +1,27 @@
-"""The client's enqueue path: a message's parameters checked, its row inserted.
+"""The client's insert path: a message's parameters checked, its row inserted.
 
 On the client's pool, or with ``conn=`` on the caller's own connection, in the caller's
 transaction (never retried there: it may have run). A ``unique_key`` held by a waiting or running
-message returns the holder's row instead of a new one.
+message returns the holder's row instead of a new one; the reply key to wait on is then the
+holder's.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import producing, sqlfiles
+from pgqueue import producing
 from pgqueue.clientpool import ClientConnections, Conn
 from pgqueue.errors import EnqueueError
-from pgqueue.producing import Message, TaskOptions
 
 
 class Enqueuing(ClientConnections):
-    """``enqueue`` and ``enqueue_many``, and the insert every enqueue, submit and call makes."""
-
-    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
-    # dispatchers and Task share the names on purpose): a signature is what help() and the API
-    # reference show, so a shared **kwargs would hide it.
-    def enqueue(
-        self,
-        task: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        queue: str = "default",
-        priority: int = 5,
-        tenant: str = "",
-        delay: float = 0.0,
-        options: TaskOptions | None = None,
-        unique_key: str | None = None,
-        unique_for: float = 0.0,
-        conn: psycopg.Connection[Any] | None = None,
-    ) -> int:
-        """Put one message on a queue; returns its msg_id.
-
-        ``conn``: the caller's psycopg connection; the message joins its open transaction (or
-        commits at once in autocommit). ``unique_key``: while a message with that key waits or
-        runs (and ``unique_for`` seconds from its enqueue), no other is queued: this returns the
-        holder's msg_id. ``options``: per-task limits carried by the message.
-
-        Raises :class:`~pgqueue.errors.ConfigurationError` naming a bad argument, and
-        :class:`~pgqueue.errors.EnqueueError` when the database did not take the message.
-        """
-        params = self._params(
-            task,
-            args,
-            kwargs,
-            queue,
-            priority,
-            tenant,
-            delay,
-            None,
-            None,
-            options=options,
-            unique_key=unique_key,
-            unique_for=unique_for,
-            own_transaction=conn is not None,
-        )
-        return int(self._insert(params, None, conn)["msg_id"])
-
-    def enqueue_many(
-        self, messages: Iterable[Message], *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[int]:
-        """Put a batch of messages on their queues in one statement; returns their msg_ids.
-
-        ``conn``: the caller's psycopg connection, as for :meth:`enqueue`.
-        """
-        batch = list(messages)
-        params = producing.batch_params(self.settings, batch)
-        if not batch:
-            return []
-        query = sqlfiles.query("enqueue_many")
-
-        def insert(conn: Conn) -> list[int]:
-            return [int(r["msg_id"]) for r in conn.execute(query, params).fetchall()]
-
-        try:
-            if conn is not None:
-                return [int(r["msg_id"]) for r in producing.execute_on(conn, query, params)]
-            return self._run(insert, None, "enqueue_many")
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise EnqueueError(self._scrub(f"enqueue_many failed: {exc}")) from None
+    """The insert every enqueue, submit and call makes, and the reply key it carries."""
 
     @staticmethod
     def _attached_key(row: Mapping[str, Any], key: str, unique_key: object) -> str:
