@@ -51,15 +51,15 @@ demo: $(EMBEDDED_STAMP) ## Run the demo on an embedded Postgres: migrate, a work
 
 .PHONY: lint
 lint: venv ## ruff + mypy --strict on both packages and the benchmark harness
-	$(PYTHON) -m ruff check worker operator tests bench
-	$(PYTHON) -m ruff format --check worker operator tests bench
+	$(PYTHON) -m ruff check worker operator tests bench devtools
+	$(PYTHON) -m ruff format --check worker operator tests bench devtools
 	$(PYTHON) -m mypy
 	lint-imports --no-cache
 
 .PHONY: fmt
 fmt: venv ## Format and autofix
-	$(PYTHON) -m ruff format worker operator tests bench
-	$(PYTHON) -m ruff check --fix worker operator tests bench
+	$(PYTHON) -m ruff format worker operator tests bench devtools
+	$(PYTHON) -m ruff check --fix worker operator tests bench devtools
 
 .PHONY: docs
 docs: venv ## Build the API reference from the docstrings (pdoc) into docs/api/html/; fails on a broken reference

@@ -1,4 +1,4 @@
-# The migration day, end to end (issue 8). One story module, tests/e2e/story.py, is run by the test
+# The migration day, end to end (issue 8). One story module, devtools/story.py, is run by the test
 # (tests/e2e/test_migration_day.py), by `make demo-k8s` as a script, and against kind by `make e2e-kind`.
 KIND ?= kind
 KIND_CLUSTER ?= pgqueue-e2e
@@ -7,7 +7,7 @@ E2E_PLOTS ?= docs/e2e
 
 .PHONY: demo-k8s
 demo-k8s: venv k8s-tools ## Migration day as a script with timings: helm install, apply, gate flips, Prometheus, SIGKILL, sweep, delete (plots into docs/e2e/)
-	$(PYTHON) -m tests.e2e.story --plots $(E2E_PLOTS)
+	$(PYTHON) -m devtools.story --plots $(E2E_PLOTS)
 
 .PHONY: e2e-kind
 e2e-kind: venv images ## The same e2e test on a kind cluster with real pods (creates it, kind-loads both images); untested in our CI

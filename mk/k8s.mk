@@ -11,4 +11,4 @@ k8s-bin-dir: ## Print the folder holding the pinned Kubernetes tools
 
 .PHONY: k8s-up
 k8s-up: venv k8s-tools ## Run a private etcd + kube-apiserver + controller-manager in the foreground (Ctrl-C stops it)
-	$(PYTHON) -m tests.support.kubeapi
+	$(PYTHON) -m devtools.kubeapi

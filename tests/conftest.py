@@ -9,7 +9,7 @@ import pytest
 pytest_plugins = [
     "tests.support.postgres",
     "tests.support.workers",
-    "tests.support.kubeapi",
+    "tests.support.kube",
     "tests.support.celery_redis",
     "tests.support.faultproxy",
 ]

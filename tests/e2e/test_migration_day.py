@@ -1,6 +1,6 @@
 """Migration day, end to end (issue 8): helm install, kubectl apply, flip the gate, scrape, sweep.
 
-The story itself lives in :mod:`tests.e2e.story` (``make demo-k8s`` runs the same module); this test
+The story itself lives in :mod:`devtools.story` (``make demo-k8s`` runs the same module); this test
 gives it the session's real components — the API server and controller-manager (``kube``), a
 fresh Postgres database (``pg_dsn``), a private Redis and a Celery worker — and asserts what it
 measured. Run with ``-s`` to see each step and its timing.
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.story import PROPAGATION_BOUND, Story
-from tests.support.e2e_celery import CeleryWorker, RedisServer
+from devtools.e2e_celery import CeleryWorker, RedisServer
+from devtools.story import PROPAGATION_BOUND, Story
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
+    from devtools.kubeapi import KubeCluster
 
 
 @pytest.fixture

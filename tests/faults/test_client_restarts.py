@@ -30,9 +30,9 @@ def test_first_call_after_a_postgres_restart_succeeds(
     workers.start(pg_dsn, concurrency=1)
     with Client(settings=ClientSettings(dsn=pg_dsn, pool_size=4)) as client:
         # Fill the pool: four connections, all to die in the restart.
-        with client._pool.connection(), client._pool.connection(), client._pool.connection():
+        with client.connection(), client.connection(), client.connection():
             assert client.call("demo.echo", ["warm-up"], timeout=30).ok
-        assert client._pool.get_stats()["pool_size"] >= 2
+        assert client.pool_stats()["pool_size"] >= 2
         pg_server.stop("immediate")
         pg_server.start()
         result = client.call("demo.echo", ["first"], timeout=60)
@@ -129,7 +129,7 @@ def test_first_call_after_a_pgbouncer_restart_succeeds(
     workers.start(pg_dsn, concurrency=1)
     settings = ClientSettings(dsn=bouncer.dsn, pooled=True, pool_size=2, poll_max=0.05)
     with Client(settings=settings) as client:
-        with client._pool.connection():
+        with client.connection():
             assert client.call("demo.echo", ["warm-up"], timeout=30).ok
         bouncer.stop()
         bouncer.start()

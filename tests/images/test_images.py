@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.support.kubeapi import KubeCluster
 from tests.support.workers import http_get, wait_until
 
 import pgqueue
+from devtools.kubeapi import KubeCluster
 from pgqueue.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[2]

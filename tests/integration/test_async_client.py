@@ -268,7 +268,7 @@ async def test_a_cancelled_call_leaves_no_waiter_and_the_client_works_on(
             task.cancel()
         done = await asyncio.gather(*pending, return_exceptions=True)
         assert all(isinstance(d, asyncio.CancelledError) for d in done)
-        assert listener._waiters == {}
+        assert listener.waiting == 0
         workers.start(pg_dsn, concurrency=2)
         after = await client.call("demo.echo", ["after"], timeout=60)
         assert after.ok and after.value == {"args": ["after"], "kwargs": {}}, after

@@ -14,7 +14,7 @@ from psycopg import sql
 from pgqueue import migrating
 from tests.integration.test_cli import pgq
 from tests.integration.test_pgbouncer import bouncer_dsn  # noqa: F401 - the PgBouncer fixture
-from tests.integration.test_schema import _catalog
+from tests.integration.test_schema import catalog
 from tests.support import runs
 from tests.support.postgres import PgServer
 
@@ -61,7 +61,7 @@ def test_migrate_sql_run_by_hand_equals_migrate_and_satisfies_check(
     with psycopg.connect(empty_dsn) as conn, conn.transaction():
         conn.execute(text.stdout.encode())
     assert pgq("migrate", "--check", dsn=empty_dsn).returncode == 0
-    assert _catalog(empty_dsn) == _catalog(pg_dsn)
+    assert catalog(empty_dsn) == catalog(pg_dsn)
     assert pgq("migrate", "--sql", dsn=empty_dsn).stdout.startswith(
         "-- pgqueue: the schema is up to date"
     )

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from prometheus_client import start_http_server
 
+from devtools import grafana
+from devtools.e2e_prometheus import Prometheus
 from pgqueue import admin
 from pgqueue.embedded import free_port
 from pgqueue_operator import depth as operator_depth
 from pgqueue_operator import metrics as operator_metrics
-from tests.support import grafana
-from tests.support.e2e_prometheus import Prometheus
 from tests.support.exporters import (
     ExporterFactory,
     fill,

@@ -19,12 +19,12 @@ import pytest
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
+from prometheus_client import REGISTRY
 
 from pgqueue import Client, admin
 from pgqueue.celery_adapter import CeleryDispatcher
 from pgqueue.embedded import EmbeddedPostgres, free_port
 from pgqueue.gating import Gate
-from pgqueue.metrics import GATE_DECISIONS
 from pgqueue.migrating import migrate
 from pgqueue.routing import RoutingDispatcher
 from tests.support import runs
@@ -93,7 +93,12 @@ def _pgqueue_writes(dsn: str) -> int:
 
 
 def _decisions(route: str, reason: str) -> float:
-    return GATE_DECISIONS.labels(route, reason)._value.get()
+    return (
+        REGISTRY.get_sample_value(
+            "pgqueue_gate_decisions_total", {"route": route, "reason": reason}
+        )
+        or 0.0
+    )
 
 
 def test_gate_off_goes_to_celery_and_touches_no_pgqueue_table(routes: Routes) -> None:

@@ -35,7 +35,7 @@ ORDER BY 1, 2
 """
 
 
-def _catalog(dsn: str) -> list[Any]:
+def catalog(dsn: str) -> list[Any]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(CATALOG).fetchall()
 
@@ -54,8 +54,8 @@ def test_migrations_equal_the_canonical_schema(pg_server: PgServer) -> None:
         conn.execute(sqlfiles.schema().encode())
     applied = migrate(migrated)
     assert applied == [v for v, _, _ in sqlfiles.migrations()]
-    assert _catalog(migrated) == _catalog(canonical)
-    assert len(_catalog(canonical)) > 40
+    assert catalog(migrated) == catalog(canonical)
+    assert len(catalog(canonical)) > 40
 
 
 def test_migrate_is_idempotent_and_serialised(pg_server: PgServer) -> None:

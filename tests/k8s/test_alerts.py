@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.kubeapi import bin_dir
+
+from devtools.kubeapi import bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "pgqueue-operator"

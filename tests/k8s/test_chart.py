@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.kubeapi import KubeCluster
+
+from devtools.kubeapi import KubeCluster
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "pgqueue-operator"

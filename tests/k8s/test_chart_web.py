@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 from tests.k8s.test_chart import CHART, by_kind, fullname, manifests, release_name, render
-from tests.support.kubeapi import KubeCluster
+
+from devtools.kubeapi import KubeCluster
 
 ON = [
     "--set", "web.enabled=true",

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from kubernetes import client, watch
-from tests.support.kubeapi import KubeCluster
+
+from devtools.kubeapi import KubeCluster
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GROUP, VERSION, PLURAL = "smoke.pgqueue.test", "v1", "widgets"

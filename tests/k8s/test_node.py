@@ -26,12 +26,13 @@ import yaml
 from pgqueue import Client
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
     from tests.support.node import KubeNode, NodeImages
     from tests.support.operator_fixtures import OperatorProcess
 
+    from devtools.kubeapi import KubeCluster
+
 pytest_plugins = [
-    "tests.support.kubeapi",
+    "tests.support.kube",
     "tests.support.operator_fixtures",
     "tests.support.node",
 ]

@@ -24,10 +24,11 @@ from pgqueue import Client, Message
 from pgqueue_operator.kube import Kube
 
 if TYPE_CHECKING:  # imported as plugins below, so pytest can rewrite their asserts
-    from tests.support.kubeapi import KubeCluster
     from tests.support.operator_fixtures import OperatorProcess
 
-pytest_plugins = ["tests.support.kubeapi", "tests.support.operator_fixtures"]
+    from devtools.kubeapi import KubeCluster
+
+pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """``spec.pod`` on a real API server: envFrom a Secret and a ConfigMap, env; the task sees them.
 
 The operator renders the Deployment; the controller-manager makes a Pod of it; with no kubelet
-here, :mod:`tests.support.e2e_pods` starts that Pod's container command as a local process, its
+here, :mod:`devtools.e2e_pods` starts that Pod's container command as a local process, its
 env resolved from the real Secret and ConfigMap. A call then proves the task reads both. The API
 server's own validation (the CRD's CEL rules) refuses a spec that sets a derived ``PGQUEUE_*``
 variable, naming the field.
@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import yaml
-from tests.support.e2e_pods import PodProcess, plan_pod, python_entrypoints
 
+from devtools.e2e_pods import PodProcess, plan_pod, python_entrypoints
 from pgqueue import Client
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
     from tests.support.operator_fixtures import OperatorProcess
 
-pytest_plugins = ["tests.support.kubeapi", "tests.support.operator_fixtures"]
+    from devtools.kubeapi import KubeCluster
+
+pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
 T = TypeVar("T")

@@ -19,9 +19,9 @@ import yaml
 from tests.support.operator_fixtures import OperatorProcess
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
+    from devtools.kubeapi import KubeCluster
 
-pytest_plugins = ["tests.support.kubeapi", "tests.support.operator_fixtures"]
+pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
 PASSWORD = "S3cr%zzetPw"

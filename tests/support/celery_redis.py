@@ -21,7 +21,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.support.e2e_celery import RedisServer
+from devtools.e2e_celery import RedisServer
 from tests.support.legacy_tasks import BROKER_ENV, make_app
 from tests.support.workers import REPO, wait_until
 

@@ -24,17 +24,17 @@ CREATE TABLE IF NOT EXISTS test_runs (
 """
 
 
-def _db() -> psycopg.Connection[Any]:
+def task_db() -> psycopg.Connection[Any]:
     global _conn  # noqa: PLW0603 - one connection per slot process
     if _conn is None or _conn.closed:
         _conn = psycopg.connect(os.environ["PGQUEUE_DSN"], autocommit=True, prepare_threshold=None)
     return _conn
 
 
-def _record(key: str, phase: str) -> None:
+def record_phase(key: str, phase: str) -> None:
     for attempt in range(50):
         try:
-            _db().execute(
+            task_db().execute(
                 "INSERT INTO test_runs (key, phase, pid) VALUES (%s, %s, %s)",
                 (key, phase, os.getpid()),
             )
@@ -50,16 +50,16 @@ def _record(key: str, phase: str) -> None:
 @task(name="t.record")
 def record(key: str, seconds: float = 0.0) -> str:
     """Record start, optionally take a while, record the end."""
-    _record(key, "start")
+    record_phase(key, "start")
     if seconds:
         time.sleep(seconds)
-    _record(key, "end")
+    record_phase(key, "end")
     return key
 
 
 @task(name="t.fail_record")
 def fail_record(key: str) -> None:
-    _record(key, "start")
+    record_phase(key, "start")
     raise RuntimeError(f"failing on purpose for {key}")
 
 

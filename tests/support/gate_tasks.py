@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from pgqueue import task
-from tests.support.core_tasks import _record
+from tests.support.core_tasks import record_phase
 
 ROUTE_ENV = "PGQUEUE_TEST_ROUTE"
 
@@ -18,7 +18,7 @@ def add(a: int, b: int) -> int:
 
 def tagged(key: str) -> dict[str, str]:
     route = os.environ.get(ROUTE_ENV, "?")
-    _record(key, route)
+    record_phase(key, route)
     return {"key": key, "route": route}
 
 

@@ -3,7 +3,7 @@
 Opt-in per test module through the ``kube_node`` fixture. Once per session (``node_runtime``):
 containerd (Debian's 1.6, CRI v1, runc) with its own root, state and socket under a temporary
 folder, a CNI bridge on a private subnet (:data:`SUBNET`, its gateway
-:data:`~tests.support.kubeapi.NODE_GATEWAY` on the host) and the images. Per module: the kubelet
+:data:`~devtools.kubeapi.NODE_GATEWAY` on the host) and the images. Per module: the kubelet
 registered as the Node ``pgqueue-node`` with a client certificate from the control plane's CA, and
 kube-scheduler (Ready in a few seconds); afterwards the node is drained and deleted, so the rest of
 the session sees a cluster without nodes, as the emulated tiers (``e2e_pods``) expect.
@@ -44,21 +44,23 @@ import psycopg
 import pytest
 import yaml
 
-from tests.support import node_host, node_images
-from tests.support.faultproxy import FaultProxy
-from tests.support.kubeapi import (
+from devtools.kubeapi import (
     NODE_GATEWAY,
     REPO,
     ControlPlaneError,
     KubeCluster,
-    _Proc,
-    _tail,
-    _terminate,
     free_port,
     issue_certificate,
     load_pki,
     write_kubeconfig,
 )
+
+# The control plane's process helpers, under the names this module has always used.
+from devtools.kubeapi import ManagedProcess as _Proc
+from devtools.kubeapi import last_lines as _tail
+from devtools.kubeapi import terminate_group as _terminate
+from tests.support import node_host, node_images
+from tests.support.faultproxy import FaultProxy
 
 NODE_NAME = "pgqueue-node"
 SUBNET = NODE_GATEWAY.rsplit(".", 1)[0] + ".0/24"
@@ -311,6 +313,7 @@ class NodeRunner:
     def _fail(self, message: str) -> NodeError:
         return NodeError(f"{message}\n{self.logs()}")
 
+    # The same loop as devtools.kubeapi.ControlPlane's, on purpose: its own error, its own logs.
     def _await(self, what: str, proc: _Proc, ready: Any, deadline: float) -> None:
         while not ready():
             if proc.popen.poll() is not None:

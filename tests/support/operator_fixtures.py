@@ -25,7 +25,7 @@ from typing import IO
 
 import pytest
 
-from tests.support.kubeapi import KubeCluster, free_port
+from devtools.kubeapi import KubeCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "pgqueueworkers.pgqueue.dev.yaml"

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 from pgqueue import task
-from tests.support.core_tasks import _db, _record
+from tests.support.core_tasks import record_phase, task_db
 
 FIXED_DDL = "CREATE TABLE IF NOT EXISTS web_fixed (key text PRIMARY KEY)"
 
 
 @task(name="web.until_fixed")
 def until_fixed(key: str) -> str:
-    _record(key, "start")
-    if _db().execute("SELECT 1 FROM web_fixed WHERE key = %s", (key,)).fetchone() is None:
+    record_phase(key, "start")
+    if task_db().execute("SELECT 1 FROM web_fixed WHERE key = %s", (key,)).fetchone() is None:
         raise RuntimeError(f"{key} is still broken")
-    _record(key, "end")
+    record_phase(key, "end")
     return key

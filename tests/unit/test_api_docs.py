@@ -4,6 +4,7 @@ or a reference that leads nowhere; and the check does catch a broken reference."
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,33 @@ def test_the_api_reference_builds_clean(tmp_path: Path) -> None:
     # Roles render as links, not as Sphinx markup.
     assert ":class:" not in page
     assert ":meth:" not in page
+    # Every public method and property of an exported class is on its page, wherever in pgqueue
+    # it is defined (a member inherited from an internal base class would silently drop out).
+    missing = [
+        f"{name}.{member}"
+        for name, member in public_members()
+        if f'id="{name}.{member}"' not in page
+    ]
+    assert not missing, f"public members missing from the API reference: {missing}"
+
+
+def public_members() -> list[tuple[str, str]]:
+    """(class, member) for each public method or property pgqueue defines on an exported class."""
+    found = []
+    for name in pgqueue.__all__:
+        cls = getattr(pgqueue, name)
+        if not inspect.isclass(cls):
+            continue
+        for member in dir(cls):
+            if member.startswith("_"):
+                continue
+            owner = next(k for k in cls.__mro__ if member in vars(k))
+            value = vars(owner)[member]
+            if owner.__module__.startswith("pgqueue") and (
+                inspect.isfunction(value) or isinstance(value, property)
+            ):
+                found.append((name, member))
+    return found
 
 
 def test_a_broken_reference_fails_the_build(

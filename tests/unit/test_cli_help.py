@@ -33,7 +33,7 @@ def _flat(text: str) -> str:
 
 def _env_of(action: argparse.Action) -> str | None:
     long = next(s for s in action.option_strings if s.startswith("--"))
-    if long in NO_ENV or isinstance(action, argparse._HelpAction):
+    if long in NO_ENV or action.dest == "help":
         return None
     return env_name(long)
 

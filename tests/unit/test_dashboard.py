@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import grafana
+from devtools import grafana
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts/pgqueue-operator/dashboards/pgqueue.json"
 DEPTH_SERIES = (

@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 from celery.exceptions import TimeoutError as CeleryTimeout
+from prometheus_client import REGISTRY
 
 from pgqueue.celery_adapter import CeleryDispatcher
 from pgqueue.gating import KILL_SWITCH_ENV, Gate
-from pgqueue.metrics import GATE_DECISIONS
 from pgqueue.replies import CallResult
 from pgqueue.routing import RoutingDispatcher
 from tests.support.workers import wait_until
@@ -35,13 +35,16 @@ class FlagTable:
     reads: int = 0
     hold: threading.Event | None = None  # set: reads block until it is set
     lock: threading.Lock = field(default_factory=threading.Lock)
+    opened: list[FakeConnection] = field(default_factory=list)  # every connection handed out
 
     def connect(self) -> FakeConnection:
         with self.lock:
             self.connects += 1
         if self.error:
             raise psycopg.OperationalError(self.error)
-        return FakeConnection(self)
+        conn = FakeConnection(self)
+        self.opened.append(conn)
+        return conn
 
 
 class FakeCursor:
@@ -93,7 +96,12 @@ def make_gate(table: FlagTable, ttl: float = 0.0, connect_timeout: float = 2.0) 
 
 
 def decisions(route: str, reason: str) -> float:
-    return float(GATE_DECISIONS.labels(route, reason)._value.get())
+    return (
+        REGISTRY.get_sample_value(
+            "pgqueue_gate_decisions_total", {"route": route, "reason": reason}
+        )
+        or 0.0
+    )
 
 
 def gate_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -281,11 +289,10 @@ def test_a_forked_child_does_not_use_the_parents_connection(
 ) -> None:
     gate = make_gate(table)
     assert gate.decide().route == "pg"
-    parents = gate._conn
-    assert parents is not None
+    [parents] = table.opened
     monkeypatch.setattr("pgqueue.gating.os.getpid", lambda: -1)  # as if in a forked child
     assert gate.decide().route == "pg"
-    assert gate._conn is not parents
+    assert len(table.opened) == 2, "the child opens a session of its own"
     assert not parents.closed, "the parent's session is left alone"
     assert table.connects == 2
 

@@ -1,10 +1,11 @@
 """The layers import-linter cannot see: tests use public names, and § citations land somewhere.
 
 ``lint-imports`` (``make lint``) checks which package imports which. Two rules of the same house
-are checked here instead: a test imports no name starting with ``_`` from ``pgqueue`` or
-``pgqueue_operator`` (what a test needs is exposed, not reached into), and every ``§N`` a
-comment or docstring cites is a numbered heading of docs/architecture.md, so a reader who follows
-a citation finds the section it means.
+are checked here instead: tests go through public surfaces (no test imports a name starting with
+``_``, from anywhere, nor reads or calls an ``_``-prefixed attribute of an object other than its
+own ``self``/``cls``: what a test needs is exposed, not reached into), and every ``§N`` a comment
+or docstring cites is a numbered heading of docs/architecture.md, so a reader who follows a
+citation finds the section it means.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
-OUR_PACKAGES = ("pgqueue", "pgqueue_operator")
 CITING = ("worker", "operator", "charts", "crds", "tests")
 
 # "DESIGN §3.4–3.9", "architecture §5", "(§3.7, §3.9)": a number, maybe a range.
@@ -33,26 +33,40 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def _ours(module: str) -> bool:
-    return module.partition(".")[0] in OUR_PACKAGES
-
-
 def private_imports(source: str) -> Iterator[tuple[int, str]]:
-    """(line, what) for each import of a private name or module of our packages."""
+    """(line, what) for each import of a private name or module, whoever's it is."""
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if not _ours(node.module):
-                continue
-            if any(_private(part) for part in node.module.split(".")):
-                yield node.lineno, f"from {node.module} import ..."
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if any(_private(part) for part in module.split(".") if part):
+                yield node.lineno, f"from {module} import ..."
                 continue
             for alias in node.names:
                 if _private(alias.name):
-                    yield node.lineno, f"from {node.module} import {alias.name}"
+                    yield node.lineno, f"from {module} import {alias.name}"
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if _ours(alias.name) and any(_private(p) for p in alias.name.split(".")):
+                if any(_private(p) for p in alias.name.split(".")):
                     yield node.lineno, f"import {alias.name}"
+
+
+# Private attributes a test may use, each with the reason no public surface can serve.
+ALLOWED_PRIVATE_ATTRIBUTES = {
+    "os._exit": "a forked child must leave without running the parent's cleanup (atexit, pytest)",
+}
+
+
+def private_attributes(source: str) -> Iterator[tuple[int, str]]:
+    """(line, what) for each use of an ``_``-prefixed attribute of something other than
+    ``self`` or ``cls`` (a class in the tests may use its own)."""
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Attribute) or not _private(node.attr):
+            continue
+        if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            continue
+        what = ast.unparse(node)
+        if what not in ALLOWED_PRIVATE_ATTRIBUTES:
+            yield node.lineno, what
 
 
 def test_the_private_import_check_sees_what_it_must() -> None:
@@ -62,11 +76,32 @@ def test_the_private_import_check_sees_what_it_must() -> None:
         "import pgqueue._internal\n"
         "from pgqueue import __version__\n"
         "from other import _private\n"
+        "from .sibling import _helper, public\n"
+        "from devtools.kubeapi import ManagedProcess as _Proc\n"
     )
     assert [what for _, what in private_imports(source)] == [
         "from pgqueue.supervisor import _Pending",
         "from pgqueue_operator._core import ...",
         "import pgqueue._internal",
+        "from other import _private",
+        "from .sibling import _helper",
+    ]
+
+
+def test_the_private_attribute_check_sees_what_it_must() -> None:
+    source = (
+        "worker._next_poll(1.0)\n"
+        "assert gate._conn is None\n"
+        "counter.labels('a')._value.get()\n"
+        "self._log.close()\n"
+        "cls._instances.clear()\n"
+        "type(x).__name__\n"
+        "os._exit(0)\n"
+    )
+    assert [what for _, what in private_attributes(source)] == [
+        "worker._next_poll",
+        "gate._conn",
+        "counter.labels('a')._value",
     ]
 
 
@@ -78,6 +113,19 @@ def test_no_test_imports_a_private_name() -> None:
     ]
     assert not offenders, (
         "tests reach into internals; expose what they need instead:\n" + "\n".join(offenders)
+    )
+
+
+def test_no_test_reads_a_private_attribute() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for line, what in private_attributes(path.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, (
+        "tests reach into internals; expose what they need (a read-only property, a stats "
+        "method, an injectable clock) or list it in ALLOWED_PRIVATE_ATTRIBUTES with a reason:\n"
+        + "\n".join(offenders)
     )
 
 

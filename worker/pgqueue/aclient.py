@@ -66,6 +66,8 @@ class AsyncClient:
         self._closed = False
         self._open_lock = asyncio.Lock()
 
+    # Mirrors pgqueue.clientpool / pgqueue.client (psycopg's sync API): the same steps on the
+    # event loop; a change to one is a change to both.
     def _new_pool(self) -> AsyncConnectionPool[AsyncConn]:
         bound = db.io_bound(self.settings)
 
@@ -156,6 +158,9 @@ class AsyncClient:
 
     # -- fire and forget -------------------------------------------------------------------
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     async def enqueue(
         self,
         task: str,
@@ -192,6 +197,9 @@ class AsyncClient:
 
     # -- request-reply ---------------------------------------------------------------------
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     async def call(
         self,
         task: str,
@@ -219,6 +227,8 @@ class AsyncClient:
         metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
         return result
 
+    # Mirrors pgqueue.clientpool / pgqueue.client (psycopg's sync API): the same steps on the
+    # event loop; a change to one is a change to both.
     async def _call(
         self,
         task: object,
@@ -313,6 +323,8 @@ class AsyncClient:
             return None
         return from_row(reply_key, row["status"], row["result"], row["error"])
 
+    # Mirrors pgqueue.clientpool / pgqueue.client (psycopg's sync API): the same steps on the
+    # event loop; a change to one is a change to both.
     async def _wait(
         self,
         reply_key: str,

@@ -82,6 +82,11 @@ class AsyncReplyListener:
         """A reply key routed to this listener whose reply may come in the payload."""
         return f"{self.prefix}.i.{uuid.uuid4().hex}"
 
+    @property
+    def waiting(self) -> int:
+        """Reply keys with a caller registered (a cancelled call leaves none behind)."""
+        return len(self._waiters)
+
     def register(self, reply_key: str) -> AsyncWaiter:
         waiter = AsyncWaiter()
         self._waiters[reply_key] = waiter
@@ -172,7 +177,9 @@ class AsyncReplyListener:
             try:
                 await self._session()
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                # Callers poll on their own meanwhile; this only costs latency.
+                # Callers poll on their own meanwhile; this only costs latency. The warning below
+                # is the sync listener's too (pgqueue.listening), on purpose: the same advice
+                # whichever client hits the missing grant.
                 if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not warned:
                     warned = True
                     log.warning(

@@ -69,6 +69,9 @@ class CeleryDispatcher:
             options["countdown"] = delay
         return self.app.send_task(task, args=list(args), kwargs=dict(kwargs or {}), **options)
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def call(
         self,
         task: str,

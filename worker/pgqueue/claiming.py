@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import dberrors, limits, outcomes, sqlfiles
+from pgqueue import dberrors, limits, outcomes, store
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def claim(
 ) -> list[outcomes.Claimed]:
     """Claim up to ``limit`` messages of ``queue``, in order; moves the tenant cursor."""
     params = claim_params(queue, limit, lease, worker_id, cursor.tenant, durable=durable)
-    rows = conn.execute(sqlfiles.query("claim"), params).fetchall()
+    rows = store.claim(conn, params)
     now = time.monotonic()
     cursor.tenant = str(rows[0]["last_tenant"]) if rows and rows[0]["walked"] >= TENANT_SPAN else ""
     return [claimed_from_row(r, now) for r in rows]
@@ -118,7 +118,7 @@ def release(
     if not msgs:
         return None
     try:
-        conn.execute(sqlfiles.query("release"), fence(msgs))
+        store.release(conn, fence(msgs))
     except Exception as exc:  # the policy: whatever it was, the leases decide
         kind = dberrors.classify(exc)
         log.warning(

@@ -18,43 +18,40 @@ Every wait for the server inside ``call`` is bounded by the caller's deadline (p
 ``CALL_MARGIN``, 0.25 s), whatever the network or the backend does; a pooled connection that died
 while idle is replaced on checkout, and a statement that failed before reaching the server is
 retried once on a fresh connection.
+
+Every public verb of :class:`Client` is defined here. The machinery under them, one module each:
+:mod:`pgqueue.clientpool` (the pool, checkout and retry, the reply listener),
+:mod:`pgqueue.enqueuing` (the insert path), :mod:`pgqueue.replywaiting` (the wait for a reply).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from pgqueue import arguments, db, metrics, producing, sqlfiles
+from pgqueue.clientpool import Conn
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
-from pgqueue.listening import ReplyListener, Waiter
+from pgqueue.listening import ReplyListener
 from pgqueue.producing import Message, TaskOptions
-from pgqueue.replies import CallResult, from_row
-from pgqueue.settings import ClientSettings
+from pgqueue.replies import CallResult
+from pgqueue.replywaiting import CALL_GRACE, ReplyWaiting
 
 log = logging.getLogger(__name__)
 
-# How late past its timeout call() may return: a statement still in flight at the deadline gets
-# this long to answer before its connection is given up (then the rest is scheduling).
-CALL_GRACE = 0.1
 CALL_MARGIN = 0.25  # documented bound: call(timeout=T) returns within T + CALL_MARGIN
-
-T = TypeVar("T")
-Conn = psycopg.Connection[dict[str, Any]]
 
 
 # Message and TaskOptions live in pgqueue.producing (shared with the asyncio client).
 __all__ = [
+    "CALL_GRACE",
     "CALL_MARGIN",
     "Client",
     "Message",
@@ -81,92 +78,12 @@ class Submitted:
         return self.client.result(self.reply_key, timeout)
 
 
-class Client:
+class Client(ReplyWaiting):
     """Enqueue tasks and call them; safe to share between threads."""
 
-    def __init__(self, dsn: str | None = None, settings: ClientSettings | None = None) -> None:
-        base = settings or ClientSettings()
-        self.settings = base.model_copy(update={"dsn": dsn}) if dsn else base
-        # Parsed here, once: a malformed DSN is a ConfigurationError that never shows it.
-        self._conninfo = db.conninfo(self.settings.dsn, self.settings, pooled=self.settings.pooled)
-        self._listener: ReplyListener | None = None
-        self._listener_lock = threading.Lock()
-        self._pid = os.getpid()
-        self._pool_ = self._new_pool()
-
-    def _new_pool(self) -> ConnectionPool[Conn]:
-        bound = db.io_bound(self.settings)
-
-        def configure(conn: Conn) -> None:
-            conn.io_bound = bound  # type: ignore[attr-defined]
-
-        return ConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=self.settings.pool_size,
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "prepare_threshold": None if self.settings.pooled else 5,
-                "application_name": "pgqueue-client",
-            },
-            configure=configure,
-            timeout=self.settings.connect_timeout,
-            open=True,
-            name="pgqueue-client",
-            connection_class=db.BoundedConnection,
-        )
-
-    @property
-    def _pool(self) -> ConnectionPool[Conn]:
-        """The pool of this process: a client created before a fork (gunicorn --preload, Celery
-        prefork) must not share the parent's sockets and pool threads, so a child opens its own."""
-        if os.getpid() != self._pid:
-            with self._listener_lock:
-                if os.getpid() != self._pid:
-                    self._pool_ = self._new_pool()
-                    self._listener = None
-                    self._pid = os.getpid()
-        return self._pool_
-
-    def _scrub(self, text: str) -> str:
-        return db.scrub(text, self.settings.dsn)
-
-    # -- connections -----------------------------------------------------------------------
-
-    def _checkout(self, until: float | None) -> Conn:
-        """A live pooled connection: one that died while idle is dropped without a round trip."""
-        pool = self._pool
-        for _ in range(self.settings.pool_size + 1):
-            left = self.settings.connect_timeout if until is None else until - time.monotonic()
-            if left <= 0:
-                raise PoolTimeout("no connection before the deadline")
-            conn = pool.getconn(timeout=left)
-            if not db.is_dead(conn):
-                return conn
-            conn.close()
-            pool.putconn(conn)  # closed: the pool discards it and opens a new one
-        raise psycopg.OperationalError("no live connection in the pool")
-
-    def _run(self, op: Callable[[Conn], T], until: float | None, what: str) -> T:
-        """Run ``op`` on a pooled connection, once more on a fresh one if the statement never
-        reached the server (never when it may have run)."""
-        for attempt in (1, 2):
-            conn = self._checkout(until)
-            try:
-                return op(conn)
-            except psycopg.OperationalError as exc:
-                if attempt == 1 and db.unsent(exc):
-                    log.debug("%s: retrying on a fresh connection after %s", what, exc)
-                    conn.close()
-                    continue
-                raise
-            finally:
-                self._pool.putconn(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    # -- fire and forget -------------------------------------------------------------------
-
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def enqueue(
         self,
         task: str,
@@ -232,6 +149,9 @@ class Client:
         except (psycopg.Error, PoolTimeout) as exc:
             raise EnqueueError(self._scrub(f"enqueue_many failed: {exc}")) from None
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def submit(
         self,
         task: str,
@@ -284,77 +204,9 @@ class Client:
             self,
         )
 
-    @staticmethod
-    def _attached_key(row: Mapping[str, Any], key: str, unique_key: object) -> str:
-        """The reply key to wait on: ours, or that of the message holding the unique key."""
-        if row.get("created", True):
-            return key
-        holder = row.get("reply_key")
-        if holder is None:
-            raise EnqueueError(
-                f"unique key {unique_key!r:.80} is held by message {row['msg_id']}, which was "
-                "enqueued without a reply (enqueue, not submit or call): no reply to attach to"
-            )
-        return str(holder)
-
-    def _reply_key(self, *, shared: bool) -> str:
-        if shared:
-            return producing.shared_key()
-        listener = self._reply_listener()
-        # The listener's prefix routes the reply's NOTIFY to this process alone.
-        return listener.new_key() if listener else uuid.uuid4().hex
-
-    def _params(
-        self,
-        task: object,
-        args: object,
-        kwargs: object,
-        queue: object,
-        priority: object,
-        tenant: object,
-        delay: object,
-        reply_key: str | None = None,
-        deadline: float | None = None,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        """The enqueue statement's parameters, every argument checked (errors name it)."""
-        return producing.message_params(
-            self.settings,
-            task,
-            args,
-            kwargs,
-            queue,
-            priority,
-            tenant,
-            delay,
-            reply_key,
-            deadline,
-            **extra,
-        )
-
-    def _insert(
-        self, params: dict[str, Any], until: float | None, own: psycopg.Connection[Any] | None
-    ) -> dict[str, Any]:
-        """The message's row (msg_id; with a unique key also reply_key and created)."""
-        query = producing.statement(params)
-
-        def insert(conn: Conn) -> dict[str, Any]:
-            row = conn.execute(query, params).fetchone()
-            assert row is not None
-            return row
-
-        try:
-            if own is not None:
-                # The caller's transaction: never retried here (it may have run), never pooled.
-                return producing.execute_on(own, query, params)[0]
-            return self._run(insert, until, "enqueue")
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise EnqueueError(
-                self._scrub(f"enqueue of {params['task_name']!r} failed: {exc}")
-            ) from None
-
-    # -- request-reply ---------------------------------------------------------------------
-
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def call(
         self,
         task: str,
@@ -396,6 +248,8 @@ class Client:
         metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
         return result
 
+    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
+    # one is a change to both (a shared helper would have to be both sync and async).
     def _call(
         self,
         task: object,
@@ -476,74 +330,15 @@ class Client:
         """The same as :meth:`result` (its earlier name)."""
         return self.result(reply_key, timeout)
 
-    def _take(self, reply_key: str, deadline: float) -> CallResult | None:
-        # A shared reply (a unique call's) is read by every attached caller: never deleted here.
-        query = (
-            sqlfiles.query("peek_reply")
-            if producing.is_shared(reply_key)
-            else sqlfiles.query("take_reply")
-        )
+    def connection(self) -> contextlib.AbstractContextManager[Conn]:
+        """A connection of this client's pool for statements of your own (autocommit, dict
+        rows), returned to the pool on exit; e.g. ``enqueue(..., conn=)`` in a transaction."""
+        return self._pool.connection()
 
-        def take(conn: Conn) -> dict[str, Any] | None:
-            return conn.execute(query, {"reply_key": reply_key}).fetchone()
-
-        row = self._run(take, deadline + CALL_GRACE, "take_reply")
-        if row is None:
-            return None
-        return from_row(reply_key, row["status"], row["result"], row["error"])
-
-    def _wait(
-        self,
-        reply_key: str,
-        deadline: float,
-        wait: float,
-        waiter: Waiter | None,
-        *,
-        poll_first: bool = False,
-    ) -> CallResult:
-        pause = self.settings.poll_initial
-        polls = 0
-        last_error = ""
-        listener = self._listener if waiter is not None else None
-        # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
-        skip_poll = listener is not None and listener.live and not poll_first
-        while True:
-            if waiter is not None and waiter.reply is not None:
-                return from_row(reply_key, *waiter.reply)  # it came in the NOTIFY
-            if not skip_poll:
-                polls += 1
-                try:
-                    result = self._take(reply_key, deadline)
-                    if result is not None:
-                        return result
-                    last_error = ""
-                except (psycopg.Error, PoolTimeout, OSError) as exc:
-                    # The database is away: keep trying until the deadline; the reply waits.
-                    last_error = self._scrub(f"; last poll failed: {type(exc).__name__}: {exc}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.info(
-                    "call timed out: reply_key=%s timeout=%.3fs polls=%d", reply_key, wait, polls
-                )
-                return CallResult.failure(
-                    reply_key, "timeout", f"no reply within {wait:g}s ({polls} polls){last_error}"
-                )
-            if waiter is not None and listener is not None and listener.live:
-                # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
-                waiter.event.wait(min(self.settings.poll_max, remaining))
-                waiter.event.clear()
-                skip_poll = False
-                continue
-            skip_poll = False
-            nap = min(pause, remaining)
-            if waiter is not None:
-                waiter.event.wait(nap)
-                waiter.event.clear()
-            else:
-                time.sleep(nap)
-            # Flat and fast while a short task's reply is likely, then doubling up to the cap.
-            if polls >= self.settings.poll_flat:
-                pause = min(pause * 2, self.settings.poll_max)
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's counters (psycopg_pool's ``get_stats()``: ``pool_size``,
+        ``pool_available``, ``requests_num``, …)."""
+        return self._pool.get_stats()
 
     @property
     def listener(self) -> ReplyListener | None:
@@ -556,14 +351,6 @@ class Client:
         """The process whose connections this client holds: after a fork the child's first use
         opens its own (never the parent's sockets) and this becomes the child's pid."""
         return self._pid
-
-    def _reply_listener(self) -> ReplyListener | None:
-        if self.settings.pooled:
-            return None  # LISTEN does not survive a transaction pooler
-        with self._listener_lock:
-            if self._listener is None:
-                self._listener = ReplyListener(self.settings.dsn, self.settings)
-            return self._listener
 
     @property
     def closed(self) -> bool:

@@ -168,7 +168,9 @@ class ReplyListener:
                             self._deliver(note.channel, note.payload)
                         self._clear_handed(conn)
             except psycopg.Error as exc:
-                # Callers poll on their fast schedule meanwhile; this only costs latency.
+                # Callers poll on their fast schedule meanwhile; this only costs latency. The
+                # warning below is the async listener's too (pgqueue.alistening), on purpose: the
+                # same advice whichever client hits the missing grant.
                 self.live = False
                 if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not warned:
                     warned = True

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 class Dispatcher(Protocol):
     """What the routing dispatcher needs of each route (Client and CeleryDispatcher fit)."""
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def call(
         self,
         task: str,
@@ -81,6 +84,9 @@ class RoutingDispatcher:
         log.debug("gate: %s %s -> %s (%s)", verb, task, decision.route, decision.reason)
         return self.pg if decision.to_pg else self.fallback
 
+    # Public verbs spell their keyword parameters out, each its own (Client, AsyncClient, the
+    # dispatchers and Task share the names on purpose): a signature is what help() and the API
+    # reference show, so a shared **kwargs would hide it.
     def call(
         self,
         task: str,

@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import claiming, dberrors, metrics, outcomes, sqlfiles
+from pgqueue import claiming, dberrors, metrics, outcomes, store
 from pgqueue.replies import ReplyStatus
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ class Settler:
         if isinstance(action, outcomes.Ack):
             acks = [p.action for p in group]
             assert all(isinstance(a, outcomes.Ack) for a in acks)
-            rows = conn.execute(
-                sqlfiles.query("ack"),
+            rows = store.ack(
+                conn,
                 {
                     **claiming.fence([p.msg for p in group]),
                     "statuses": [a.status.value for a in acks],  # type: ignore[union-attr]
@@ -154,14 +154,14 @@ class Settler:
                     "result_ttl": self.result_ttl,
                     "notify": notify,
                 },
-            ).fetchall()
+            )
             return {r["msg_id"] for r in rows}
         fence = {"msg_id": first.msg.msg_id, "claim_token": first.msg.claim_token}
         if isinstance(action, outcomes.Retry):
-            row = conn.execute(sqlfiles.query("retry"), {**fence, "delay": action.delay}).fetchone()
+            row = store.retry(conn, fence, action.delay)
         else:
-            row = conn.execute(
-                sqlfiles.query("dead_letter"),
+            row = store.dead_letter(
+                conn,
                 {
                     **fence,
                     "reason": self._text(action.reason),
@@ -169,7 +169,7 @@ class Settler:
                     "notify": notify,
                     "max_reply_key_bytes": outcomes.MAX_REPLY_KEY_BYTES,
                 },
-            ).fetchone()
+            )
         return {first.msg.msg_id} if row is not None else set()
 
     def _refused(self, item: Pending, exc: BaseException) -> Pending | None:

@@ -204,6 +204,8 @@ class TaskHandle(Generic[P, R]):
         """Celery's spelling of ``enqueue``."""
         return self.enqueue(*args, **kwargs)
 
+    # enqueue and submit read alike on purpose: each forwards to its own Client verb with the
+    # options that verb takes (submit adds the deadline), so each stays readable on its own.
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Submitted:
         """Put the task on its queue with a reply key and return at once; ``.result(timeout)``
         collects the reply later. Raises like Client.submit."""

@@ -71,6 +71,18 @@ def print_json(document: Any) -> None:
     print(json.dumps(document, default=str, ensure_ascii=False))
 
 
+def print_rows(
+    rows: list[dict[str, Any]], columns: list[str], *, as_json: bool, empty: str
+) -> None:
+    """A list command's output: the rows as JSON (``--json``), else a table, else ``empty``."""
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        print(empty)
+    else:
+        print(table(rows, columns))
+
+
 def add_yes(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--yes",

@@ -14,8 +14,8 @@ from pgqueue.cli.common import (
     connection,
     positive_int,
     print_json,
+    print_rows,
     queue_name,
-    table,
 )
 from pgqueue.cli.parsing import EXIT_FAILURE, EXIT_OK
 
@@ -71,12 +71,8 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         connect_timeout=conn.connect_timeout,
     )
     rows = [letter.as_dict() for letter in letters]
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print("no dead letters")
-    else:
-        print(table(rows, ["dl_id", "queue", "task", "read_ct", "failed_at", "reason"]))
+    columns = ["dl_id", "queue", "task", "read_ct", "failed_at", "reason"]
+    print_rows(rows, columns, as_json=args.json, empty="no dead letters")
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ from pgqueue.cli.common import (
     connection,
     positive_int,
     print_json,
+    print_rows,
     queue_name,
     table,
     who,
@@ -128,12 +129,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout
         )
     ]
-    if args.json:
-        print_json(stats)
-    elif not stats:
-        print("no queues have messages or dead letters")
-    else:
-        print(table(stats, ["queue", "ready", "in_flight", "delayed", "dead", "oldest_age"]))
+    columns = ["queue", "ready", "in_flight", "delayed", "dead", "oldest_age"]
+    print_rows(stats, columns, as_json=args.json, empty="no queues have messages or dead letters")
     return EXIT_OK
 
 

@@ -390,6 +390,8 @@ SELECT (SELECT count(*) FROM kept) AS purged, (SELECT count(*) FROM told) AS cal
 -- ago and that no worker holds (a queue nobody consumes, say a typo in queue=, or workers gone).
 -- Their caller has long returned a timeout; they go to the dead-letter table with a reason naming
 -- the queue and the deadline, so an unconsumed queue shows up there instead of growing forever.
+-- Its moved/kept/replied steps read like queue_purge's on purpose: each named query is one
+-- statement that stands alone, with the reason it writes stated in it.
 WITH batch AS (
     SELECT msg_id FROM pgqueue.message
     WHERE reply_key IS NOT NULL AND deadline IS NOT NULL

@@ -1,5 +1,7 @@
 -- The canonical pgqueue schema. Migrations under migrations/ must produce exactly this;
--- tests/integration/test_schema.py compares the two catalogs.
+-- tests/integration/test_schema.py compares the two catalogs. The migrations repeat parts of this
+-- file (each CREATE OR REPLACE of a function as it was then) on purpose: they are history, applied
+-- in order and never edited, and this file is the schema read in one place.
 CREATE SCHEMA IF NOT EXISTS pgqueue;
 
 CREATE TABLE pgqueue.schema_version (

@@ -26,20 +26,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm")
 KUBECONFIG_ENV = "PGQUEUE_TEST_KUBECONFIG"
 START_TIMEOUT = 90.0
@@ -114,7 +111,7 @@ class CommandError(subprocess.CalledProcessError):
     """A failed kubectl/helm call whose message carries the command's stderr."""
 
     def __str__(self) -> str:
-        return f"{super().__str__()}\nstderr:\n{_tail(self.stderr or '')}"
+        return f"{super().__str__()}\nstderr:\n{last_lines(self.stderr or '')}"
 
 
 def _run(
@@ -159,7 +156,7 @@ def ensure_tools() -> Path:
     if proc.returncode != 0 or not tools_present(directory):
         raise ControlPlaneError(
             f"hack/k8s-tools.sh failed (exit {proc.returncode}):\n"
-            + _tail(proc.stdout + proc.stderr)
+            + last_lines(proc.stdout + proc.stderr)
         )
     return directory
 
@@ -244,6 +241,8 @@ def make_pki(directory: Path) -> _Pki:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pgqueue-test-ca")])
     now = datetime.datetime.now(datetime.UTC)
+    # The CA's builder chain reads like _issue's on purpose: each certificate's fields stated in
+    # full, in the order x509 documents them, is what a reader checks against a TLS error.
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -409,12 +408,12 @@ def free_port() -> int:
         return port
 
 
-def _tail(text: str, lines: int = 40) -> str:
+def last_lines(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
-class _Proc:
+class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
@@ -423,7 +422,7 @@ class _Proc:
     def tail(self, lines: int = 40) -> str:
         self.log_file.flush()
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.name} (exit={self.popen.poll()}) {self.log}\n{_tail(text, lines)}"
+        return f"--- {self.name} (exit={self.popen.poll()}) {self.log}\n{last_lines(text, lines)}"
 
 
 @dataclass
@@ -431,12 +430,12 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback, in ``workdir``.
 
     Usable outside pytest (``make demo-k8s``): ``cluster = ControlPlane(bin_dir, workdir).start()``
-    then ``.stop()``; or ``python -m tests.support.kubeapi`` to run one until Ctrl-C.
+    then ``.stop()``; or ``python -m devtools.kubeapi`` to run one until Ctrl-C.
     """
 
     bin_dir: Path
     workdir: Path
-    procs: list[_Proc] = field(default_factory=list)
+    procs: list[ManagedProcess] = field(default_factory=list)
     cluster: KubeCluster | None = None
     startup_seconds: float = 0.0
 
@@ -444,7 +443,7 @@ class ControlPlane:
     def log_dir(self) -> Path:
         return self.workdir / "logs"
 
-    def _spawn(self, name: str, args: list[str]) -> _Proc:
+    def _spawn(self, name: str, args: list[str]) -> ManagedProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         log_file = log.open("wb")
@@ -456,7 +455,7 @@ class ControlPlane:
             start_new_session=True,  # its own process group, so stop() reaches every child
             cwd=self.workdir,
         )
-        proc = _Proc(name, popen, log, log_file)
+        proc = ManagedProcess(name, popen, log, log_file)
         self.procs.append(proc)
         return proc
 
@@ -466,7 +465,10 @@ class ControlPlane:
     def _fail(self, message: str) -> ControlPlaneError:
         return ControlPlaneError(f"{message}\n{self.logs()}")
 
-    def _await(self, what: str, proc: _Proc, ready: Any, deadline: float) -> None:
+    # tests.support.node supervises its kubelet and containerd with the same few lines (spawn, logs,
+    # await): kept apart on purpose, as each raises its own error (ControlPlaneError, NodeError)
+    # with its own processes' logs, and the node is a test fixture, not a tool.
+    def _await(self, what: str, proc: ManagedProcess, ready: Any, deadline: float) -> None:
         """Poll ``ready()`` until true; fail early if ``proc`` exits, or at ``deadline``."""
         while not ready():
             if proc.popen.poll() is not None:
@@ -594,7 +596,7 @@ class ControlPlane:
         With ``keep_logs`` the logs folder survives (everything else is removed).
         """
         for proc in reversed(self.procs):
-            _terminate(proc.popen)
+            terminate_group(proc.popen)
             proc.log_file.close()
         self.procs.clear()
         self.cluster = None
@@ -611,7 +613,7 @@ class ControlPlane:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _terminate(popen: subprocess.Popen[bytes]) -> None:
+def terminate_group(popen: subprocess.Popen[bytes]) -> None:
     if popen.poll() is not None:
         return
     for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
@@ -645,58 +647,6 @@ def server_of(kubeconfig: Path) -> str:
     context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
     cluster = next(c for c in config["clusters"] if c["name"] == context["context"]["cluster"])
     return str(cluster["cluster"]["server"])
-
-
-# --------------------------------------------------------------------------------------------
-# pytest fixtures.
-
-
-@pytest.fixture(scope="session")
-def kube(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KubeCluster]:
-    """The session's cluster: ``PGQUEUE_TEST_KUBECONFIG`` if set, else a private control plane."""
-    external = os.environ.get(KUBECONFIG_ENV)
-    if external:
-        directory = bin_dir()
-        helm_home = tmp_path_factory.mktemp("helm")
-        path = Path(external)
-        yield KubeCluster(
-            kubeconfig=path, server=server_of(path), bin_dir=directory, helm_home=helm_home
-        )
-        return
-
-    try:
-        directory = ensure_tools()
-    except (ControlPlaneError, OSError, subprocess.SubprocessError) as exc:
-        if in_ci():
-            raise
-        pytest.skip(f"Kubernetes tools unavailable (run `make k8s-tools`): {exc}")
-
-    workdir = Path(tempfile.mkdtemp(prefix="pgqueue-kube-"))
-    plane = ControlPlane(directory, workdir)
-    cluster = plane.start()  # raises with log tails on failure, in CI and locally alike
-    sys.stderr.write(
-        f"kubeapi: control plane up in {plane.startup_seconds:.1f}s at {cluster.server}\n"
-    )
-    try:
-        yield cluster
-    finally:
-        failed = request.session.testsfailed > 0
-        plane.stop(keep_logs=failed)
-        if failed:
-            sys.stderr.write(f"kubeapi: control-plane logs kept in {plane.log_dir}\n")
-
-
-@pytest.fixture
-def kube_namespace(kube: KubeCluster) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (without waiting for finalization)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    kube.kubectl("create", "namespace", name)
-    try:
-        yield name
-    finally:
-        kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The application's legacy Celery app: the same task names and functions as ``pgqueue.demo_tasks``.
 
-The Celery worker of the story runs ``celery -A tests.e2e.legacy_app worker`` (broker from
+The Celery worker of the story runs ``celery -A devtools.legacy_app worker`` (broker from
 ``PGQUEUE_E2E_CELERY_BROKER``); the application builds its own handle with :func:`make_app`.
 """
 

@@ -1,10 +1,10 @@
 """Migration day, end to end (issue 8): the product as a user lives it; one module, two callers.
 
 ``tests/e2e/test_migration_day.py`` runs :class:`Story` against the session's fixtures; ``make
-demo-k8s`` runs it with ``python -m tests.e2e.story``, which starts the same real components itself.
+demo-k8s`` runs it with ``python -m devtools.story``, which starts the same real components itself.
 Each step is printed with its timing. Nothing is mocked: a real API server and controller-manager,
 Helm, the operator and the worker pods started from the specs the API server holds (there is no
-kubelet here, so :mod:`tests.support.e2e_pods` plays it), Postgres, Redis + Celery, Prometheus.
+kubelet here, so :mod:`devtools.e2e_pods` plays it), Postgres, Redis + Celery, Prometheus.
 On a cluster with a kubelet (``make e2e-kind``) the same story leaves the pods to it and reaches
 them through ``kubectl port-forward``.
 
@@ -33,24 +33,24 @@ import psycopg
 import yaml
 from prometheus_client import start_http_server
 
-from pgqueue import Client
-from tests.support import grafana
-from tests.support.e2e_pods import (
+from devtools import grafana
+from devtools.e2e_pods import (
     PodProcess,
     forward_pod,
     has_kubelet,
     plan_pod,
     python_entrypoints,
 )
-from tests.support.e2e_prometheus import (
+from devtools.e2e_prometheus import (
     Prometheus,
     promtool_check_metrics,
     scalar,
     scrape_jobs,
 )
-from tests.support.kubeapi import KubeCluster, free_port
+from devtools.kubeapi import KubeCluster, free_port
+from pgqueue import Client
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "pgqueue-operator"
 DASHBOARD = CHART / "dashboards" / "pgqueue.json"
 SAMPLE = REPO / "crds" / "samples" / "minimal.yaml"
@@ -161,10 +161,10 @@ class Application:
     """``RoutingDispatcher(pg=Client, fallback=CeleryDispatcher(app), gate=Gate(dsn, ttl))``."""
 
     def __init__(self, dsn: str, broker: str, *, ttl: float = GATE_TTL) -> None:
+        from devtools.legacy_app import make_app
         from pgqueue.celery_adapter import CeleryDispatcher
         from pgqueue.gating import Gate
         from pgqueue.routing import RoutingDispatcher
-        from tests.e2e.legacy_app import make_app
 
         self.celery = make_app(broker)
         self.client = Client(dsn)
@@ -732,7 +732,8 @@ class Story:
     # -- 5 ----------------------------------------------------------------------------------
 
     def step5_prometheus(self) -> None:
-        assert self.prometheus is not None and self.app is not None
+        assert self.prometheus is not None
+        assert self.app is not None
         prom = self.prometheus
         panels = dashboard_panels()
         with self.step("5. Prometheus scrapes operator, workers and application; PromQL agrees"):
@@ -1095,16 +1096,16 @@ def plot_dashboard(
 
 
 # ---------------------------------------------------------------------------------------------
-# `python -m tests.e2e.story` (make demo-k8s): the same story, starting the components itself.
+# `python -m devtools.story` (make demo-k8s): the same story, starting the components itself.
 
 
 def main() -> int:
     import argparse
 
+    from devtools.e2e_celery import CeleryWorker, RedisServer
+    from devtools.kubeapi import KUBECONFIG_ENV, ControlPlane, ensure_tools, server_of
     from pgqueue.embedded import EmbeddedPostgres
     from pgqueue.migrating import migrate
-    from tests.support.e2e_celery import CeleryWorker, RedisServer
-    from tests.support.kubeapi import KUBECONFIG_ENV, ControlPlane, ensure_tools, server_of
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", type=Path, default=REPO / "docs" / "e2e")
@@ -1122,7 +1123,7 @@ def main() -> int:
         say(f"work folder {workdir}")
         external = os.environ.get(KUBECONFIG_ENV)
         if external:
-            from tests.support.kubeapi import bin_dir
+            from devtools.kubeapi import bin_dir
 
             path = Path(external)
             kube = KubeCluster(path, server_of(path), bin_dir(), workdir / "helm")

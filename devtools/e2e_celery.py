@@ -1,6 +1,6 @@
 """The legacy transport of the migration-day story: a private redis-server and a real Celery worker.
 
-Both are real processes on loopback. The Celery app (:mod:`tests.e2e.legacy_app`) registers the
+Both are real processes on loopback. The Celery app (:mod:`devtools.legacy_app`) registers the
 same task names as ``pgqueue.demo_tasks``, running the same functions, so a call gives the same
 result whichever transport the gate picks. Readiness is awaited with deadlines: redis answers
 ``PING``, the Celery worker answers a control ping.
@@ -21,9 +21,9 @@ from typing import IO
 
 import redis
 
-from tests.support.kubeapi import free_port
+from devtools.kubeapi import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BROKER_ENV = "PGQUEUE_E2E_CELERY_BROKER"
 
 
@@ -70,7 +70,7 @@ class RedisServer:
 class CeleryWorker:
     broker: str
     workdir: Path
-    app_module: str = "tests.e2e.legacy_app"
+    app_module: str = "devtools.legacy_app"
     concurrency: int = 2
     popen: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
@@ -90,7 +90,7 @@ class CeleryWorker:
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        from tests.e2e import legacy_app
+        from devtools import legacy_app
 
         app = legacy_app.make_app(self.broker)
         deadline = time.monotonic() + timeout

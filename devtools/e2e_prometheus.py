@@ -24,8 +24,8 @@ from typing import IO, Any
 
 import yaml
 
-from tests.support.e2e_pods import PodProcess
-from tests.support.kubeapi import free_port
+from devtools.e2e_pods import PodProcess
+from devtools.kubeapi import free_port
 
 
 def scrape_jobs(

@@ -1,0 +1,66 @@
+"""Leases: renew what the worker holds every lease/3, and hand it all back when the grace ends.
+
+Renewal is fenced like every write (architecture §3.2): a message re-claimed by another worker
+or removed is not renewed, and is counted as a lease lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pgqueue import claiming, dberrors, metrics, outcomes, store
+from pgqueue.finishing import Finishing
+from pgqueue.slots import Slot
+
+# One logger for the whole worker loop, whichever part of it speaks.
+log = logging.getLogger("pgqueue.supervisor")
+
+
+class Leasing(Finishing):
+    """Lease renewal and the grace period's end."""
+
+    def _held(self) -> list[outcomes.Claimed]:
+        held = [self._current(m) for s in self.slots for m in s.held()]
+        return held + [m for m, _ in self.buffer] + self.settler.held()
+
+    def _renew(self) -> None:
+        self._next_renew = time.monotonic() + self.s.lease / 3
+        held = self._held()
+        if not held or self._conn is None:
+            return
+        try:
+            rows = store.renew(self._conn, self.s.lease, claiming.fence(held))
+        except Exception as exc:  # the policy decides; the loop never dies here
+            if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
+                self._db_down("renew", exc)
+            else:
+                metrics.DB_ERRORS.labels("renew").inc()
+                log.error("lease renewal failed: %s; retried next turn", dberrors.describe(exc))
+                self._next_renew = time.monotonic() + 1.0
+            return
+        self._db_up()
+        metrics.LEASE_RENEWALS.inc(len(rows))
+        kept = {r["msg_id"] for r in rows}
+        for m in held:
+            if m.msg_id not in kept:
+                metrics.LEASE_LOST.inc()
+                log.warning(
+                    "lease lost at renewal: msg_id=%d task=%s (re-claimed or removed)",
+                    m.msg_id,
+                    m.task_name,
+                )
+
+    def _abandon(self, busy: list[Slot]) -> None:
+        """Grace period over: kill what still runs and hand it back at once (not an attempt)."""
+        released: list[outcomes.Claimed] = []
+        for slot in busy:
+            lost = slot.kill()
+            self._reported(lost.reports)
+            released += lost.unstarted + [msg for msg, _ in lost.started]
+        self._release(released)
+        self._flush()
+        log.warning(
+            "grace period over: %d running tasks killed and released to other workers",
+            len(released),
+        )

@@ -1,0 +1,104 @@
+"""The wait for a reply: poll, or wake on the reply's NOTIFY, until the reply or the deadline.
+
+Polls with a fast-then-capped backoff clamped to the deadline, taking a pooled connection only
+for each poll; with a live listener (:mod:`pgqueue.listening`) it polls when woken and every
+``poll_max`` as the safety net, and a small reply comes in the NOTIFY itself. Polling stays the
+correctness path: a lost notification costs latency, never a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from pgqueue import producing, sqlfiles
+from pgqueue.clientpool import Conn
+from pgqueue.enqueuing import Enqueuing
+from pgqueue.listening import Waiter
+from pgqueue.replies import CallResult, from_row
+
+# One logger for the client, whichever part of it speaks.
+log = logging.getLogger("pgqueue.client")
+
+# How late past its timeout call() may return: a statement still in flight at the deadline gets
+# this long to answer before its connection is given up (then the rest is scheduling).
+CALL_GRACE = 0.1
+
+
+class ReplyWaiting(Enqueuing):
+    """Taking a reply row, and the wait for it."""
+
+    def _take(self, reply_key: str, deadline: float) -> CallResult | None:
+        # A shared reply (a unique call's) is read by every attached caller: never deleted here.
+        query = (
+            sqlfiles.query("peek_reply")
+            if producing.is_shared(reply_key)
+            else sqlfiles.query("take_reply")
+        )
+
+        def take(conn: Conn) -> dict[str, Any] | None:
+            return conn.execute(query, {"reply_key": reply_key}).fetchone()
+
+        row = self._run(take, deadline + CALL_GRACE, "take_reply")
+        if row is None:
+            return None
+        return from_row(reply_key, row["status"], row["result"], row["error"])
+
+    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
+    # one is a change to both (a shared helper would have to be both sync and async).
+    def _wait(
+        self,
+        reply_key: str,
+        deadline: float,
+        wait: float,
+        waiter: Waiter | None,
+        *,
+        poll_first: bool = False,
+    ) -> CallResult:
+        pause = self.settings.poll_initial
+        polls = 0
+        last_error = ""
+        listener = self._listener if waiter is not None else None
+        # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
+        skip_poll = listener is not None and listener.live and not poll_first
+        while True:
+            if waiter is not None and waiter.reply is not None:
+                return from_row(reply_key, *waiter.reply)  # it came in the NOTIFY
+            if not skip_poll:
+                polls += 1
+                try:
+                    result = self._take(reply_key, deadline)
+                    if result is not None:
+                        return result
+                    last_error = ""
+                except (psycopg.Error, PoolTimeout, OSError) as exc:
+                    # The database is away: keep trying until the deadline; the reply waits.
+                    last_error = self._scrub(f"; last poll failed: {type(exc).__name__}: {exc}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.info(
+                    "call timed out: reply_key=%s timeout=%.3fs polls=%d", reply_key, wait, polls
+                )
+                return CallResult.failure(
+                    reply_key, "timeout", f"no reply within {wait:g}s ({polls} polls){last_error}"
+                )
+            if waiter is not None and listener is not None and listener.live:
+                # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
+                waiter.event.wait(min(self.settings.poll_max, remaining))
+                waiter.event.clear()
+                skip_poll = False
+                continue
+            skip_poll = False
+            nap = min(pause, remaining)
+            if waiter is not None:
+                waiter.event.wait(nap)
+                waiter.event.clear()
+            else:
+                time.sleep(nap)
+            # Flat and fast while a short task's reply is likely, then doubling up to the cap.
+            if polls >= self.settings.poll_flat:
+                pause = min(pause * 2, self.settings.poll_max)

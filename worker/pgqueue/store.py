@@ -1,0 +1,50 @@
+"""The worker core's statements, one function per named query (``sql/queries.sql``).
+
+The claim, the lease renewal, the release and the three settle writes (ack, retry, dead letter)
+are run here and nowhere else in the worker: :mod:`pgqueue.claiming`, :mod:`pgqueue.leasing` and
+:mod:`pgqueue.settling` decide what to write and what an error means (:mod:`pgqueue.dberrors`);
+this module only says it to Postgres. Every write is fenced by (msg_id, claim_token), so a
+statement from a worker whose lease ran out changes nothing (architecture §3.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from pgqueue import sqlfiles
+
+Conn = psycopg.Connection[dict[str, Any]]
+Row = dict[str, Any]
+
+
+def claim(conn: Conn, params: dict[str, Any]) -> list[Row]:
+    """The claimed rows, in order (``claim``; parameters from :func:`claiming.claim_params`)."""
+    return conn.execute(sqlfiles.query("claim"), params).fetchall()
+
+
+def renew(conn: Conn, lease: float, fence: dict[str, list[int]]) -> list[Row]:
+    """Push the fenced leases out by ``lease`` seconds; the rows still held (``renew``)."""
+    return conn.execute(sqlfiles.query("renew"), {"lease": lease, **fence}).fetchall()
+
+
+def release(conn: Conn, fence: dict[str, list[int]]) -> None:
+    """Make the fenced messages visible at once, without counting an attempt (``release``)."""
+    conn.execute(sqlfiles.query("release"), fence)
+
+
+def ack(conn: Conn, params: dict[str, Any]) -> list[Row]:
+    """Delete the fenced messages and store their replies; the rows it still held (``ack``)."""
+    return conn.execute(sqlfiles.query("ack"), params).fetchall()
+
+
+def retry(conn: Conn, fence: dict[str, int], delay: float) -> Row | None:
+    """Make one fenced message visible again after ``delay`` seconds (``retry``)."""
+    return conn.execute(sqlfiles.query("retry"), {**fence, "delay": delay}).fetchone()
+
+
+def dead_letter(conn: Conn, params: dict[str, Any]) -> Row | None:
+    """Move one fenced message to the dead-letter table, a reply if it had a caller
+    (``dead_letter``)."""
+    return conn.execute(sqlfiles.query("dead_letter"), params).fetchone()

@@ -1,0 +1,92 @@
+"""The worker's database connections: connect, LISTEN for enqueues, back off through an outage.
+
+An outage (:mod:`pgqueue.dberrors`, Kind.OUTAGE) closes both connections and keeps every pending
+write; the loop reconnects after a doubling back-off (0.2 s up to 5 s). Readiness needs a write
+that succeeded since the last connect, not only a connection: a read-only database connects, then
+refuses every claim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import psycopg
+
+from pgqueue import db, dberrors, metrics, registry
+from pgqueue.workerstate import WorkerState
+
+# One logger for the whole worker loop, whichever part of it speaks.
+log = logging.getLogger("pgqueue.supervisor")
+
+ENQUEUE_CHANNEL = "pgqueue_enqueue"
+
+
+class DatabaseLink(WorkerState):
+    """The worker's two connections (writes; LISTEN) and the outage back-off."""
+
+    def _ensure_db(self, now: float) -> None:
+        if self._conn is not None and not self._conn.closed:
+            return
+        if now < self._db_retry_at:
+            return
+        try:
+            self._conn = db.connect(
+                self.s.dsn,
+                pooled=self.s.pooled,
+                connect_timeout=self.s.connect_timeout,
+                settings=self.s,
+            )
+            if not self.s.pooled:
+                self._listen = db.connect(
+                    self.s.dsn, connect_timeout=self.s.connect_timeout, settings=self.s
+                )
+                self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
+            self._next_claim = now
+            log.info("connected to %s", db.redact(self.s.dsn))
+            registry.register(self._conn, self._me)
+        except psycopg.Error as exc:
+            self._db_down("connect", exc)
+
+    def _db_up(self) -> None:
+        """A write succeeded: the database is usable again."""
+        if not self._db_ok:
+            self._db_ok = True
+            self._db_backoff = 0.2
+
+    def _db_down(self, op: str, exc: BaseException) -> None:
+        """An outage (dberrors.Kind.OUTAGE): keep what is pending, back off, reconnect."""
+        metrics.DB_ERRORS.labels(op).inc()
+        if self._conn is not None or self._db_backoff <= 0.2:
+            log.warning(
+                "database unavailable during %s (%s); retrying in %.1fs",
+                op,
+                dberrors.describe(exc),
+                self._db_backoff,
+            )
+        self._db_ok = False
+        self._close_db()
+        self._db_retry_at = time.monotonic() + self._db_backoff
+        self._db_backoff = min(self._db_backoff * 2, 5.0)
+        self.health.ready = False
+
+    def _close_db(self) -> None:
+        for conn in (self._conn, self._listen):
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+        self._conn = None
+        self._listen = None
+
+    def _drain_notifies(self) -> None:
+        assert self._listen is not None
+        try:
+            for note in self._listen.notifies(timeout=0):
+                if note.payload in self.s.queues:
+                    self._next_claim = time.monotonic()
+        except Exception as exc:  # the policy: an outage, or a wake-up missed
+            if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
+                self._db_down("listen", exc)
+            else:
+                log.warning("LISTEN socket: %s; polling meanwhile", dberrors.describe(exc))

@@ -1,0 +1,93 @@
+"""What a worker holds: settings, slots, the claims in hand, its clocks and connections.
+
+:class:`pgqueue.supervisor.Worker` is built of parts, one module per concept, each a class over
+this state: :mod:`pgqueue.workerdb` (the connections, LISTEN, the outage back-off),
+:mod:`pgqueue.dispatching` (how much to claim, which slot takes what, what runs cost),
+:mod:`pgqueue.finishing` (what becomes of a run: settled, dead-lettered, killed, lost),
+:mod:`pgqueue.leasing` (renewal, and the end of the grace period) and :mod:`pgqueue.supervisor`
+(the loop and the claim). They run on the one loop thread: plain attributes, no locks.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pgqueue import claiming, jobs, outcomes, registry, serving, settling
+from pgqueue.inline import InlineRunner
+from pgqueue.settings import WorkerSettings
+from pgqueue.slots import Slot
+from pgqueue.tasks import import_task_modules
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    cursors: dict[str, claiming.Cursor] = field(default_factory=dict)
+
+
+class WorkerState:
+    """The state every part of the worker shares (see the module docstring)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.s = settings
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        slots = 1 if settings.pool == "inline" else settings.concurrency
+        self._me = registry.WorkerInfo(self.worker_id, tuple(settings.queues), slots=slots)
+        self._next_beat = 0.0  # the registry row's heartbeat (for people watching: web console)
+        self.known = frozenset(import_task_modules(settings.tasks))
+        self.slots: list[Slot] = []
+        self.settler = settling.Settler(
+            result_ttl=settings.result_ttl,
+            notify=settings.notify,
+            max_error_bytes=settings.max_error_bytes,
+            known=self.known,
+        )
+        self.buffer: collections.deque[tuple[outcomes.Claimed, outcomes.Work]] = collections.deque()
+        self.stats = WorkerStats()
+        self.health = serving.Health(settings.heartbeat_staleness)
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._listen: psycopg.Connection[dict[str, Any]] | None = None
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._next_claim = 0.0
+        self._poll_at = 0.0  # the periodic poll's clock (see next_poll)
+        self._next_renew = 0.0
+        self._db_retry_at = 0.0
+        self._db_backoff = 0.2
+        self._db_ok = False  # a write succeeded since the last connect (ready needs it)
+        self._queue_turn = 0
+        self._withdrawn_all = False
+        self._cost: dict[str, float] = {}  # task → smoothed run time, seconds
+        self._typical: float | None = None  # smoothed run time over every task
+        self._inline: InlineRunner | None = None  # --pool inline: tasks run here
+        self._inline_seq = 0
+        # Messages this worker re-claimed while a slot still runs them (see _adopt): the newer
+        # claim, which their settle and renewals must use.
+        self._adopted: dict[int, outcomes.Claimed] = {}
+        self.http_port: int | None = None
+
+    # Defined by the parts further along (the supervisor and pgqueue.finishing), declared here so
+    # each part type-checks on its own.
+
+    def _take(self, msg: outcomes.Claimed) -> outcomes.Claimed:
+        raise NotImplementedError
+
+    def _current(self, msg: outcomes.Claimed) -> outcomes.Claimed:
+        raise NotImplementedError
+
+    def _release(self, msgs: list[outcomes.Claimed]) -> None:
+        raise NotImplementedError
+
+    def _reported(self, reports: list[tuple[outcomes.Claimed, jobs.Report]]) -> None:
+        raise NotImplementedError
+
+    def _dead_letter(self, msg: outcomes.Claimed, verdict: outcomes.DeadLetter) -> None:
+        raise NotImplementedError
