@@ -35,8 +35,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import arguments, db, metrics, producing, sqlfiles
-from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
+from pgqueue import arguments, cancelling, db, metrics, producing, sqlfiles
+from pgqueue.cancelling import Cancellation
+from pgqueue.errors import CancelError, ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.listening import ReplyListener, Waiter
 from pgqueue.producing import Message, TaskOptions
 from pgqueue.replies import CallResult, from_row
@@ -79,6 +80,11 @@ class Submitted:
     def result(self, timeout: float | None = None) -> CallResult:
         """Wait for the reply (at most ``timeout`` seconds, default the client's); never raises."""
         return self.client.result(self.reply_key, timeout)
+
+    def cancel(self) -> Cancellation:
+        """Cancel the message (see :meth:`Client.cancel`); a unique submit attached to another
+        message cancels that message, for every caller attached to it."""
+        return self.client.cancel(self.msg_id)
 
 
 class Client:
@@ -368,15 +374,19 @@ class Client:
         options: TaskOptions | None = None,
         unique_key: str | None = None,
         unique_for: float = 0.0,
+        cancel_on_timeout: bool | None = None,
     ) -> CallResult:
         """Run a task and wait for its reply; never raises, whatever the arguments or the network.
 
         Returns within ``timeout`` + ``CALL_MARGIN`` (0.25 s). A bad argument is an
         ``enqueue_error`` result whose error names it. With a ``unique_key`` held by a call
         queued or running, this waits for that call's reply instead of running the task twice.
+        ``cancel_on_timeout=True``: if the timeout passes while the task runs, its worker kills
+        the run (default: it runs to completion, the reply is swept later).
         """
         started = time.monotonic()
         try:
+            options = producing.with_cancel_on_timeout(options, cancel_on_timeout)
             result = self._call(
                 task,
                 args,
@@ -475,6 +485,27 @@ class Client:
     def wait_for_reply(self, reply_key: str, timeout: float) -> CallResult:
         """The same as :meth:`result` (its earlier name)."""
         return self.result(reply_key, timeout)
+
+    def cancel(self, target: int | str, *, by: str | None = None) -> Cancellation:
+        """Cancel a message by msg_id (int) or reply key (str).
+
+        Waiting: it never runs. Running: its worker kills the run within lease/3 + 1 s. A caller
+        waiting on it gets ``kind="cancelled"`` at once. Already finished, dead-lettered or
+        cancelled: ``outcome="already_done"``, nothing changed. ``by`` is recorded in the
+        dead-letter reason (default: this process). Raises
+        :class:`~pgqueue.errors.UnknownMessage` naming an id or key pgqueue does not know, and
+        :class:`~pgqueue.errors.CancelError` when the database did not answer.
+        """
+        query = cancelling.params(target, by)
+
+        def cancel(conn: Conn) -> dict[str, Any] | None:
+            return conn.execute(sqlfiles.query("cancel"), query).fetchone()
+
+        try:
+            row = self._run(cancel, None, "cancel")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise CancelError(self._scrub(f"cancel of {target!r:.80} failed: {exc}")) from None
+        return cancelling.from_row(row, target)
 
     def _take(self, reply_key: str, deadline: float) -> CallResult | None:
         # A shared reply (a unique call's) is read by every attached caller: never deleted here.

@@ -37,6 +37,7 @@ from pgqueue import (
     claiming,
     db,
     dberrors,
+    halting,
     jobs,
     limits,
     metrics,
@@ -46,6 +47,7 @@ from pgqueue import (
     settling,
     sqlfiles,
 )
+from pgqueue.cancelling import CHANNEL as CANCEL_CHANNEL
 from pgqueue.inline import InlineRunner
 from pgqueue.maintenance import Vacuumer
 from pgqueue.settings import WorkerSettings
@@ -113,6 +115,7 @@ class Worker:
         # Messages this worker re-claimed while a slot still runs them (see _adopt): the newer
         # claim, which their settle and renewals must use.
         self._adopted: dict[int, outcomes.Claimed] = {}
+        self.cancels_heard: set[int] = set()  # cancel NOTIFYs, handled in the loop (halting)
         self.http_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -229,6 +232,7 @@ class Worker:
                     self._time_limit(slot, running[0].msg_id)
                 elif running is not None and now >= running[1] + self._steal_after():
                     self._unblock(slot, running[0], now - running[1])
+            halting.stop_unwanted(self, now)  # cancelled, or abandoned with cancel_on_timeout
             if not self._stopping and now >= self._next_claim:
                 self._claim_and_dispatch()
             self._sleep()
@@ -306,6 +310,7 @@ class Worker:
                     self.s.dsn, connect_timeout=self.s.connect_timeout, settings=self.s
                 )
                 self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
+                self._listen.execute(f"LISTEN {CANCEL_CHANNEL}")  # pgqueue.halting
             self._next_claim = now
             log.info("connected to %s", db.redact(self.s.dsn))
             registry.register(self._conn, self._me)
@@ -344,15 +349,19 @@ class Worker:
 
     def _drain_notifies(self) -> None:
         assert self._listen is not None
+        cancels: list[str] = []
         try:
             for note in self._listen.notifies(timeout=0):
-                if note.payload in self.s.queues:
+                if note.channel == CANCEL_CHANNEL:
+                    cancels.append(note.payload)
+                elif note.payload in self.s.queues:
                     self._next_claim = time.monotonic()
         except Exception as exc:  # the policy: an outage, or a wake-up missed
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
                 self._db_down("listen", exc)
             else:
                 log.warning("LISTEN socket: %s; polling meanwhile", dberrors.describe(exc))
+        halting.heard(self, cancels)
 
     # -- claim and dispatch ------------------------------------------------------------------
 
@@ -710,6 +719,7 @@ class Worker:
                     m.msg_id,
                     m.task_name,
                 )
+        halting.after_renewal(self, [m.msg_id for m in held if m.msg_id not in kept])
 
     def _abandon(self, busy: list[Slot]) -> None:
         """Grace period over: kill what still runs and hand it back at once (not an attempt)."""

@@ -1,0 +1,225 @@
+"""Cancellation with real workers (issue 19): a waiting message never runs, a running one is killed
+with every process it spawned within lease/3 + 1 s, its caller gets ``cancelled`` at once, a
+finished one is "already done", an unknown id is a clear error; an abandoned call with
+cancel_on_timeout stops within the same bound after its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue import AsyncClient, CallResult, Client, UnknownMessage
+from tests.support import cancel_tasks, runs
+from tests.support.workers import WorkerFactory, wait_until
+
+TASKS = "tests.support.cancel_tasks"
+LEASE = 6.0
+BOUND = LEASE / 3 + 1.0  # how soon a cancelled run must be gone
+
+
+@pytest.fixture
+def probe(pg_dsn: str) -> str:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(cancel_tasks.DDL)
+    return pg_dsn
+
+
+def events(dsn: str, tag: str) -> dict[str, tuple[Any, ...]]:
+    rows = runs.query(
+        dsn, "SELECT event, msg_id, pid, child_pid FROM cancel_probe WHERE tag = %s", (tag,)
+    )
+    return {row[0]: row[1:] for row in rows}
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a killed child its parent has not reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in {"Z", "X"}
+
+
+def started(dsn: str, tag: str) -> tuple[int, int, int]:
+    """Wait for the run to start: its msg_id, its pid and the pid of the child it spawned."""
+    wait_until(lambda: "started" in events(dsn, tag), 60, f"run {tag} to start")
+    msg_id, pid, child = events(dsn, tag)["started"]
+    assert alive(pid) and alive(child)
+    return msg_id, pid, child
+
+
+def gone_within(pids: tuple[int, int], since: float) -> float:
+    """Seconds from ``since`` until both processes were gone (fails after a generous wait)."""
+    wait_until(lambda: not any(alive(p) for p in pids), 60, f"pids {pids} to be killed")
+    return time.monotonic() - since
+
+
+def in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def dead_letter_reason(dsn: str, msg_id: int) -> str:
+    """The message's dead-letter reason, once it is written."""
+    query = "SELECT reason FROM pgqueue.dead_letter WHERE msg_id = %s"
+    wait_until(lambda: runs.scalar(dsn, query, (msg_id,)) is not None, 30, "the dead letter")
+    return str(runs.scalar(dsn, query, (msg_id,)))
+
+
+def test_a_waiting_message_is_cancelled_and_never_runs(probe: str, workers: WorkerFactory) -> None:
+    with Client(probe) as client:
+        submitted = client.submit("cancel.work", [probe, "waiting", 0.1])
+        queued = client.enqueue("cancel.work", [probe, "waiting-ff", 0.1])
+        done = client.cancel(submitted.msg_id)
+        assert (done.outcome, done.state, done.msg_id) == ("cancelled", "waiting", submitted.msg_id)
+        assert done.task == "cancel.work" and done.cancelled
+        assert submitted.result(timeout=10).kind == "cancelled"
+        assert client.cancel(queued).state == "waiting"
+        assert dead_letter_reason(probe, queued).startswith("cancelled while waiting by pid ")
+        # A worker starts and works through a later call: the cancelled ones never ran.
+        workers.start(probe, tasks=TASKS, concurrency=2, extra=["--lease", str(LEASE)])
+        assert client.call("cancel.echo", ["after"], timeout=60).value == "after"
+    assert events(probe, "waiting") == {} and events(probe, "waiting-ff") == {}
+    assert runs.scalar(probe, "SELECT count(*) FROM pgqueue.message") == 0
+
+
+@pytest.mark.parametrize("told_by", ["notify", "renewal"])
+def test_a_running_call_is_killed_with_its_children_and_its_caller_gets_cancelled(
+    probe: str, workers: WorkerFactory, told_by: str
+) -> None:
+    # Behind a transaction pooler a worker cannot LISTEN: its lease renewal finds the cancel.
+    pooled = ["--pooled"] if told_by == "renewal" else []
+    worker = workers.start(
+        probe, tasks=TASKS, concurrency=2, extra=["--lease", str(LEASE), *pooled]
+    )
+    with Client(probe) as client:
+        call, result = in_thread(
+            lambda: client.call("cancel.work", [probe, "running", 4.0], timeout=60)
+        )
+        msg_id, pid, child = started(probe, "running")
+        began = time.monotonic()
+        done = client.cancel(msg_id)
+        assert (done.outcome, done.state) == ("cancelled", "running")
+        call.join(10)
+        answered = time.monotonic() - began
+        took = gone_within((pid, child), began)
+        reply: CallResult = result[0]
+        assert reply.kind == "cancelled" and not reply.ok, reply
+        assert reply.error.startswith("cancelled while running on "), reply
+        assert answered < 2.0, answered  # at once, not at the call's 60 s timeout
+        assert took <= BOUND, f"the run was killed after {took:.2f}s, over lease/3 + 1 s"
+        # The run would have recorded its end 4 s after it started: it never does.
+        wait_until(lambda: time.monotonic() > began + 5.0, 10, "the run's would-be end")
+        assert set(events(probe, "running")) == {"started"}
+        assert dead_letter_reason(probe, msg_id).startswith("cancelled while running on ")
+        # The worker goes on, on a fresh slot.
+        assert client.call("cancel.echo", ["next"], timeout=60).value == "next"
+    assert f"msg_id={msg_id} task=cancel.work cancelled while running" in worker.log()
+    assert "lease lost" not in worker.log() or told_by == "renewal"
+
+
+def test_already_done_and_unknown_are_told_apart(probe: str, workers: WorkerFactory) -> None:
+    workers.start(probe, tasks=TASKS, concurrency=1, extra=["--lease", str(LEASE)])
+    with Client(probe) as client:
+        finished = client.submit("cancel.echo", ["done"])
+        assert finished.result(timeout=60).value == "done"
+        done = finished.cancel()
+        assert (done.outcome, done.state) == ("already_done", "finished"), done
+        assert "already done (finished)" in str(done)
+        # A reply stored and not taken yet: found by its reply key.
+        stored = client.submit("cancel.echo", ["kept"])
+        wait_until(
+            lambda: runs.scalar(probe, "SELECT count(*) FROM pgqueue.result") == 1,
+            60,
+            "the reply to be stored",
+        )
+        by_key = client.cancel(stored.reply_key)
+        assert (by_key.outcome, by_key.state) == ("already_done", "finished"), by_key
+        assert "its reply is stored (completed)" in by_key.detail
+        # Cancelled twice: the second is already done, and says it was cancelled.
+        waiting = client.enqueue("cancel.echo", ["x"], queue="nobody")
+        assert client.cancel(waiting).cancelled
+        again = client.cancel(waiting)
+        assert (again.outcome, again.state) == ("already_done", "cancelled"), again
+        # Unknown: an error naming what was asked for.
+        with pytest.raises(UnknownMessage, match=r"^msg_id 999999999: no message has this id"):
+            client.cancel(999_999_999)
+        with pytest.raises(UnknownMessage, match=r"^reply key no-such-key: no message and no"):
+            client.cancel("no-such-key")
+
+
+def test_cancel_on_timeout_stops_an_abandoned_call_after_its_deadline(
+    probe: str, workers: WorkerFactory
+) -> None:
+    workers.start(probe, tasks=TASKS, concurrency=2, extra=["--lease", str(LEASE)])
+    with Client(probe) as client:
+        # Per call, on a task that does not ask for it; and per task (@task(cancel_on_timeout)).
+        per_call = client.call(
+            "cancel.work", [probe, "per-call", 4.0], timeout=2.0, cancel_on_timeout=True
+        )
+        deadline_passed = time.monotonic()
+        assert per_call.kind == "timeout", per_call
+        msg_id, pid, child = events(probe, "per-call")["started"]
+        took = gone_within((pid, child), deadline_passed)
+        assert took <= BOUND, f"killed {took:.2f}s after the caller's deadline"
+        reason = dead_letter_reason(probe, msg_id)
+        assert reason.startswith("cancelled at its caller's deadline (cancel_on_timeout)"), reason
+
+        per_task = cancel_tasks.work_or_stop.using(client, timeout=2.0).call(probe, "per-task", 4.0)
+        deadline_passed = time.monotonic()
+        assert per_task.kind == "timeout", per_task
+        msg_id, pid, child = events(probe, "per-task")["started"]
+        assert gone_within((pid, child), deadline_passed) <= BOUND
+        # The default: a call its caller gave up on runs to completion.
+        default = client.call("cancel.work", [probe, "default", 2.0], timeout=1.0)
+        assert default.kind == "timeout", default
+        wait_until(lambda: "finished" in events(probe, "default"), 60, "the default run's end")
+        wait_until(lambda: time.monotonic() > deadline_passed + 5.0, 10, "the would-be ends")
+    assert set(events(probe, "per-call")) == {"started"}
+    assert set(events(probe, "per-task")) == {"started"}
+
+
+def test_inline_pool_withholds_the_reply_and_the_task_runs_to_its_end(
+    probe: str, workers: WorkerFactory
+) -> None:
+    worker = workers.start(
+        probe, tasks=TASKS, extra=["--pool", "inline", "--lease", "12", "--task-time-limit", "30"]
+    )
+    with Client(probe) as client:
+        submitted = client.submit("cancel.work", [probe, "inline", 1.5])
+        msg_id, _, _ = started(probe, "inline")
+        done = submitted.cancel()
+        assert (done.outcome, done.state) == ("cancelled", "running")
+        # A thread cannot be killed: the task runs to its end, and its reply is withheld.
+        wait_until(lambda: "finished" in events(probe, "inline"), 60, "the inline run's end")
+        assert client.call("cancel.echo", ["next"], timeout=60).value == "next"
+        assert submitted.result(timeout=5).kind == "cancelled"
+    assert f"msg_id={msg_id} task=cancel.work cancelled after it ran" in worker.log()
+
+
+@pytest.mark.asyncio
+async def test_async_caller_gets_cancelled_at_once(probe: str) -> None:
+    async with AsyncClient(probe) as client:
+        call = asyncio.create_task(client.call("cancel.echo", ["a"], queue="nobody", timeout=60))
+
+        def queued() -> Any:
+            return runs.scalar(probe, "SELECT msg_id FROM pgqueue.message")
+
+        await asyncio.to_thread(wait_until, lambda: queued() is not None, 30, "the message")
+        msg_id = queued()
+        began = time.monotonic()
+        done = await client.cancel(msg_id)
+        assert (done.outcome, done.state) == ("cancelled", "waiting")
+        result = await asyncio.wait_for(call, 10)
+        assert result.kind == "cancelled", result
+        assert time.monotonic() - began < 2.0
+        with pytest.raises(UnknownMessage):
+            await client.cancel(10**15)
