@@ -6,6 +6,10 @@ cancel_on_timeout stops within the same bound after its deadline."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -223,3 +227,53 @@ async def test_async_caller_gets_cancelled_at_once(probe: str) -> None:
         assert time.monotonic() - began < 2.0
         with pytest.raises(UnknownMessage):
             await client.cancel(10**15)
+
+
+def pgq(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    env["PGQUEUE_DSN"] = dsn
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "cancel", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_the_cli_cancels_and_says_what_happened(probe: str, workers: WorkerFactory) -> None:
+    with Client(probe) as client:
+        waiting = client.enqueue("cancel.echo", ["x"], queue="nobody")
+        done = pgq(probe, str(waiting))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == (
+            f"msg_id {waiting} (cancel.echo on queue nobody) cancelled while waiting: "
+            "it will never run"
+        )
+        assert dead_letter_reason(probe, waiting).startswith("cancelled while waiting by cli ")
+        again = pgq(probe, str(waiting), "--json")
+        assert again.returncode == 0, again.stderr
+        answer = json.loads(again.stdout)
+        assert (answer["outcome"], answer["state"], answer["msg_id"]) == (
+            "already_done",
+            "cancelled",
+            waiting,
+        )
+        # Running, named by its reply key.
+        workers.start(probe, tasks=TASKS, concurrency=1, extra=["--lease", str(LEASE)])
+        submitted = client.submit("cancel.work", [probe, "cli", 4.0])
+        _, pid, child = started(probe, "cli")
+        began = time.monotonic()
+        running = pgq(probe, submitted.reply_key, "--by", "on-call ann")
+        assert running.returncode == 0, running.stderr
+        assert "cancelled while running on " in running.stdout, running.stdout
+        assert gone_within((pid, child), began) <= BOUND + 1.0  # + the CLI's own start-up
+        assert submitted.result(timeout=10).error.endswith(" by on-call ann")
+    unknown = pgq(probe, "999999999")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(
+        "pgqueue: error: cancel: msg_id 999999999: no message has this id (the last id issued is "
+    ), unknown.stderr
+    bad = pgq(probe, "not a key!")
+    assert bad.returncode == 2
+    assert "ID: not a msg_id or a reply key" in bad.stderr, bad.stderr

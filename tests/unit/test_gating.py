@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from pgqueue.celery_adapter import CeleryDispatcher
@@ -391,7 +392,12 @@ def test_celery_task_failure_is_a_task_error_with_type_and_message() -> None:
         "celery-task-id",
     )
     revoked = CeleryDispatcher(FakeApp(FakeAsyncResult(None, state="REVOKED"))).call("t")
-    assert (revoked.kind, revoked.error) == ("task_error", "task ended in state REVOKED")
+    assert (revoked.kind, revoked.error) == ("cancelled", "revoked")
+    terminated = FakeAsyncResult(TaskRevokedError("terminated"), state="REVOKED")
+    revoked = CeleryDispatcher(FakeApp(terminated)).call("t")
+    assert (revoked.kind, revoked.error) == ("cancelled", "TaskRevokedError: terminated")
+    other = CeleryDispatcher(FakeApp(FakeAsyncResult(None, state="IGNORED"))).call("t")
+    assert (other.kind, other.error) == ("task_error", "task ended in state IGNORED")
 
 
 def test_celery_timeout_and_transport_errors_map_onto_their_kinds() -> None:

@@ -5,6 +5,8 @@ before the migration — same task name, arguments, queue and result backend —
 mapped onto :class:`pgqueue.CallResult` so the caller's code does not change with the route:
 
 - the task raised → ``task_error``, error ``"<ExceptionType>: <message>"`` (as on Postgres);
+- the task was revoked (``revoke()``, ``terminate=True`` or not) → ``cancelled``, as a call
+  cancelled on Postgres;
 - no reply within the timeout → ``timeout``; waiting failed (result backend unreachable) →
   ``timeout`` too, with the cause in ``error``: the task was sent and may still run;
 - ``send_task`` failed (broker unreachable) → ``enqueue_error``: nothing was sent.
@@ -103,6 +105,10 @@ class CeleryDispatcher:
             else:
                 if succeeded:
                     result = CallResult.success(key, value)
+                elif async_result.state == "REVOKED":
+                    # revoke(), with or without terminate=True: pgqueue's cancel.
+                    why = _describe(value) if isinstance(value, BaseException) else "revoked"
+                    result = CallResult.failure(key, "cancelled", why)
                 elif isinstance(value, BaseException):
                     result = CallResult.failure(key, "task_error", _describe(value))
                 else:
