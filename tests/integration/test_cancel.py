@@ -12,13 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
 
 from pgqueue import AsyncClient, CallResult, Client, UnknownMessage
+from pgqueue.celery_adapter import CeleryDispatcher
 from tests.support import cancel_tasks, runs
+from tests.support.celery_redis import LegacyWorker
 from tests.support.workers import WorkerFactory, wait_until
 
 TASKS = "tests.support.cancel_tasks"
@@ -277,3 +280,17 @@ def test_the_cli_cancels_and_says_what_happened(probe: str, workers: WorkerFacto
     bad = pgq(probe, "not a key!")
     assert bad.returncode == 2
     assert "ID: not a msg_id or a reply key" in bad.stderr, bad.stderr
+
+
+def test_the_celery_route_reads_a_revoked_task_as_cancelled(legacy_worker: LegacyWorker) -> None:
+    # Revoked before it is sent (Celery keeps revoked ids in its workers' memory), so the worker
+    # skips it when it arrives and stores the REVOKED state: the adapter's mapping, on real Celery.
+    task_id = uuid.uuid4().hex
+    told = legacy_worker.app.control.revoke(
+        task_id, reply=True, timeout=10, destination=[legacy_worker.hostname]
+    )
+    assert told, "the Celery worker did not acknowledge the revoke"
+    celery = CeleryDispatcher(legacy_worker.app, send_options={"task_id": task_id})
+    result = celery.call("gate.add", [1, 2], timeout=30)
+    assert (result.kind, result.reply_key) == ("cancelled", task_id), result
+    assert result.error.startswith("TaskRevokedError"), result
