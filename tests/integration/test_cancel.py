@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import AsyncClient, CallResult, Client, UnknownMessage
+from pgqueue import AsyncClient, CallResult, Client, UnknownMessage, admin
 from pgqueue.celery_adapter import CeleryDispatcher
 from tests.support import cancel_tasks, runs
 from tests.support.celery_redis import LegacyWorker
@@ -294,3 +294,25 @@ def test_the_celery_route_reads_a_revoked_task_as_cancelled(legacy_worker: Legac
     result = celery.call("gate.add", [1, 2], timeout=30)
     assert (result.kind, result.reply_key) == ("cancelled", task_id), result
     assert result.error.startswith("TaskRevokedError"), result
+
+
+def test_dlq_list_shows_the_cancelled_messages(probe: str) -> None:
+    with Client(probe) as client:
+        cancelled = client.enqueue("cancel.echo", ["x"], queue="nobody")
+        purged = client.enqueue("cancel.echo", ["y"], queue="other")
+        client.cancel(cancelled)
+    admin.purge_queue(probe, "other")
+    assert {d.msg_id for d in admin.dead_letters(probe)} == {cancelled, purged}
+    assert [d.msg_id for d in admin.dead_letters(probe, reason_prefix="cancelled")] == [cancelled]
+    assert admin.dead_letters(probe, reason_prefix="cancelled_%") == []  # literal, not LIKE
+    listed = subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "dlq", "list", "--reason", "cancelled", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGQUEUE_DSN": probe},
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["msg_id"] for r in rows] == [cancelled]
+    assert rows[0]["reason"].startswith("cancelled while waiting")

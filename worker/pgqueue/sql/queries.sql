@@ -227,10 +227,13 @@ FROM live l FULL JOIN dead d ON d.queue = l.queue
 ORDER BY 1;
 
 -- name: dlq_list
+-- reason_prefix: only the dead letters whose reason starts with it ('cancelled': the cancelled
+-- messages), matched literally.
 SELECT dl_id, msg_id, queue, task_name, reply_key, priority, tenant, enqueued_at, read_ct,
        reason, failed_at, payload
 FROM pgqueue.dead_letter
 WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(reason_prefix)s::text IS NULL OR starts_with(reason, %(reason_prefix)s::text))
 ORDER BY dl_id
 LIMIT %(limit)s;
 
