@@ -232,11 +232,11 @@ async def test_async_caller_gets_cancelled_at_once(probe: str) -> None:
             await client.cancel(10**15)
 
 
-def pgq(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+def pgq(dsn: str, *args: str, verb: str = "cancel") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
     env["PGQUEUE_DSN"] = dsn
     return subprocess.run(
-        [sys.executable, "-m", "pgqueue.cli", "cancel", *args],
+        [sys.executable, "-m", "pgqueue.cli", verb, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -272,6 +272,14 @@ def test_the_cli_cancels_and_says_what_happened(probe: str, workers: WorkerFacto
         assert "cancelled while running on " in running.stdout, running.stdout
         assert gone_within((pid, child), began) <= BOUND + 1.0  # + the CLI's own start-up
         assert submitted.result(timeout=10).error.endswith(" by on-call ann")
+        # pgqueue call --cancel-on-timeout: the run stops when the call gives up.
+        args = json.dumps([probe, "cli-cot", 4.0])
+        flags = ["--args", args, "--timeout", "2", "--cancel-on-timeout"]
+        gave_up = pgq(probe, "cancel.work", *flags, verb="call")
+        assert gave_up.returncode == 1 and json.loads(gave_up.stdout)["kind"] == "timeout"
+        msg_id, pid, child = events(probe, "cli-cot")["started"]
+        gone_within((pid, child), time.monotonic())
+        assert dead_letter_reason(probe, msg_id).startswith("cancelled at its caller's deadline")
     unknown = pgq(probe, "999999999")
     assert unknown.returncode == 1
     assert unknown.stderr.startswith(

@@ -146,3 +146,16 @@ def test_a_task_can_ask_for_cancel_on_timeout() -> None:
     assert stoppable.options.cancel_on_timeout is True
     with pytest.raises(pgqueue.errors.TaskRegistrationError, match="cancel_on_timeout"):
         pgqueue.task(name="unit.bad_cancel", cancel_on_timeout=3)(stoppable.func)  # type: ignore[call-overload]
+
+
+def test_a_handle_can_ask_for_it_per_use() -> None:
+    @pgqueue.task(name="unit.cancel_per_use", time_limit=9)
+    def plain() -> None:
+        return None
+
+    assert plain.options.cancel_on_timeout is None
+    stoppable = plain.using(cancel_on_timeout=True)
+    assert stoppable.options == TaskOptions(time_limit=9, cancel_on_timeout=True)
+    assert plain.options.cancel_on_timeout is None  # the handle keeps its defaults
+    with pytest.raises(ConfigurationError, match="cancel_on_timeout"):
+        plain.using(cancel_on_timeout="yes")  # type: ignore[arg-type]

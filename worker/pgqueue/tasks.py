@@ -133,9 +133,11 @@ class TaskHandle(Generic[P, R]):
         deadline: float | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,
+        cancel_on_timeout: bool | None = None,
     ) -> TaskHandle[P, R]:
         """A copy of this handle that sends through ``client`` and/or with these message
-        settings (``conn``: in the caller's transaction, for enqueue and submit)."""
+        settings (``conn``: in the caller's transaction, for enqueue and submit;
+        ``cancel_on_timeout``: over the task's own, see :func:`task`)."""
         given = {
             "client": client,
             "conn": conn,
@@ -147,12 +149,18 @@ class TaskHandle(Generic[P, R]):
             "unique_for": unique_for,
         }
         bound = {**self._bound, **{k: v for k, v in given.items() if v is not None}}
+        options = self.options
+        if cancel_on_timeout is not None:
+            from pgqueue import producing  # noqa: PLC0415 - it imports this module
+
+            # A ConfigurationError naming cancel_on_timeout for anything but a bool.
+            options = producing.with_cancel_on_timeout(options, cancel_on_timeout) or options
         return TaskHandle(
             self.func,
             self.name,
             self.queue if queue is None else queue,
             self.priority if priority is None else priority,
-            self.options,
+            options,
             bound,
         )
 
