@@ -60,8 +60,9 @@ BEGIN
                                            pgqueue.reply_wake(m.reply_key)));
             END IF;
         END IF;
-        IF running THEN
-            -- The worker holding it kills the run (its next renewal finds the row gone anyway).
+        IF m.claimed_by IS NOT NULL THEN
+            -- The worker holding it kills the run (its next renewal finds the row gone anyway);
+            -- also one whose lease lapsed, which may still be running it.
             PERFORM pg_notify('pgqueue_cancel', m.msg_id::text);
         END IF;
         RETURN QUERY SELECT 'cancelled'::text, CASE WHEN running THEN 'running' ELSE 'waiting' END,
