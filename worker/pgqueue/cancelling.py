@@ -1,4 +1,5 @@
-"""Cancellation, the caller's side: ``client.cancel(msg_id | reply_key)`` and ``pgqueue cancel``.
+"""Cancellation, the caller's side (architecture §3.12): ``client.cancel(msg_id | reply_key)``,
+``pgqueue cancel``.
 
 A cancel is one statement (``pgqueue.cancel`` in the schema, migration 0010), pooler-safe. It moves
 the message to the dead-letter table with a reason starting ``cancelled`` (so ``pgqueue dlq list``

@@ -1,4 +1,4 @@
-"""Cancellation, the worker's side: stop the runs nobody wants any more.
+"""Cancellation, the worker's side (architecture §3.12): stop the runs nobody wants any more.
 
 Two things stop a run before it ends:
 
