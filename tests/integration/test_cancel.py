@@ -143,8 +143,9 @@ def test_already_done_and_unknown_are_told_apart(probe: str, workers: WorkerFact
         assert "already done (finished)" in str(done)
         # A reply stored and not taken yet: found by its reply key.
         stored = client.submit("cancel.echo", ["kept"])
+        query = "SELECT count(*) FROM pgqueue.result WHERE reply_key = %s"
         wait_until(
-            lambda: runs.scalar(probe, "SELECT count(*) FROM pgqueue.result") == 1,
+            lambda: runs.scalar(probe, query, (stored.reply_key,)) == 1,
             60,
             "the reply to be stored",
         )
@@ -170,7 +171,7 @@ def test_cancel_on_timeout_stops_an_abandoned_call_after_its_deadline(
     with Client(probe) as client:
         # Per call, on a task that does not ask for it; and per task (@task(cancel_on_timeout)).
         per_call = client.call(
-            "cancel.work", [probe, "per-call", 4.0], timeout=2.0, cancel_on_timeout=True
+            "cancel.work", [probe, "per-call", 5.0], timeout=3.0, cancel_on_timeout=True
         )
         deadline_passed = time.monotonic()
         assert per_call.kind == "timeout", per_call
@@ -180,16 +181,16 @@ def test_cancel_on_timeout_stops_an_abandoned_call_after_its_deadline(
         reason = dead_letter_reason(probe, msg_id)
         assert reason.startswith("cancelled at its caller's deadline (cancel_on_timeout)"), reason
 
-        per_task = cancel_tasks.work_or_stop.using(client, timeout=2.0).call(probe, "per-task", 4.0)
+        per_task = cancel_tasks.work_or_stop.using(client, timeout=3.0).call(probe, "per-task", 5.0)
         deadline_passed = time.monotonic()
         assert per_task.kind == "timeout", per_task
         msg_id, pid, child = events(probe, "per-task")["started"]
         assert gone_within((pid, child), deadline_passed) <= BOUND
         # The default: a call its caller gave up on runs to completion.
-        default = client.call("cancel.work", [probe, "default", 2.0], timeout=1.0)
+        default = client.call("cancel.work", [probe, "default", 3.0], timeout=1.5)
         assert default.kind == "timeout", default
         wait_until(lambda: "finished" in events(probe, "default"), 60, "the default run's end")
-        wait_until(lambda: time.monotonic() > deadline_passed + 5.0, 10, "the would-be ends")
+        wait_until(lambda: time.monotonic() > deadline_passed + 3.0, 10, "the would-be ends")
     assert set(events(probe, "per-call")) == {"started"}
     assert set(events(probe, "per-task")) == {"started"}
 

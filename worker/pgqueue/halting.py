@@ -26,6 +26,7 @@ at most lease/3, bounds it).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pgqueue import dberrors, metrics, outcomes, sqlfiles
@@ -40,29 +41,42 @@ log = logging.getLogger(__name__)
 # A msg_id as a NOTIFY payload: digits, at most 19 (bigint).
 _MAX_ID_DIGITS = 19
 
+# How often the loop looks for calls abandoned at their deadline, seconds: a look reads every busy
+# slot's start stamp, too much for every turn of a loop draining short tasks, and the bound
+# (lease/3 + 1 s) leaves room.
+ABANDONED_EVERY_S = 0.1
+
+
+@dataclass
+class State:
+    """What a worker keeps for this module between loop turns."""
+
+    heard: set[int] = field(default_factory=set)  # msg_ids of cancel NOTIFYs not handled yet
+    next_look: float = 0.0  # monotonic: when to look for abandoned calls again
+
 
 def heard(worker: Worker, payloads: list[str]) -> None:
     """Cancel NOTIFYs arrived (msg_ids). What no slot holds (claimed and not handed out, or run
     with its write pending) is stopped now, before the next flush would write it; what a slot
     holds waits for the loop's next turn (:func:`stop_unwanted`), where a slot may be killed and
     restarted, never while its pipe is being read."""
-    worker.cancels_heard.update(
+    worker.halt_state.heard.update(
         int(p) for p in payloads if p.isascii() and p.isdigit() and len(p) <= _MAX_ID_DIGITS
     )
     unslotted = {m.msg_id for m, _ in worker.buffer}
     unslotted |= {p.msg.msg_id for p in worker.settler.pending}
-    asked = worker.cancels_heard & unslotted
+    asked = worker.halt_state.heard & unslotted
     if asked:
-        worker.cancels_heard -= asked
+        worker.halt_state.heard -= asked
         _drop_unslotted(worker, _gone(worker, asked))
 
 
 def stop_unwanted(worker: Worker, now: float) -> None:
     """One loop turn's check: the cancels heard, then the calls abandoned at their deadline."""
-    if worker.cancels_heard:
+    if worker.halt_state.heard:
         held = {m.msg_id for m in worker._held()}
-        asked = worker.cancels_heard & held
-        worker.cancels_heard = set()
+        asked = worker.halt_state.heard & held
+        worker.halt_state.heard = set()
         if asked:
             stop_gone(worker, _gone(worker, asked))
     stop_abandoned(worker, now)
@@ -126,6 +140,9 @@ def _drop_unslotted(worker: Worker, gone: set[int]) -> None:
 def stop_abandoned(worker: Worker, now: float) -> None:
     """Kill the running calls whose caller's deadline passed, where the message asked for it
     (cancel_on_timeout); the worker writes the cancel itself, fenced by its claim."""
+    if now < worker.halt_state.next_look:
+        return
+    worker.halt_state.next_look = now + ABANDONED_EVERY_S
     for slot in worker.slots:
         running = slot.running() if slot.busy else None
         if running is None:

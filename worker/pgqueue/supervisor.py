@@ -115,7 +115,7 @@ class Worker:
         # Messages this worker re-claimed while a slot still runs them (see _adopt): the newer
         # claim, which their settle and renewals must use.
         self._adopted: dict[int, outcomes.Claimed] = {}
-        self.cancels_heard: set[int] = set()  # cancel NOTIFYs, handled in the loop (halting)
+        self.halt_state = halting.State()  # cancels heard, and when to look for abandoned calls
         self.http_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
