@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -17,11 +18,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgqueue import AsyncClient, CallResult, Client, UnknownMessage, admin
 from pgqueue.celery_adapter import CeleryDispatcher
 from tests.support import cancel_tasks, runs
 from tests.support.celery_redis import LegacyWorker
+from tests.support.postgres import PgServer
 from tests.support.workers import WorkerFactory, wait_until
 
 TASKS = "tests.support.cancel_tasks"
@@ -325,3 +328,57 @@ def test_dlq_list_shows_the_cancelled_messages(probe: str) -> None:
     rows = json.loads(listed.stdout)
     assert [r["msg_id"] for r in rows] == [cancelled]
     assert rows[0]["reason"].startswith("cancelled while waiting")
+
+
+def test_a_role_that_cannot_read_the_id_sequence_still_tells_finished_from_unknown(
+    pg_server: PgServer, pg_dsn: str
+) -> None:
+    # An identity column needs no grant on its sequence to insert: an application role may well
+    # have none. The cancel then bounds the ids issued by the highest one still on record.
+    role = f"app_{secrets.token_hex(4)}"
+    dbname = str(psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"])
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(dbname), sql.Identifier(role)
+            )
+        )
+    grants = [
+        "GRANT USAGE ON SCHEMA pgqueue TO {}",
+        "GRANT SELECT, INSERT, DELETE ON pgqueue.message TO {}",
+        "GRANT SELECT, INSERT ON pgqueue.dead_letter, pgqueue.result TO {}",
+        "GRANT SELECT ON pgqueue.reply_secret TO {}",
+    ]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for grant in grants:
+            conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+    info = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+    info["user"] = role
+    info.pop("password", None)
+    app_dsn = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    try:
+        with Client(pg_dsn) as owner:
+            finished = owner.enqueue("cancel.echo", ["a"], queue="nobody")
+            waiting = owner.enqueue("cancel.echo", ["b"], queue="nobody")
+        runs.query(pg_dsn, "DELETE FROM pgqueue.message WHERE msg_id = %s RETURNING 1", (finished,))
+        with Client(app_dsn) as app:
+            done = app.cancel(finished)
+            assert (done.outcome, done.state) == ("already_done", "finished"), done
+            assert app.cancel(waiting).cancelled
+            with pytest.raises(UnknownMessage, match=rf"^msg_id {waiting + 1}: no message has"):
+                app.cancel(waiting + 1)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                [role],
+            )
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                    sql.Identifier(dbname), sql.Identifier(role)
+                )
+            )
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

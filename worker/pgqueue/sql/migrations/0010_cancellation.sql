@@ -28,6 +28,7 @@ DECLARE
     why text;
     dl record;
     last_id bigint;
+    seen text := 'the last id issued is';
     stored text;
 BEGIN
     IF p_msg_id IS NOT NULL THEN
@@ -95,7 +96,20 @@ BEGIN
                             'reply was already taken or has expired'::text;
         RETURN;
     END IF;
-    last_id := pg_sequence_last_value(pg_get_serial_sequence('pgqueue.message', 'msg_id')::regclass);
+    BEGIN
+        last_id := pg_sequence_last_value(
+            pg_get_serial_sequence('pgqueue.message', 'msg_id')::regclass);
+    EXCEPTION WHEN insufficient_privilege THEN
+        last_id := NULL;
+    END;
+    IF last_id IS NULL THEN
+        -- A role that may enqueue need not read the sequence (an identity column needs no grant;
+        -- without it the value reads as null, or the call fails): the highest id still on
+        -- record is a lower bound of what was issued.
+        SELECT greatest((SELECT max(x.msg_id) FROM pgqueue.message x),
+                        (SELECT max(d.msg_id) FROM pgqueue.dead_letter d)) INTO last_id;
+        seen := 'the highest id on record is';
+    END IF;
     IF last_id IS NOT NULL AND p_msg_id BETWEEN 1 AND last_id THEN
         RETURN QUERY SELECT 'already_done'::text, 'finished'::text, p_msg_id, NULL::text,
                             NULL::text, NULL::text, NULL::text,
@@ -105,7 +119,7 @@ BEGIN
     END IF;
     RETURN QUERY SELECT 'unknown'::text, NULL::text, p_msg_id, NULL::text, NULL::text, NULL::text,
                         NULL::text,
-                        format('no message has this id (the last id issued is %s)',
+                        format('no message has this id (%s %s)', seen,
                                coalesce(last_id::text, 'none'));
 END
 $cancel$;
