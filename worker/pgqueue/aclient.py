@@ -31,7 +31,7 @@ from pgqueue import adb, arguments, cancelling, db, metrics, sqlfiles
 from pgqueue.alistening import AsyncReplyListener, AsyncWaiter
 from pgqueue.cancelling import Cancellation
 from pgqueue.client import CALL_GRACE
-from pgqueue.errors import CancelError, ConfigurationError, EnqueueError, PgQueueError
+from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.producing import message_params, with_cancel_on_timeout
 from pgqueue.replies import CallResult, from_row
 from pgqueue.settings import ClientSettings
@@ -326,18 +326,10 @@ class AsyncClient:
         Raises :class:`~pgqueue.errors.UnknownMessage` naming an unknown id or key, and
         :class:`~pgqueue.errors.CancelError` when the database did not answer.
         """
-        query = cancelling.params(target, by)
         await self.open()
-
-        async def cancel(conn: AsyncConn) -> dict[str, Any] | None:
-            cur = await conn.execute(sqlfiles.query("cancel"), query)
-            return await cur.fetchone()
-
-        try:
-            row = await self._run(cancel, "cancel")
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise CancelError(self._scrub(f"cancel of {target!r:.80} failed: {exc}")) from None
-        return cancelling.from_row(row, target)
+        return await cancelling.on_async_pool(
+            lambda op: self._run(op, "cancel"), self._scrub, target, by
+        )
 
     async def _take(self, reply_key: str) -> CallResult | None:
         async def take(conn: AsyncConn) -> dict[str, Any] | None:

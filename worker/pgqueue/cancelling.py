@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from pgqueue import arguments, outcomes, sqlfiles
-from pgqueue.errors import ConfigurationError, UnknownMessage
+from pgqueue.errors import CancelError, ConfigurationError, UnknownMessage
+
+Row = dict[str, Any] | None
+Conn = psycopg.Connection[dict[str, Any]]
+AsyncConn = psycopg.AsyncConnection[dict[str, Any]]
 
 # Workers LISTEN here; the payload is the msg_id of a cancelled message some worker held.
 CHANNEL = "pgqueue_cancel"
@@ -141,10 +147,43 @@ def from_row(row: dict[str, Any] | None, target: object) -> Cancellation:
     )
 
 
-def cancel(
-    conn: psycopg.Connection[dict[str, Any]], target: object, *, by: str | None = None
-) -> Cancellation:
+def cancel(conn: Conn, target: object, *, by: str | None = None) -> Cancellation:
     """Cancel on a connection of the caller's (autocommit, or the caller commits)."""
     query = params(target, by)
     row = conn.execute(sqlfiles.query("cancel"), query).fetchone()
+    return from_row(row, target)
+
+
+def on_pool(
+    run: Callable[[Callable[[Conn], Row]], Row],
+    scrub: Callable[[str], str],
+    target: object,
+    by: str | None,
+) -> Cancellation:
+    """A client's cancel: ``run`` runs the statement on one of its pooled connections."""
+    query = params(target, by)
+    try:
+        row = run(lambda conn: conn.execute(sqlfiles.query("cancel"), query).fetchone())
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise CancelError(scrub(f"cancel of {target!r:.80} failed: {exc}")) from None
+    return from_row(row, target)
+
+
+async def on_async_pool(
+    run: Callable[[Callable[[AsyncConn], Awaitable[Row]]], Awaitable[Row]],
+    scrub: Callable[[str], str],
+    target: object,
+    by: str | None,
+) -> Cancellation:
+    """The asyncio client's cancel, as :func:`on_pool`."""
+    query = params(target, by)
+
+    async def cancel(conn: AsyncConn) -> Row:
+        cur = await conn.execute(sqlfiles.query("cancel"), query)
+        return await cur.fetchone()
+
+    try:
+        row = await run(cancel)
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise CancelError(scrub(f"cancel of {target!r:.80} failed: {exc}")) from None
     return from_row(row, target)

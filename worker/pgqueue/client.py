@@ -37,7 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import arguments, cancelling, db, metrics, producing, sqlfiles
 from pgqueue.cancelling import Cancellation
-from pgqueue.errors import CancelError, ConfigurationError, EnqueueError, PgQueueError
+from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.listening import ReplyListener, Waiter
 from pgqueue.producing import Message, TaskOptions
 from pgqueue.replies import CallResult, from_row
@@ -496,16 +496,7 @@ class Client:
         :class:`~pgqueue.errors.UnknownMessage` naming an id or key pgqueue does not know, and
         :class:`~pgqueue.errors.CancelError` when the database did not answer.
         """
-        query = cancelling.params(target, by)
-
-        def cancel(conn: Conn) -> dict[str, Any] | None:
-            return conn.execute(sqlfiles.query("cancel"), query).fetchone()
-
-        try:
-            row = self._run(cancel, None, "cancel")
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise CancelError(self._scrub(f"cancel of {target!r:.80} failed: {exc}")) from None
-        return cancelling.from_row(row, target)
+        return cancelling.on_pool(lambda op: self._run(op, None, "cancel"), self._scrub, target, by)
 
     def _take(self, reply_key: str, deadline: float) -> CallResult | None:
         # A shared reply (a unique call's) is read by every attached caller: never deleted here.
