@@ -46,7 +46,8 @@ async def echo(text: str, request: Request) -> dict[str, Any]:
     if result.kind == "timeout":
         raise HTTPException(504, result.error)
     if not result.ok:
-        # task_error: the task raised; enqueue_error / malformed_reply: the queue failed us.
+        # task_error: the task raised; cancelled: someone cancelled it (client.cancel, pgqueue
+        # cancel); enqueue_error / malformed_reply: the queue failed us.
         raise HTTPException(502, f"{result.kind}: {result.error}")
     return {"value": result.value, "reply_key": result.reply_key}
 

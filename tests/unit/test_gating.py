@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 from prometheus_client import REGISTRY
 
@@ -342,6 +343,9 @@ def test_router_sends_each_call_to_exactly_one_route(
         "gate: call t.a -> fallback (disabled)",
         "gate: enqueue t.b -> fallback (disabled)",
     ]
+    router.call("t.c", cancel_on_timeout=True)  # passed on only when given, like the others
+    given = {"timeout": None, "cancel_on_timeout": True}
+    assert legacy.seen[-1] == ("legacy", "t.c", ((), None), given)
 
 
 # --- the Celery adapter -----------------------------------------------------------------------
@@ -362,6 +366,9 @@ class FakeAsyncResult:
 
     def successful(self) -> bool:
         return self.state == "SUCCESS"
+
+    def revoke(self, terminate: bool = False) -> None:
+        self.revoked = terminate
 
 
 class FakeApp:
@@ -398,13 +405,22 @@ def test_celery_task_failure_is_a_task_error_with_type_and_message() -> None:
         "celery-task-id",
     )
     revoked = CeleryDispatcher(FakeApp(FakeAsyncResult(None, state="REVOKED"))).call("t")
-    assert (revoked.kind, revoked.error) == ("task_error", "task ended in state REVOKED")
+    assert (revoked.kind, revoked.error) == ("cancelled", "revoked")
+    terminated = FakeAsyncResult(TaskRevokedError("terminated"), state="REVOKED")
+    revoked = CeleryDispatcher(FakeApp(terminated)).call("t")
+    assert (revoked.kind, revoked.error) == ("cancelled", "TaskRevokedError: terminated")
+    other = CeleryDispatcher(FakeApp(FakeAsyncResult(None, state="IGNORED"))).call("t")
+    assert (other.kind, other.error) == ("task_error", "task ended in state IGNORED")
 
 
 def test_celery_timeout_and_transport_errors_map_onto_their_kinds() -> None:
     timed_out = CeleryDispatcher(FakeApp(FakeAsyncResult(CeleryTimeout("late"), "RAISE")))
     result = timed_out.call("legacy.t", timeout=0.5)
     assert (result.kind, result.error) == ("timeout", "no reply within 0.5s")
+    assert not hasattr(timed_out.app.result, "revoked")  # the legacy behaviour: left running
+    stopped = CeleryDispatcher(FakeApp(FakeAsyncResult(CeleryTimeout("late"), "RAISE")))
+    assert stopped.call("legacy.t", timeout=0.5, cancel_on_timeout=True).kind == "timeout"
+    assert stopped.app.result.revoked is True  # type: ignore[union-attr]
     backend_down = CeleryDispatcher(FakeApp(FakeAsyncResult(ConnectionError("reset"), "RAISE")))
     result = backend_down.call("legacy.t", timeout=1)
     assert result.kind == "timeout"

@@ -10,10 +10,18 @@ import importlib.metadata
 from pgqueue import _version, admin
 from pgqueue.aclient import AsyncClient
 from pgqueue.admin import GATE_FLAG, FlagState, QueueStats, parse_flag_value
+from pgqueue.cancelling import Cancellation
 from pgqueue.client import Client, Message, Submitted
 from pgqueue.context import TaskContext, current
 from pgqueue.defaults import configure
-from pgqueue.errors import ConfigurationError, EnqueueError, NotInTask, PgQueueError
+from pgqueue.errors import (
+    CancelError,
+    ConfigurationError,
+    EnqueueError,
+    NotInTask,
+    PgQueueError,
+    UnknownMessage,
+)
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
 from pgqueue.periodic import periodic
@@ -33,6 +41,8 @@ __all__ = [
     "GATE_FLAG",
     "AsyncClient",
     "CallResult",
+    "CancelError",
+    "Cancellation",
     "Client",
     "ClientSettings",
     "ConfigurationError",
@@ -49,6 +59,7 @@ __all__ = [
     "TaskContext",
     "TaskHandle",
     "TaskOptions",
+    "UnknownMessage",
     "WorkerSettings",
     "__version__",
     "admin",

@@ -27,11 +27,12 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from pgqueue import adb, arguments, db, metrics, sqlfiles
+from pgqueue import adb, arguments, cancelling, db, metrics, sqlfiles
 from pgqueue.alistening import AsyncReplyListener, AsyncWaiter
+from pgqueue.cancelling import Cancellation
 from pgqueue.client import CALL_GRACE
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
-from pgqueue.producing import message_params
+from pgqueue.producing import message_params, with_cancel_on_timeout
 from pgqueue.replies import CallResult, from_row
 from pgqueue.settings import ClientSettings
 
@@ -210,15 +211,20 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 - the sync call()'s spelling, kept
         priority: int = 5,
         tenant: str = "",
+        cancel_on_timeout: bool | None = None,
     ) -> CallResult:
         """Run a task and await its reply; never raises, whatever the arguments or the network.
 
         Returns within ``timeout`` + 0.25 s. A bad argument is an ``enqueue_error`` result whose
-        error names it. Cancelling the awaiting task cancels the wait (not the task's run).
+        error names it. Cancelling the awaiting task cancels the wait (not the task's run: that
+        is :meth:`cancel`, or ``cancel_on_timeout=True``, which has the worker kill the run when
+        the timeout passes while it runs).
         """
         started = time.monotonic()
         try:
-            result = await self._call(task, args, kwargs, queue, timeout, priority, tenant, started)
+            result = await self._call(
+                task, args, kwargs, queue, timeout, priority, tenant, started, cancel_on_timeout
+            )
         except Exception as exc:
             error = self._scrub(f"{type(exc).__name__}: {exc}")
             log.error("call failed unexpectedly: %s", error)
@@ -239,6 +245,7 @@ class AsyncClient:
         priority: object,
         tenant: object,
         started: float,
+        cancel_on_timeout: object = None,
     ) -> CallResult:
         try:
             wait = (
@@ -254,7 +261,17 @@ class AsyncClient:
         reply_key = listener.new_key() if listener else uuid.uuid4().hex
         try:
             params = message_params(
-                self.settings, task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait
+                self.settings,
+                task,
+                args,
+                kwargs,
+                queue,
+                priority,
+                tenant,
+                0.0,
+                reply_key,
+                wait,
+                options=with_cancel_on_timeout(None, cancel_on_timeout),
             )
         except ConfigurationError as exc:
             return CallResult.failure(reply_key, "enqueue_error", str(exc))
@@ -312,6 +329,17 @@ class AsyncClient:
         finally:
             if listener is not None:
                 listener.unregister(key)
+
+    async def cancel(self, target: int | str, *, by: str | None = None) -> Cancellation:
+        """Cancel a message by msg_id (int) or reply key (str): see :meth:`Client.cancel`.
+
+        Raises :class:`~pgqueue.errors.UnknownMessage` naming an unknown id or key, and
+        :class:`~pgqueue.errors.CancelError` when the database did not answer.
+        """
+        await self.open()
+        return await cancelling.on_async_pool(
+            lambda op: self._run(op, "cancel"), self._scrub, target, by
+        )
 
     async def _take(self, reply_key: str) -> CallResult | None:
         async def take(conn: AsyncConn) -> dict[str, Any] | None:

@@ -223,11 +223,14 @@ def dead_letters(
     *,
     queue: str | None = None,
     limit: int = 100,
+    reason_prefix: str | None = None,
     pooled: bool = False,
     connect_timeout: float = 5.0,
 ) -> list[DeadLetter]:
+    """Dead letters, oldest first; ``reason_prefix="cancelled"`` lists the cancelled messages."""
+    params = {"queue": queue, "limit": limit, "reason_prefix": reason_prefix}
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        rows = conn.execute(sqlfiles.query("dlq_list"), {"queue": queue, "limit": limit}).fetchall()
+        rows = conn.execute(sqlfiles.query("dlq_list"), params).fetchall()
     return [DeadLetter(**row) for row in rows]  # type: ignore[arg-type]
 
 

@@ -5,14 +5,17 @@ before the migration — same task name, arguments, queue and result backend —
 mapped onto :class:`pgqueue.CallResult` so the caller's code does not change with the route:
 
 - the task raised → ``task_error``, error ``"<ExceptionType>: <message>"`` (as on Postgres);
+- the task was revoked (``revoke()``, ``terminate=True`` or not) → ``cancelled``, as a call
+  cancelled on Postgres;
 - no reply within the timeout → ``timeout``; waiting failed (result backend unreachable) →
   ``timeout`` too, with the cause in ``error``: the task was sent and may still run;
 - ``send_task`` failed (broker unreachable) → ``enqueue_error``: nothing was sent.
 
 Options are passed on only when given: ``queue`` → ``queue``, ``priority`` → ``priority`` (on the
-broker's own scale, not translated), ``delay`` → ``countdown``; ``tenant`` has no Celery
-equivalent and is ignored. ``send_options`` (constructor) are added to every ``send_task``, for
-options the application passed before (``routing_key``, ``expires`` ...).
+broker's own scale, not translated), ``delay`` → ``countdown``; ``cancel_on_timeout`` revokes a
+task that timed out (``terminate=True``); ``tenant`` has no Celery equivalent and is ignored.
+``send_options`` (constructor) are added to every ``send_task``, for options the application
+passed before (``routing_key``, ``expires`` ...).
 
 How long a failing broker or result backend takes to fail is Celery's own configuration
 (``task_publish_retry_policy``, ``result_backend_transport_options["retry_policy"]``): the legacy
@@ -21,6 +24,7 @@ route behaves as it did before the migration, including its stalls.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -82,8 +86,12 @@ class CeleryDispatcher:
         timeout: float | None = None,
         priority: int | None = None,
         tenant: str | None = None,  # ignored: no Celery equivalent
+        cancel_on_timeout: bool | None = None,
     ) -> CallResult:
-        """Send the task and wait for its result; never raises for transport or task errors."""
+        """Send the task and wait for its result; never raises for transport or task errors.
+
+        ``cancel_on_timeout=True``: a task still running when the timeout passes is revoked with
+        ``terminate=True`` (what a Celery caller does by hand), best effort."""
         from celery.exceptions import TimeoutError as CeleryTimeout  # noqa: PLC0415
 
         started = time.monotonic()
@@ -99,6 +107,9 @@ class CeleryDispatcher:
                 succeeded = bool(async_result.successful())
             except CeleryTimeout:
                 result = CallResult.failure(key, "timeout", f"no reply within {wait:g}s")
+                if cancel_on_timeout:
+                    with contextlib.suppress(Exception):  # the broker may be the reason
+                        async_result.revoke(terminate=True)
             except Exception as exc:
                 result = CallResult.failure(
                     key, "timeout", f"waiting for the reply failed: {_describe(exc)}"
@@ -106,6 +117,10 @@ class CeleryDispatcher:
             else:
                 if succeeded:
                     result = CallResult.success(key, value)
+                elif async_result.state == "REVOKED":
+                    # revoke(), with or without terminate=True: pgqueue's cancel.
+                    why = _describe(value) if isinstance(value, BaseException) else "revoked"
+                    result = CallResult.failure(key, "cancelled", why)
                 elif isinstance(value, BaseException):
                     result = CallResult.failure(key, "task_error", _describe(value))
                 else:

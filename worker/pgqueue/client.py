@@ -36,7 +36,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, db, metrics, producing, sqlfiles
+from pgqueue import arguments, cancelling, db, metrics, producing, sqlfiles
+from pgqueue.cancelling import Cancellation
 from pgqueue.clientpool import Conn
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.listening import ReplyListener
@@ -76,6 +77,11 @@ class Submitted:
     def result(self, timeout: float | None = None) -> CallResult:
         """Wait for the reply (at most ``timeout`` seconds, default the client's); never raises."""
         return self.client.result(self.reply_key, timeout)
+
+    def cancel(self) -> Cancellation:
+        """Cancel the message (see :meth:`Client.cancel`); a unique submit attached to another
+        message cancels that message, for every caller attached to it."""
+        return self.client.cancel(self.msg_id)
 
 
 class Client(ReplyWaiting):
@@ -220,15 +226,19 @@ class Client(ReplyWaiting):
         options: TaskOptions | None = None,
         unique_key: str | None = None,
         unique_for: float = 0.0,
+        cancel_on_timeout: bool | None = None,
     ) -> CallResult:
         """Run a task and wait for its reply; never raises, whatever the arguments or the network.
 
         Returns within ``timeout`` + ``CALL_MARGIN`` (0.25 s). A bad argument is an
         ``enqueue_error`` result whose error names it. With a ``unique_key`` held by a call
         queued or running, this waits for that call's reply instead of running the task twice.
+        ``cancel_on_timeout=True``: if the timeout passes while the task runs, its worker kills
+        the run (default: it runs to completion, the reply is swept later).
         """
         started = time.monotonic()
         try:
+            options = producing.with_cancel_on_timeout(options, cancel_on_timeout)
             result = self._call(
                 task,
                 args,
@@ -334,6 +344,18 @@ class Client(ReplyWaiting):
         """A connection of this client's pool for statements of your own (autocommit, dict
         rows), returned to the pool on exit; e.g. ``enqueue(..., conn=)`` in a transaction."""
         return self._pool.connection()
+
+    def cancel(self, target: int | str, *, by: str | None = None) -> Cancellation:
+        """Cancel a message by msg_id (int) or reply key (str).
+
+        Waiting: it never runs. Running: its worker kills the run within lease/3 + 1 s. A caller
+        waiting on it gets ``kind="cancelled"`` at once. Already finished, dead-lettered or
+        cancelled: ``outcome="already_done"``, nothing changed. ``by`` is recorded in the
+        dead-letter reason (default: this process). Raises
+        :class:`~pgqueue.errors.UnknownMessage` naming an id or key pgqueue does not know, and
+        :class:`~pgqueue.errors.CancelError` when the database did not answer.
+        """
+        return cancelling.on_pool(lambda op: self._run(op, None, "cancel"), self._scrub, target, by)
 
     def pool_stats(self) -> dict[str, int]:
         """The pool's counters (psycopg_pool's ``get_stats()``: ``pool_size``,

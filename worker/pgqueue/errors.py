@@ -42,3 +42,16 @@ class EmbeddedPostgresError(PgQueueError):
 
 class NotInTask(PgQueueError):
     """``pgqueue.current()`` was called outside a running task."""
+
+
+class CancelError(PgQueueError):
+    """A cancel did not reach the database (unreachable, no answer in time, refused)."""
+
+
+class UnknownMessage(CancelError):
+    """A cancel named a message (msg_id or reply key) that pgqueue does not know."""
+
+    def __init__(self, target: str, detail: str) -> None:
+        super().__init__(f"{target}: {detail}")
+        self.target = target
+        self.detail = detail

@@ -50,6 +50,7 @@ class Leasing(Finishing):
                     m.msg_id,
                     m.task_name,
                 )
+        self._leases_lost([m.msg_id for m in held if m.msg_id not in kept])
 
     def _abandon(self, busy: list[Slot]) -> None:
         """Grace period over: kill what still runs and hand it back at once (not an attempt)."""

@@ -2,8 +2,9 @@
 
 A producer puts per-task options in the payload's ``headers`` (:mod:`pgqueue.producing`):
 ``time_limit`` (seconds > 0), ``max_attempts`` (an integer ≥ 1), ``retry_backoff`` (seconds
-> 0); a missing key means the worker's setting. The worker's own limits stay the ceiling: a
-message may ask for less time or fewer attempts than the worker allows, never more. The retry
+> 0), ``cancel_on_timeout`` (a boolean); a missing key means the worker's setting. The worker's
+own limits stay the ceiling: a message may ask for less time or fewer attempts than the worker
+allows, never more. The retry
 backoff is the message's own base, and the worker's ``retry_backoff_max`` still caps each delay.
 
 A header a producer got wrong (another client, a hand-written row, an old version) must not cost
@@ -24,6 +25,8 @@ class Requested:
     time_limit: float | None = None
     max_attempts: int | None = None
     retry_backoff: float | None = None
+    # Stop the run when its caller's deadline passes (pgqueue.cancelling), not run to completion.
+    cancel_on_timeout: bool = False
 
 
 DEFAULT = Requested()
@@ -79,9 +82,16 @@ def requested(payload: object) -> tuple[Requested, list[str]]:
                 "retry_backoff: must be a finite number of seconds > 0, "
                 f"got {_shown(headers['retry_backoff'])}"
             )
-    if time_limit is None and max_attempts is None and retry_backoff is None:
+    cancel = False
+    if "cancel_on_timeout" in headers:
+        value = headers["cancel_on_timeout"]
+        if isinstance(value, bool):
+            cancel = value
+        else:
+            problems.append(f"cancel_on_timeout: must be true or false, got {_shown(value)}")
+    if time_limit is None and max_attempts is None and retry_backoff is None and not cancel:
         return DEFAULT, problems
-    return Requested(time_limit, max_attempts, retry_backoff), problems
+    return Requested(time_limit, max_attempts, retry_backoff, cancel), problems
 
 
 def time_limit(asked: Requested, ceiling: float) -> float:

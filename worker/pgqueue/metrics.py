@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (
 # Worker series.
 TASKS = Counter(
     "pgqueue_tasks",
-    "Task runs finished, by outcome (completed, failed, retried, dead_lettered, timed_out, lost).",
+    "Task runs finished, by outcome (completed, failed, retried, dead_lettered, timed_out, lost, "
+    "cancelled).",
     ["queue", "task", "outcome"],
     registry=WORKER_REGISTRY,
 )
@@ -90,7 +91,7 @@ DB_ERRORS = Counter(
 CALL_DURATION = Histogram(
     "pgqueue_call_duration_seconds",
     "Duration of a blocking call as the caller saw it, by outcome (ok, task_error, timeout, "
-    "enqueue_error, malformed_reply).",
+    "enqueue_error, malformed_reply, cancelled).",
     ["task", "outcome"],
     buckets=LATENCY_BUCKETS,
 )

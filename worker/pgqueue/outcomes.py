@@ -74,6 +74,8 @@ class Retry:
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     reason: str
+    # The reply a waiting caller gets: failed, or cancelled (see pgqueue.cancelling).
+    status: ReplyStatus = ReplyStatus.FAILED
 
 
 Action = Ack | Retry | DeadLetter

@@ -9,11 +9,13 @@ commits or rolls back with it, and the workers' wake-up NOTIFY is delivered by t
 
 Per-task options travel as payload headers (read by the worker; its own limits stay the
 ceiling): ``time_limit`` (seconds, float), ``max_attempts`` (int), ``retry_backoff`` (seconds,
-float). A message without them runs on the worker's settings.
+float), ``cancel_on_timeout`` (true, or absent). A message without them runs on the worker's
+settings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +57,27 @@ def option_headers(options: TaskOptions | None) -> dict[str, Any]:
         out["retry_backoff"] = arguments.seconds(
             "retry_backoff", options.retry_backoff, positive=True
         )
+    if options.cancel_on_timeout is not None:
+        if not isinstance(options.cancel_on_timeout, bool):
+            raise ConfigurationError(
+                "cancel_on_timeout", f"must be true or false, got {options.cancel_on_timeout!r:.80}"
+            )
+        if options.cancel_on_timeout:
+            out["cancel_on_timeout"] = True
     return out
+
+
+def with_cancel_on_timeout(options: TaskOptions | None, cancel: object) -> TaskOptions | None:
+    """The options of a call given ``cancel_on_timeout=`` (``None``: the options as they are)."""
+    if cancel is None:
+        return options
+    if not isinstance(cancel, bool):
+        raise ConfigurationError("cancel_on_timeout", f"must be true or false, got {cancel!r:.80}")
+    if options is None:
+        return TaskOptions(cancel_on_timeout=cancel)
+    if not isinstance(options, TaskOptions):
+        return options  # option_headers names the bad argument
+    return dataclasses.replace(options, cancel_on_timeout=cancel)
 
 
 @dataclass(frozen=True, slots=True)

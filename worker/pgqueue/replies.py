@@ -2,7 +2,8 @@
 
 ``call()`` never raises for transport or task errors: every outcome is a :class:`CallResult` whose
 ``kind`` tells the failures apart, so a caller can decide to retry (a timeout, an enqueue error)
-or not (a task error) without parsing messages. The reply status enum is shared with the writer.
+or not (a task error, a call someone cancelled) without parsing messages. The reply status enum
+is shared with the writer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-CallKind = Literal["ok", "task_error", "timeout", "enqueue_error", "malformed_reply"]
+CallKind = Literal["ok", "task_error", "timeout", "enqueue_error", "malformed_reply", "cancelled"]
 
 
 class ReplyStatus(enum.StrEnum):
@@ -20,6 +21,7 @@ class ReplyStatus(enum.StrEnum):
 
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # the call was cancelled (pgqueue.cancelling), migration 0010
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ def from_row(reply_key: str, status: object, result: object, error: object) -> C
         return CallResult.success(reply_key, result)
     if status == ReplyStatus.FAILED and isinstance(error, str) and error:
         return CallResult.failure(reply_key, "task_error", error)
+    if status == ReplyStatus.CANCELLED:
+        return CallResult.failure(reply_key, "cancelled", str(error or "cancelled"))
     return CallResult.failure(
         reply_key,
         "malformed_reply",

@@ -42,6 +42,7 @@ class Dispatcher(Protocol):
         timeout: float | None = ...,
         priority: int = ...,
         tenant: str = ...,
+        cancel_on_timeout: bool | None = ...,
     ) -> CallResult: ...
 
     def enqueue(
@@ -97,10 +98,16 @@ class RoutingDispatcher:
         timeout: float | None = None,
         priority: int | None = None,
         tenant: str | None = None,
+        cancel_on_timeout: bool | None = None,
     ) -> CallResult:
-        """Run a task on the current route and wait for it; never raises for task errors."""
+        """Run a task on the current route and wait for it; never raises for task errors.
+
+        ``cancel_on_timeout=True``: a run still going when the timeout passes is stopped (on
+        Postgres its worker kills it; on Celery it is revoked with ``terminate=True``)."""
         route = self._route("call", task)
-        options = _given(queue=queue, priority=priority, tenant=tenant)
+        options = _given(
+            queue=queue, priority=priority, tenant=tenant, cancel_on_timeout=cancel_on_timeout
+        )
         return route.call(task, args, kwargs, timeout=timeout, **options)
 
     def enqueue(

@@ -165,6 +165,7 @@ class Settler:
                 {
                     **fence,
                     "reason": self._text(action.reason),
+                    "status": action.status.value,
                     "result_ttl": self.result_ttl,
                     "notify": notify,
                     "max_reply_key_bytes": outcomes.MAX_REPLY_KEY_BYTES,
@@ -210,11 +211,12 @@ class Settler:
                 replacement = outcomes.DeadLetter(
                     outcomes.storable(
                         f"{head} (full reason refused by the database: {why})", _REFUSAL_BYTES
-                    )
+                    ),
+                    action.status,
                 )
             elif item.fallback == 1:
                 replacement = outcomes.DeadLetter(
-                    "dead-lettered; its reason was refused by the database"
+                    "dead-lettered; its reason was refused by the database", action.status
                 )
         if replacement is None:
             log.error(
@@ -249,8 +251,11 @@ class Settler:
                     metrics.RPC_LATENCY.labels(msg.queue, task).observe(
                         max(0.0, msg.waited) + time.monotonic() - msg.claimed_at
                     )
+            elif isinstance(action, outcomes.Retry):
+                outcome = "retried"
             else:
-                outcome = "retried" if isinstance(action, outcomes.Retry) else "dead_lettered"
+                cancelled = action.status is ReplyStatus.CANCELLED
+                outcome = "cancelled" if cancelled else "dead_lettered"
             text = action.reason if isinstance(action, outcomes.DeadLetter) else action.error
             if text.startswith("TimeLimitExceeded") and outcome in {"failed", "retried"}:
                 outcome = "timed_out"  # one run, one count: the kill is why it failed

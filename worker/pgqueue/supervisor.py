@@ -31,6 +31,7 @@ from pgqueue import (
     claiming,
     db,
     dberrors,
+    halting,
     metrics,
     outcomes,
     registry,
@@ -56,6 +57,14 @@ __all__ = ["ENQUEUE_CHANNEL", "INLINE_TURN_S", "REGISTRY_BEAT_S", "Worker", "Wor
 
 class Worker(Leasing):
     """``pgqueue worker``: run until SIGTERM/SIGINT, then drain."""
+
+    # -- cancellation (pgqueue.halting) -------------------------------------------------------
+
+    def _cancels_heard(self, payloads: list[str]) -> None:
+        halting.heard(self, payloads)
+
+    def _leases_lost(self, msg_ids: list[int]) -> None:
+        halting.after_renewal(self, msg_ids)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -171,6 +180,7 @@ class Worker(Leasing):
                     self._time_limit(slot, running[0].msg_id)
                 elif running is not None and now >= running[1] + self._steal_after():
                     self._unblock(slot, running[0], now - running[1])
+            halting.stop_unwanted(self, now)  # cancelled, or abandoned with cancel_on_timeout
             if not self._stopping and now >= self._next_claim:
                 self._claim_and_dispatch()
             self._sleep()

@@ -3,9 +3,10 @@
 ``@pgqueue.task`` returns a :class:`TaskHandle`: still callable as the plain function, and the
 typed way to run it through the queue (``.call``, ``.enqueue`` / ``.delay``, ``.submit``), its
 arguments checked by mypy against the function's signature (``ParamSpec``). Its per-task options
-(``queue``, ``priority``, ``time_limit``, ``max_attempts``, ``retry_backoff``) travel with each
-message it sends. A handle sends through the client bound by ``handle.using(client)``, else the
-default client (``pgqueue.configure(dsn=...)`` or ``PGQUEUE_DSN``).
+(``queue``, ``priority``, ``time_limit``, ``max_attempts``, ``retry_backoff``,
+``cancel_on_timeout``) travel with each message it sends. A handle sends through the client bound
+by ``handle.using(client)``, else the default client (``pgqueue.configure(dsn=...)`` or
+``PGQUEUE_DSN``).
 
 A worker imports the modules named in ``--tasks``; importing them runs the decorators, which fill
 this process's registry. A name defaults to ``module.function`` so two modules never collide by
@@ -63,12 +64,15 @@ class TaskOptions:
     """Per-task options carried by each message (``None``: the worker's setting).
 
     ``time_limit`` and ``retry_backoff`` are seconds, ``max_attempts`` a count; a worker applies
-    them below its own limits, never above. Checked when a message is built (errors name them).
+    them below its own limits, never above. ``cancel_on_timeout``: a call whose caller's deadline
+    passes while it runs is cancelled (its run killed) instead of running to completion.
+    Checked when a message is built (errors name them).
     """
 
     time_limit: float | None = None
     max_attempts: int | None = None
     retry_backoff: float | None = None
+    cancel_on_timeout: bool | None = None
 
 
 # What handle.using() may bind: the client, and the defaults of each message the handle sends.
@@ -129,9 +133,11 @@ class TaskHandle(Generic[P, R]):
         deadline: float | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,
+        cancel_on_timeout: bool | None = None,
     ) -> TaskHandle[P, R]:
         """A copy of this handle that sends through ``client`` and/or with these message
-        settings (``conn``: in the caller's transaction, for enqueue and submit)."""
+        settings (``conn``: in the caller's transaction, for enqueue and submit;
+        ``cancel_on_timeout``: over the task's own, see :func:`task`)."""
         given = {
             "client": client,
             "conn": conn,
@@ -143,12 +149,18 @@ class TaskHandle(Generic[P, R]):
             "unique_for": unique_for,
         }
         bound = {**self._bound, **{k: v for k, v in given.items() if v is not None}}
+        options = self.options
+        if cancel_on_timeout is not None:
+            from pgqueue import producing  # noqa: PLC0415 - it imports this module
+
+            # A ConfigurationError naming cancel_on_timeout for anything but a bool.
+            options = producing.with_cancel_on_timeout(options, cancel_on_timeout) or options
         return TaskHandle(
             self.func,
             self.name,
             self.queue if queue is None else queue,
             self.priority if priority is None else priority,
-            self.options,
+            options,
             bound,
         )
 
@@ -231,6 +243,7 @@ def task(
     time_limit: float | None = None,
     max_attempts: int | None = None,
     retry_backoff: float | None = None,
+    cancel_on_timeout: bool | None = None,
 ) -> Callable[[Callable[P, R]], TaskHandle[P, R]]: ...
 def task(
     func: Callable[P, R] | None = None,
@@ -242,12 +255,15 @@ def task(
     time_limit: float | None = None,
     max_attempts: int | None = None,
     retry_backoff: float | None = None,
+    cancel_on_timeout: bool | None = None,
 ) -> TaskHandle[P, R] | Callable[[Callable[P, R]], TaskHandle[P, R]]:
     """Register a function as a task and return its :class:`TaskHandle` (still callable as the
     function). ``queue`` and ``priority`` are where its messages go; ``time_limit``,
     ``max_attempts`` and ``retry_backoff`` travel with each message (the worker's settings are
-    the ceiling). Options are checked here: a bad one raises TaskRegistrationError naming it."""
-    options = TaskOptions(time_limit, max_attempts, retry_backoff)
+    the ceiling). ``cancel_on_timeout=True``: a call whose caller gave up (its deadline passed)
+    while the task runs is cancelled, its run killed (default: it runs to completion). Options are
+    checked here: a bad one raises TaskRegistrationError naming it."""
+    options = TaskOptions(time_limit, max_attempts, retry_backoff, cancel_on_timeout)
 
     def register(f: Callable[P, R]) -> TaskHandle[P, R]:
         if isinstance(f, TaskHandle):

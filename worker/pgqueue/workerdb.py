@@ -15,6 +15,7 @@ import time
 import psycopg
 
 from pgqueue import db, dberrors, metrics, registry
+from pgqueue.cancelling import CHANNEL as CANCEL_CHANNEL
 from pgqueue.workerstate import WorkerState
 
 # One logger for the whole worker loop, whichever part of it speaks.
@@ -43,6 +44,7 @@ class DatabaseLink(WorkerState):
                     self.s.dsn, connect_timeout=self.s.connect_timeout, settings=self.s
                 )
                 self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
+                self._listen.execute(f"LISTEN {CANCEL_CHANNEL}")  # pgqueue.halting
             self._next_claim = now
             log.info("connected to %s", db.redact(self.s.dsn))
             registry.register(self._conn, self._me)
@@ -81,12 +83,16 @@ class DatabaseLink(WorkerState):
 
     def _drain_notifies(self) -> None:
         assert self._listen is not None
+        cancels: list[str] = []
         try:
             for note in self._listen.notifies(timeout=0):
-                if note.payload in self.s.queues:
+                if note.channel == CANCEL_CHANNEL:
+                    cancels.append(note.payload)
+                elif note.payload in self.s.queues:
                     self._next_claim = time.monotonic()
         except Exception as exc:  # the policy: an outage, or a wake-up missed
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
                 self._db_down("listen", exc)
             else:
                 log.warning("LISTEN socket: %s; polling meanwhile", dberrors.describe(exc))
+        self._cancels_heard(cancels)

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import claiming, jobs, outcomes, registry, serving, settling
+from pgqueue import claiming, halting, jobs, outcomes, registry, serving, settling
 from pgqueue.inline import InlineRunner
 from pgqueue.settings import WorkerSettings
 from pgqueue.slots import Slot
@@ -72,6 +72,7 @@ class WorkerState:
         # Messages this worker re-claimed while a slot still runs them (see _adopt): the newer
         # claim, which their settle and renewals must use.
         self._adopted: dict[int, outcomes.Claimed] = {}
+        self.halt_state = halting.State()  # cancels heard, and when to look for abandoned calls
         self.http_port: int | None = None
 
     # Defined by the parts further along (the supervisor and pgqueue.finishing), declared here so
@@ -90,4 +91,12 @@ class WorkerState:
         raise NotImplementedError
 
     def _dead_letter(self, msg: outcomes.Claimed, verdict: outcomes.DeadLetter) -> None:
+        raise NotImplementedError
+
+    def _cancels_heard(self, payloads: list[str]) -> None:
+        """Cancel NOTIFYs arrived (pgqueue.halting, called by the supervisor)."""
+        raise NotImplementedError
+
+    def _leases_lost(self, msg_ids: list[int]) -> None:
+        """A renewal found these rows re-claimed or gone (pgqueue.halting, by the supervisor)."""
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""``pgqueue``: the command line (migrate, worker, enqueue, call, stats, queue, dlq, sweep,
+"""``pgqueue``: the command line (migrate, worker, enqueue, call, cancel, stats, queue, dlq, sweep,
 schedule, gate, demo, completion).
 
 Each command group lives in its own module exposing ``register(subparsers)``; this module builds
@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "schema",
     "working",
     "messages",
+    "cancelling",
     "queues",
     "deadletters",
     "sweeping",

@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--limit", type=positive_int, default=100, help="At most this many (default 100)."
     )
+    p.add_argument(
+        "--reason",
+        default=None,
+        metavar="PREFIX",
+        help="Only those whose reason starts with PREFIX, e.g. cancelled (the cancelled messages).",
+    )
     add_json(p, "the dead letters as a JSON array")
     p.set_defaults(handler=cmd_dlq_list)
 
@@ -67,6 +73,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         conn.dsn,
         queue=args.queue,
         limit=args.limit,
+        reason_prefix=args.reason,
         pooled=conn.pooled,
         connect_timeout=conn.connect_timeout,
     )

@@ -81,6 +81,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--timeout", type=seconds, default=30.0, help="Seconds to wait for the reply (default 30)."
     )
+    p.add_argument(
+        "--cancel-on-timeout",
+        action="store_true",
+        default=False,
+        help="If the timeout passes while the task runs, its worker kills the run (default: it "
+        "runs to completion).",
+    )
     add_json(p, "the result (always JSON; accepted for uniformity)")
     p.set_defaults(handler=cmd_call)
 
@@ -124,6 +131,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             timeout=float(args.timeout),
             priority=int(args.priority),
             tenant=args.tenant,
+            cancel_on_timeout=args.cancel_on_timeout or None,
         )
     print(result.to_json())
     return EXIT_OK if result.ok else EXIT_FAILURE

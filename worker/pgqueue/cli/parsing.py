@@ -30,7 +30,7 @@ EXIT_CODES = """exit codes:
   0    success
   1    failure: the database refused or is unreachable, a call's reply is
        not ok, a check found work to do (migrate --check), the thing named
-       does not exist (dlq replay ID)
+       does not exist (dlq replay ID, cancel ID)
   2    usage error: a bad option, argument or env value (the message names it)
   3    not confirmed: a destructive command was declined, or ran without a
        terminal and without --yes

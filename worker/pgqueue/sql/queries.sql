@@ -128,7 +128,8 @@ RETURNING msg_id;
 
 -- name: dead_letter
 -- Moves a message to the dead-letter table with its reason, fenced by the claim, and gives a
--- waiting caller a failed reply at once so it does not wait for its timeout. A reply key over
+-- waiting caller a reply at once so it does not wait for its timeout: failed, or cancelled (a
+-- run the worker stopped at its caller's deadline, cancel_on_timeout). A reply key over
 -- %(max_reply_key_bytes)s bytes (hand-made; a key the result table cannot index) gets no reply
 -- and no NOTIFY: the dead letter alone records why.
 WITH moved AS (
@@ -146,7 +147,8 @@ kept AS (
 ),
 replied AS (
     INSERT INTO pgqueue.result (reply_key, status, result, error, expires_at)
-    SELECT k.reply_key, 'failed', NULL, %(reason)s, now() + make_interval(secs => %(result_ttl)s)
+    SELECT k.reply_key, %(status)s::pgqueue.result_status, NULL, %(reason)s,
+           now() + make_interval(secs => %(result_ttl)s)
     FROM kept k
     WHERE k.reply_key IS NOT NULL AND octet_length(k.reply_key) <= %(max_reply_key_bytes)s
     ON CONFLICT (reply_key) DO NOTHING
@@ -225,10 +227,13 @@ FROM live l FULL JOIN dead d ON d.queue = l.queue
 ORDER BY 1;
 
 -- name: dlq_list
+-- reason_prefix: only the dead letters whose reason starts with it ('cancelled': the cancelled
+-- messages), matched literally.
 SELECT dl_id, msg_id, queue, task_name, reply_key, priority, tenant, enqueued_at, read_ct,
        reason, failed_at, payload
 FROM pgqueue.dead_letter
 WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(reason_prefix)s::text IS NULL OR starts_with(reason, %(reason_prefix)s::text))
 ORDER BY dl_id
 LIMIT %(limit)s;
 
@@ -574,3 +579,20 @@ SELECT DISTINCT ON (schedule)
        count(*) OVER (PARTITION BY schedule) AS ticks_kept
 FROM pgqueue.periodic_tick
 ORDER BY schedule, tick_at DESC;
+
+-- Cancellation (pgqueue.cancelling, migration 0010).
+
+-- name: cancel
+-- Cancels one message by msg_id or (msg_id null) by reply key: see pgqueue.cancel in schema.sql.
+-- A reply key is looked up by a scan of the message table (no index on it: the hot path would pay
+-- for one); a msg_id by its primary key.
+SELECT * FROM pgqueue.cancel(%(msg_id)s::bigint, %(reply_key)s::text, %(by)s::text,
+                             %(result_ttl)s::float8, %(max_reply_key_bytes)s::integer);
+
+-- name: held_gone
+-- Of the messages a worker holds, those whose row is gone: cancelled (or settled by a worker that
+-- took it over after this one's lease ran out). Either way nobody wants this run any more. Asked
+-- only on a cancel NOTIFY naming a held message, or when a renewal found leases lost.
+SELECT held.msg_id
+FROM unnest(%(msg_ids)s::bigint[]) AS held(msg_id)
+WHERE NOT EXISTS (SELECT FROM pgqueue.message m WHERE m.msg_id = held.msg_id);
