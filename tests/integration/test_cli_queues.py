@@ -70,7 +70,7 @@ def test_queue_show_pages_by_keyset_and_filters_by_task_tenant_and_state(pg_dsn:
     listed = json.loads(pgq("queue", "list", "--json", dsn=pg_dsn).stdout)
     assert listed == [
         {"queue": "orders", "ready": 5, "in_flight": 0, "delayed": 1, "dead": 0,
-         "oldest_age": listed[0]["oldest_age"]}
+         "oldest_age": listed[0]["oldest_age"], "paused": False}
     ]  # fmt: skip
 
 

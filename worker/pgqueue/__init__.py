@@ -16,6 +16,7 @@ from pgqueue.defaults import configure
 from pgqueue.errors import ConfigurationError, EnqueueError, NotInTask, PgQueueError
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
+from pgqueue.pausing import QueuePause
 from pgqueue.periodic import periodic
 from pgqueue.replies import CallResult
 from pgqueue.routing import Dispatcher, RoutingDispatcher
@@ -43,6 +44,7 @@ __all__ = [
     "Message",
     "NotInTask",
     "PgQueueError",
+    "QueuePause",
     "QueueStats",
     "RoutingDispatcher",
     "Submitted",

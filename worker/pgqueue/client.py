@@ -35,9 +35,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import arguments, db, metrics, producing, sqlfiles
+from pgqueue import arguments, db, metrics, pausing, producing, sqlfiles
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.listening import ReplyListener, Waiter
+from pgqueue.pausing import QueuePause
 from pgqueue.producing import Message, TaskOptions
 from pgqueue.replies import CallResult, from_row
 from pgqueue.settings import ClientSettings
@@ -564,6 +565,30 @@ class Client:
             if self._listener is None:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)
             return self._listener
+
+    # -- pausing queues (pgqueue.pausing) ---------------------------------------------------
+
+    def pause_queue(self, queue: str, *, reason: str = "", by: str | None = None) -> QueuePause:
+        """Stop every worker claiming from ``queue``; idempotent. Returns once no claim of it is
+        in flight. Running tasks finish, enqueues still succeed, calls wait (and time out).
+        ``by`` (default: this user, host and pid) and ``reason`` are recorded with the pause."""
+        who = by if by is not None else pausing.who()
+        return pausing.through(
+            self._run,
+            self._scrub,
+            "pause_queue",
+            lambda conn: pausing.pause(conn, queue, by=who, reason=reason),
+        )
+
+    def resume_queue(self, queue: str, *, by: str | None = None) -> QueuePause:
+        """Let workers claim from ``queue`` again (woken at once); idempotent."""
+        who = by if by is not None else pausing.who()
+        return pausing.through(
+            self._run,
+            self._scrub,
+            "resume_queue",
+            lambda conn: pausing.resume(conn, queue, by=who),
+        )
 
     @property
     def closed(self) -> bool:
