@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ from psycopg.rows import dict_row
 from pgqueue import Client, ConfigurationError, QueuePause, sqlfiles
 from pgqueue.claiming import claim_params
 from tests.integration.test_cli import pgq
+from tests.support.exporters import ExporterFactory, value
 from tests.support.workers import WorkerFactory, WorkerProcess, http_get, wait_until
 
 
@@ -248,6 +250,36 @@ def test_resume_wakes_idle_workers_at_once(pg_dsn: str, workers: WorkerFactory) 
             30,
             "the resumed queue's message to run (long before the 600 s poll)",
         )
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def test_metrics_export_pgqueue_queue_paused_per_queue(pg_dsn: str, tmp_path: Path) -> None:
+    """``pgqueue exporter`` (and a worker's sampler: the same collector) export
+    ``pgqueue_queue_paused{queue}``: 1 while paused, 0 once resumed, even for an empty queue."""
+    factory = ExporterFactory(tmp_path)
+    try:
+        with Client(pg_dsn) as client:
+            client.enqueue("x", queue="orders")
+            client.pause_queue("mail")  # no messages at all: still a series
+            exporter = factory.start(pg_dsn)
+
+            def paused(queue: str) -> float | None:
+                return value(exporter.scrape(), "pgqueue_queue_paused", queue=queue)
+
+            wait_until(lambda: paused("mail") == 1, 30, "mail to read paused")
+            assert paused("orders") == 0
+            client.pause_queue("orders")
+            wait_until(lambda: paused("orders") == 1, 30, "orders to read paused")
+            client.resume_queue("mail")
+            client.resume_queue("orders")
+            wait_until(
+                lambda: paused("orders") == 0 and paused("mail") == 0, 30, "both to read resumed"
+            )
+            assert exporter.stop() == 0
+    finally:
+        factory.stop_all()
 
 
 # -- the CLI -------------------------------------------------------------------------------------
