@@ -83,6 +83,8 @@ def test_every_page_shows_what_the_database_holds(
     _dead_letter(pg_dsn, "emails", {"args": ["x" * 10_000]}, "unknown task 'mail.send'")
     admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=False, value="off", source="cli ops@laptop")
     admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=True, value="on", source="cli ops@laptop")
+    with Client(pg_dsn) as client:
+        client.pause_queue("emails", reason="smtp relay down", by="cli ops@laptop")
     console = consoles.start(pg_dsn)
     log_in(page, console)  # the screenshots show the write controls too
 
@@ -93,6 +95,8 @@ def test_every_page_shows_what_the_database_holds(
     expect(row.locator(".delayed")).to_have_text("1")
     expect(row.locator(".dead")).to_have_text("1")
     expect(page.locator("#queue-table tr[data-queue=emails] .ready")).to_have_text("3")
+    expect(page.locator("#queue-table tr[data-queue=emails] .pause")).to_have_text("paused")
+    expect(row.locator(".pause")).to_have_text("-")
     page.screenshot(path=f"{shots}/queues.png", full_page=True)
 
     # Live: a message enqueued now shows without a reload (htmx polls the table).
