@@ -14,7 +14,15 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pgqueue import Client, ConfigurationError, QueuePause, sqlfiles
+from pgqueue import (
+    AsyncClient,
+    Client,
+    ClientSettings,
+    ConfigurationError,
+    PgQueueError,
+    QueuePause,
+    sqlfiles,
+)
 from pgqueue.claiming import claim_params
 from tests.integration.test_cli import pgq
 from tests.support.exporters import ExporterFactory, value
@@ -135,6 +143,31 @@ def test_a_pause_waits_for_the_claims_in_flight_and_later_claims_see_it(pg_dsn: 
     claimer.close()
 
 
+@pytest.mark.asyncio
+async def test_the_async_client_pauses_and_resumes_too(pg_dsn: str) -> None:
+    async with AsyncClient(pg_dsn) as client:
+        state = await client.pause_queue("a", reason="async", by="tester")
+        assert (state.paused, state.changed, state.reason) == (True, True, "async")
+        assert not (await client.pause_queue("a")).changed
+        with pytest.raises(ConfigurationError) as caught:
+            await client.pause_queue("not valid")
+        assert caught.value.field == "queue"
+        assert (await client.resume_queue("a")).changed
+        assert not (await client.resume_queue("a")).changed
+
+
+def test_an_unreachable_database_is_a_pgqueue_error_without_the_password() -> None:
+    dsn = "postgresql://app:s3cret-pw@127.0.0.1:1/app"
+    client = Client(dsn, ClientSettings(connect_timeout=1))
+    try:
+        with pytest.raises(PgQueueError) as caught:
+            client.pause_queue("a")
+        assert "pause_queue failed" in str(caught.value)
+        assert "s3cret-pw" not in str(caught.value)
+    finally:
+        client.close()
+
+
 # -- real workers ------------------------------------------------------------------------------
 
 
@@ -250,6 +283,30 @@ def test_resume_wakes_idle_workers_at_once(pg_dsn: str, workers: WorkerFactory) 
             30,
             "the resumed queue's message to run (long before the 600 s poll)",
         )
+
+
+def test_a_call_into_a_paused_queue_times_out_and_never_runs(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    """As documented: a call waits like any unclaimed call (its caller gets kind="timeout"),
+    and once resumed the message whose caller gave up is dead-lettered, not run."""
+    with _connect(pg_dsn) as conn, Client(pg_dsn) as client:
+        client.pause_queue("pq")
+        worker = workers.start(pg_dsn, queues="pq", extra=["--poll-interval", "0.2"])
+        result = client.call("demo.pid", queue="pq", timeout=1.0)
+        assert (result.ok, result.kind) == (False, "timeout"), result
+        client.resume_queue("pq")
+        wait_until(
+            lambda: (
+                conn.execute("SELECT count(*) AS n FROM pgqueue.dead_letter").fetchone() == {"n": 1}
+            ),
+            30,
+            "the abandoned call's message in the dead-letter table",
+        )
+        reason = conn.execute("SELECT reason FROM pgqueue.dead_letter").fetchone()
+        assert reason is not None and "deadline" in reason["reason"], reason
+        assert conn.execute("SELECT count(*) AS n FROM pgqueue.message").fetchone() == {"n": 0}
+        assert worker.proc.poll() is None
 
 
 # -- metrics -------------------------------------------------------------------------------------
