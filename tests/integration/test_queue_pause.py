@@ -358,6 +358,17 @@ def test_cli_pause_and_resume_are_idempotent_and_show_in_stats(pg_dsn: str) -> N
         "was already paused since" in done.stdout and "(deploy 7); nothing changed" in done.stdout
     )
 
+    pgq("enqueue", "demo.noop", "--queue", "orders", dsn=pg_dsn)
+    done = pgq("queue", "show", "orders", dsn=pg_dsn)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("queue orders is paused since ") and " by cli " in first
+    assert first.endswith("(deploy 7): no worker claims from it")
+    shown = json.loads(pgq("queue", "show", "orders", "--json", dsn=pg_dsn).stdout)
+    assert shown["paused"]["reason"] == "deploy 7" and len(shown["messages"]) == 1
+    pgq("queue", "purge", "orders", "--yes", dsn=pg_dsn)
+    pgq("dlq", "purge", "--yes", dsn=pg_dsn)
+
     done = pgq("stats", dsn=pg_dsn)
     assert done.returncode == 0, done.stderr
     header, row = done.stdout.strip().splitlines()
@@ -376,6 +387,7 @@ def test_cli_pause_and_resume_are_idempotent_and_show_in_stats(pg_dsn: str) -> N
     assert done.stdout.rstrip().endswith("(deploy 7)): workers drain it again")
     done = pgq("queue", "resume", "orders", "--json", dsn=pg_dsn)
     assert json.loads(done.stdout)["changed"] is False
+    assert json.loads(pgq("queue", "show", "orders", "--json", dsn=pg_dsn).stdout)["paused"] is None
     done = pgq("queue", "resume", "orders", dsn=pg_dsn)
     assert done.stdout.strip() == "queue orders was not paused; nothing changed"
     assert pgq("stats", dsn=pg_dsn).stdout.strip() == (

@@ -54,7 +54,12 @@ def test_each_outcome_reads_as_what_happened() -> None:
         "queue orders resumed (paused since 2026-12-02 07:40:11 UTC by cli ann@laptop "
         "(deploy 7)): workers drain it again"
     )
+    assert again.standing() == (
+        "queue orders is paused since 2026-12-02 07:40:11 UTC by cli ann@laptop: "
+        "no worker claims from it"
+    )
     idle = QueuePause("orders", False, False)
+    assert idle.standing() == "queue orders is not paused"
     assert idle.describe() == "queue orders was not paused; nothing changed"
     assert idle.as_dict() == {
         "queue": "orders", "paused": False, "changed": False, "paused_at": None,

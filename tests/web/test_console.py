@@ -103,8 +103,12 @@ def test_every_page_shows_what_the_database_holds(
     _enqueue(pg_dsn, "emails", 1)
     expect(page.locator("#queue-table tr[data-queue=emails] .ready")).to_have_text("4")
 
+    page.goto(console.url("/queues/emails"))
+    expect(page.locator("#queue-paused")).to_have_text("paused")
+    page.goto(console.url("/"))
     page.click("text=reports")
     expect(page.locator("h1")).to_contain_text("reports")
+    expect(page.locator("#queue-paused")).to_have_count(0)
     expect(page.locator("#messages tbody tr")).to_have_count(50)
     first_ids = page.locator("#messages tbody tr").evaluate_all(
         "rows => rows.map(r => Number(r.dataset.msgId))"

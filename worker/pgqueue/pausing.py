@@ -63,13 +63,23 @@ class QueuePause:
             "reason": self.reason,
         }
 
-    def describe(self) -> str:
-        """One line for a person: what happened, or why nothing did."""
-        since = (
-            "" if self.paused_at is None else self.paused_at.strftime(" since %Y-%m-%d %H:%M:%S %Z")
-        )
+    def _since_by_why(self) -> tuple[str, str, str]:
+        at = self.paused_at
+        since = "" if at is None else at.strftime(" since %Y-%m-%d %H:%M:%S %Z")
         by = f" by {self.paused_by}" if self.paused_by else ""
         why = f" ({self.reason})" if self.reason else ""
+        return since, by, why
+
+    def standing(self) -> str:
+        """One line on a queue's state, for listings (``queue show``)."""
+        since, by, why = self._since_by_why()
+        if not self.paused:
+            return f"queue {self.queue} is not paused"
+        return f"queue {self.queue} is paused{since}{by}{why}: no worker claims from it"
+
+    def describe(self) -> str:
+        """One line for a person: what happened, or why nothing did."""
+        since, by, why = self._since_by_why()
         if self.paused and self.changed:
             return f"queue {self.queue} paused: workers claim nothing more from it{why}"
         if self.paused:
@@ -191,6 +201,16 @@ def resume_queue(
     check_queue(queue)
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         return resume(conn, queue, by=by)
+
+
+def pause_of(
+    dsn: str, queue: str, *, pooled: bool = False, connect_timeout: float = 5.0
+) -> QueuePause | None:
+    """The pause of ``queue``, or None when it is not paused."""
+    check_queue(queue)
+    with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
+        row = conn.execute(sqlfiles.query("queue_pause_get"), {"queue": queue}).fetchone()
+    return None if row is None else _from_row(row, paused=True, changed=False)
 
 
 def list_paused(

@@ -13,6 +13,7 @@ from pgqueue import pausing
 from pgqueue.cli.common import add_connection, add_json, connection, print_json, queue_name, who
 from pgqueue.cli.parsing import EXIT_OK
 from pgqueue.errors import ConfigurationError
+from pgqueue.settings import ConnectionSettings
 
 _PAUSE = (
     "Stop every worker claiming from queue NAME, until `pgqueue queue resume NAME`. Shared by all "
@@ -66,6 +67,13 @@ def register(qsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_connection(p)
     add_json(p, "the queue's pause state")
     p.set_defaults(handler=cmd_queue_resume)
+
+
+def pause_of(queue: str, conn: ConnectionSettings) -> pausing.QueuePause | None:
+    """The pause of ``queue`` for a listing command, or None."""
+    return pausing.pause_of(
+        conn.dsn, queue, pooled=conn.pooled, connect_timeout=conn.connect_timeout
+    )
 
 
 def _print(state: pausing.QueuePause, as_json: bool) -> int:

@@ -162,9 +162,19 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
         connect_timeout=conn.connect_timeout,
     )
     rows = [m.as_dict() for m in page]
+    pause = pauses.pause_of(args.name, conn)
     if args.json:
-        print_json({"queue": args.name, "messages": rows, "next_after": next_after})
+        print_json(
+            {
+                "queue": args.name,
+                "paused": None if pause is None else pause.as_dict(),
+                "messages": rows,
+                "next_after": next_after,
+            }
+        )
         return EXIT_OK
+    if pause is not None:
+        print(pause.standing())
     if not rows:
         print(f"no {'' if args.state == 'all' else args.state + ' '}messages on queue {args.name}"
               + (" after msg_id " + str(args.after) if args.after else ""))  # fmt: skip
