@@ -27,6 +27,7 @@ ALERTS = {
     "PgQueueStuck",
     "PgQueueDeadLettersGrowing",
     "PgQueueDepthUnknown",
+    "PgQueuePausedLong",
     "PgQueueGateStoreUnreachable",
     "PgQueueHeartbeatStale",
     "PgQueueWorkerDown",
