@@ -274,6 +274,9 @@ def test_resume_wakes_idle_workers_at_once(pg_dsn: str, workers: WorkerFactory) 
             60,
             "the worker's claim after the enqueue's wake-up",
         )
+        # A worker that starts on a paused queue says why it stays idle.
+        wait_until(lambda: "queue pq is paused since" in worker.log(), 30, "the start-up warning")
+        assert "until `pgqueue queue resume pq`" in worker.log()
         assert conn.execute("SELECT read_ct FROM pgqueue.message").fetchone() == {"read_ct": 0}
         client.resume_queue("pq")
         wait_until(

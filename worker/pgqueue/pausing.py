@@ -213,6 +213,22 @@ def pause_of(
     return None if row is None else _from_row(row, paused=True, changed=False)
 
 
+def warn_if_paused(
+    dsn: str, queues: list[str], *, pooled: bool = False, connect_timeout: float = 5.0
+) -> list[QueuePause]:
+    """Log a warning for each of a starting worker's ``queues`` that is paused, so that an idle
+    worker says why. Best effort: a database it cannot reach yet is the supervisor's to report."""
+    try:
+        found = [p for p in list_paused(dsn, pooled=pooled, connect_timeout=connect_timeout)
+                 if p.queue in queues]  # fmt: skip
+    except psycopg.Error as exc:
+        log.debug("could not read paused queues at start: %s", db.scrub(str(exc), dsn))
+        return []
+    for pause in found:
+        log.warning("%s until `pgqueue queue resume %s`", pause.standing(), pause.queue)
+    return found
+
+
 def list_paused(
     dsn: str, *, pooled: bool = False, connect_timeout: float = 5.0
 ) -> list[QueuePause]:
