@@ -163,6 +163,15 @@ def crd() -> dict[str, Any]:
                             "description": "The gate as last synced (on/off).",
                         },
                         {
+                            "name": "Paused-Queues",
+                            "type": "string",
+                            "jsonPath": ".status.pausedQueues",
+                            "description": (
+                                "Consumed queues no worker claims from (pgqueue queue pause); "
+                                "spec.paused (pods scaled to zero) is the Ready column's Paused."
+                            ),
+                        },
+                        {
                             "name": "Age",
                             "type": "date",
                             "jsonPath": ".metadata.creationTimestamp",

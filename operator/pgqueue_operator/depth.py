@@ -2,7 +2,8 @@
 
 :func:`summarise` turns the core's per-queue stats into status entries (one per queue the fleet
 consumes, in spec order) and :func:`backlog` sums what the autoscaler scales on: ready plus in
-flight. Pure.
+flight, and :func:`paused` names the consumed queues no worker claims from
+(``pgqueue queue pause``), for ``status.pausedQueues`` and its printer column. Pure.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Stats(Protocol):
     def dead(self) -> int: ...
     @property
     def oldest_age(self) -> float: ...
+    @property
+    def paused(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,7 @@ class Depth:
     delayed: int
     dead: int
     oldest_age_seconds: float
+    paused: bool = False
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -46,6 +50,7 @@ class Depth:
             "delayed": self.delayed,
             "dead": self.dead,
             "oldestAgeSeconds": round(self.oldest_age_seconds, 3),
+            "paused": self.paused,
         }
 
 
@@ -58,10 +63,14 @@ def summarise(stats: Iterable[Stats], queues: Sequence[str]) -> list[Depth]:
         if s is None:
             out.append(Depth(queue, 0, 0, 0, 0, 0.0))
         else:
-            out.append(
-                Depth(queue, s.ready, s.in_flight, s.delayed, s.dead, float(s.oldest_age or 0.0))
-            )
+            age = float(s.oldest_age or 0.0)
+            out.append(Depth(queue, s.ready, s.in_flight, s.delayed, s.dead, age, bool(s.paused)))
     return out
+
+
+def paused(depths: Iterable[Depth]) -> str:
+    """The paused queues among ``depths``, comma-separated in spec order; "" when none."""
+    return ",".join(d.queue for d in depths if d.paused)
 
 
 def backlog(depths: Iterable[Depth]) -> int:

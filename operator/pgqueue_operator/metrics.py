@@ -1,4 +1,5 @@
-"""The operator's Prometheus metrics (architecture §7): queue depth, oldest age, dead letters, gate.
+"""The operator's Prometheus metrics (architecture §7): queue depth, oldest age, dead letters,
+paused queues, the gate.
 
 Names are the contract; each series also carries ``namespace`` and ``pgqueueworker`` so two fleets
 with a queue of the same name never collide. Labels are queue names and object names only: never a
@@ -33,6 +34,12 @@ OLDEST_AGE = Gauge(
 DEAD_LETTERS = Gauge(
     "pgqueue_dead_letter_depth",
     "Dead letters per queue at the last sample.",
+    [*_OWNER, "queue"],
+    registry=REGISTRY,
+)
+QUEUE_PAUSED = Gauge(
+    "pgqueue_queue_paused",
+    "1 when no worker claims from the queue (pgqueue queue pause), else 0, at the last sample.",
     [*_OWNER, "queue"],
     registry=REGISTRY,
 )
@@ -98,6 +105,7 @@ def _set_depths(namespace: str, name: str, depths: list[Depth]) -> None:
             QUEUE_DEPTH.labels(namespace, name, d.queue, state).set(value)
         OLDEST_AGE.labels(namespace, name, d.queue).set(d.oldest_age_seconds)
         DEAD_LETTERS.labels(namespace, name, d.queue).set(d.dead)
+        QUEUE_PAUSED.labels(namespace, name, d.queue).set(1 if d.paused else 0)
 
 
 def record_gate(namespace: str, name: str, *, enabled: bool) -> None:
@@ -119,6 +127,7 @@ def _remove_queue(namespace: str, name: str, queue: str) -> None:
         _discard(QUEUE_DEPTH, namespace, name, queue, state)
     _discard(OLDEST_AGE, namespace, name, queue)
     _discard(DEAD_LETTERS, namespace, name, queue)
+    _discard(QUEUE_PAUSED, namespace, name, queue)
 
 
 def _discard(metric: Gauge | Counter, *labels: str) -> None:

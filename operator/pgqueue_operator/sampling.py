@@ -73,6 +73,7 @@ class Sampler:
             {
                 "depth": [d.as_status() for d in depths],
                 "backlog": total,
+                "pausedQueues": depth.paused(depths),
                 "sampledAt": conditions.timestamp(now),
             }
         )

@@ -74,6 +74,13 @@ class QueueDepth(Model):
     delayed: int = Field(description="Messages not yet visible (retry backoff, scheduled).")
     dead: int = Field(description="Dead letters of this queue.")
     oldest_age_seconds: float = Field(description="Age of the oldest ready message, seconds.")
+    paused: bool = Field(
+        default=False,
+        description=(
+            "No worker claims from the queue (`pgqueue queue pause`): shared by every consumer "
+            "of the queue, unlike spec.paused."
+        ),
+    )
 
 
 class AutoscalingStatus(Model):
@@ -110,6 +117,13 @@ class PgQueueWorkerStatus(Model):
     )
     backlog: int | None = Field(
         default=None, description="Ready plus in-flight messages over all queues."
+    )
+    paused_queues: str | None = Field(
+        default=None,
+        description=(
+            "The consumed queues that are paused (`pgqueue queue pause`), comma-separated; empty "
+            "when none. Pods keep running; spec.paused is what scales them to zero."
+        ),
     )
     sampled_at: str | None = Field(default=None, description="When depth was sampled.")
     autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler state.")

@@ -103,8 +103,9 @@ def test_call_enqueue_stats_dlq_sweep_round_trip(pg_dsn: str, workers: WorkerFac
     )
     stats = json.loads(pgq("stats", "--json", dsn=pg_dsn).stdout)
     assert stats == [
-        {"queue": "default", "ready": 0, "in_flight": 0, "delayed": 0, "dead": 1, "oldest_age": 0.0}
-    ]
+        {"queue": "default", "ready": 0, "in_flight": 0, "delayed": 0, "dead": 1, "oldest_age": 0.0,
+         "paused": False}
+    ]  # fmt: skip
     table = pgq("stats", dsn=pg_dsn).stdout
     assert "QUEUE" in table and "default" in table
 

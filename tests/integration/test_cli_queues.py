@@ -70,7 +70,7 @@ def test_queue_show_pages_by_keyset_and_filters_by_task_tenant_and_state(pg_dsn:
     listed = json.loads(pgq("queue", "list", "--json", dsn=pg_dsn).stdout)
     assert listed == [
         {"queue": "orders", "ready": 5, "in_flight": 0, "delayed": 1, "dead": 0,
-         "oldest_age": listed[0]["oldest_age"]}
+         "oldest_age": listed[0]["oldest_age"], "paused": False}
     ]  # fmt: skip
 
 
@@ -257,6 +257,8 @@ def test_every_command_prints_one_json_document(pg_dsn: str, workers: WorkerFact
         "stats": pgq("stats", "--json", dsn=pg_dsn),
         "queue list": pgq("queue", "list", "--json", dsn=pg_dsn),
         "queue show": pgq("queue", "show", "default", "--json", dsn=pg_dsn),
+        "queue pause": pgq("queue", "pause", "default", "--json", dsn=pg_dsn),
+        "queue resume": pgq("queue", "resume", "default", "--json", dsn=pg_dsn),
         "dlq list": pgq("dlq", "list", "--json", dsn=pg_dsn),
         "dlq replay": pgq("dlq", "replay", str(dl_id), "--json", dsn=pg_dsn),
         "queue purge": pgq("queue", "purge", "default", "--yes", "--json", dsn=pg_dsn),
@@ -277,7 +279,9 @@ def test_every_command_prints_one_json_document(pg_dsn: str, workers: WorkerFact
     assert documents["sweep"] == {
         "results_deleted": 0, "dead_letters_deleted": 0, "orphans_dead_lettered": 0
     }  # fmt: skip
-    assert set(documents["queue show"]) == {"queue", "messages", "next_after"}
+    assert set(documents["queue show"]) == {"queue", "paused", "messages", "next_after"}
+    assert documents["queue pause"]["paused"] is True
+    assert documents["queue resume"]["changed"] is True
 
 
 def test_worker_json_logs_are_json_lines(pg_dsn: str) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.request import urlopen
 
 import psycopg
 import pytest
@@ -90,3 +92,38 @@ def test_enqueue_work_and_call_through_transaction_pooling(
             return conn.execute("SELECT count(*) FROM pgqueue.message").fetchone() == (0,)
 
     wait_until(drained, 20, "the fire-and-forget messages to run")
+
+
+def test_pause_and_resume_through_transaction_pooling(
+    bouncer_dsn: str, pg_dsn: str, workers: WorkerFactory
+) -> None:
+    """The pause's lock and the claim's are transaction-scoped, so both hold through a pooler:
+    a pooled CLI pauses the queue a pooled worker consumes, and a resume drains it (by polling:
+    no LISTEN through a pooler)."""
+    from tests.integration.test_cli import pgq
+
+    done = pgq("queue", "pause", "default", "--pooled", "--json", dsn=bouncer_dsn)
+    assert done.returncode == 0, done.stderr
+    worker = workers.start(bouncer_dsn, extra=["--pooled", "--poll-interval", "0.1"])
+    with Client(bouncer_dsn, ClientSettings(pooled=True)) as client:
+        ids = [client.enqueue("demo.noop") for _ in range(5)]
+
+    def claims() -> float:
+        text = urlopen(worker.url("/metrics"), timeout=5).read().decode()
+        found = re.search(r'^pgqueue_worker_claims_total\{queue="default"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    seen = claims()
+    wait_until(lambda: claims() >= seen + 3, 30, "three polls of the paused queue")
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute("SELECT count(*), max(read_ct) FROM pgqueue.message").fetchone()
+    assert row == (len(ids), 0)
+
+    done = pgq("queue", "resume", "default", "--pooled", dsn=bouncer_dsn)
+    assert done.returncode == 0, done.stderr
+
+    def drained() -> bool:
+        with psycopg.connect(pg_dsn) as conn:
+            return conn.execute("SELECT count(*) FROM pgqueue.message").fetchone() == (0,)
+
+    wait_until(drained, 30, "the resumed queue to drain through the pooler")

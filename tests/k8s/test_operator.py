@@ -290,7 +290,7 @@ def test_sample_creates_children_and_status(
 
     table = kube.kubectl("-n", ns, "get", "pqw").stdout
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "READY", "REPLICAS", "DEPTH", "GATE", "AGE"]
+    assert header == ["NAME", "READY", "REPLICAS", "DEPTH", "GATE", "PAUSED-QUEUES", "AGE"]
     assert table.splitlines()[1].split()[:5] == ["extract", "False", "3", "0", "off"]
 
 
@@ -452,7 +452,7 @@ def test_depth_status_metrics_and_autoscaling(
     status = eventually("status.backlog == 1000", backlog_seen, 15)
     assert status["depth"] == [
         {"queue": "default", "ready": 1000, "inFlight": 0, "delayed": 0, "dead": 0,
-         "oldestAgeSeconds": status["depth"][0]["oldestAgeSeconds"]}
+         "oldestAgeSeconds": status["depth"][0]["oldestAgeSeconds"], "paused": False}
     ]  # fmt: skip
     text = operator_process.metrics()
     labels = {"namespace": ns, "pgqueueworker": "autoscaled", "queue": "default"}
@@ -576,6 +576,48 @@ def test_paused_scales_to_zero_and_suspends_the_sweep(
     pqw = eventually("paused: 0 replicas, sweep suspended, Paused=True", paused, 10)
     assert condition(pqw, "Ready")["reason"] == "Paused"  # type: ignore[index]
     assert pqw["status"]["replicas"] == 0  # type: ignore[index]
+
+
+def test_a_paused_queue_shows_in_status_the_printer_column_and_metrics(
+    kube: KubeCluster, kube_namespace: str, pg_dsn: str, operator_process: OperatorProcess
+) -> None:
+    """`pgqueue queue pause` (shared by every consumer of the queue) is not spec.paused: the
+    pods stay, and the fleet's status, `kubectl get pqw` and the metrics say which queue is
+    paused."""
+    ns = kube_namespace
+    setup_database(kube, ns, pg_dsn, gate=None)
+    apply(kube, ns, sample("minimal", replicas=2))
+
+    def sampled(paused: str) -> dict[str, Any] | None:
+        status = (get(kube, ns, "pqw", "minimal") or {}).get("status") or {}
+        return status if status.get("pausedQueues") == paused else None
+
+    eventually("a first sample, no queue paused", lambda: sampled(""), 15)
+    labels = {"namespace": ns, "pgqueueworker": "minimal", "queue": "default"}
+    assert metric(operator_process.metrics(), "pgqueue_queue_paused", **labels) == 0
+    client = Client(pg_dsn)
+    try:
+        client.pause_queue("default", reason="k8s tier")
+        status = eventually("status.pausedQueues == 'default'", lambda: sampled("default"), 15)
+        assert status["depth"][0]["queue"] == "default" and status["depth"][0]["paused"] is True
+        assert metric(operator_process.metrics(), "pgqueue_queue_paused", **labels) == 1
+        table = kube.kubectl("-n", ns, "get", "pqw").stdout.splitlines()
+        header = table[0].split()
+        assert header == ["NAME", "READY", "REPLICAS", "DEPTH", "GATE", "PAUSED-QUEUES", "AGE"]
+        # By the column's offset: an unset column (GATE here: no gate configured) prints blank.
+        at = table[0].index("PAUSED-QUEUES")
+        assert table[1][at:].split()[0] == "default", table
+        # The fleet itself runs on: its pods are not scaled and it is not Paused.
+        pqw = get(kube, ns, "pqw", "minimal")
+        assert (condition(pqw, "Paused") or {}).get("status") == "False"
+        deployment = get(kube, ns, "deployment", "minimal-worker")
+        assert deployment is not None and deployment["spec"]["replicas"] == 2
+
+        client.resume_queue("default")
+        eventually("status.pausedQueues back to ''", lambda: sampled(""), 15)
+        assert metric(operator_process.metrics(), "pgqueue_queue_paused", **labels) == 0
+    finally:
+        client.close()
 
 
 def test_missing_secret_is_degraded_then_heals(

@@ -21,6 +21,7 @@ DEPTH_SERIES = (
     "pgqueue_queue_depth",
     "pgqueue_queue_oldest_age_seconds",
     "pgqueue_dead_letter_depth",
+    "pgqueue_queue_paused",
 )
 RANGE_FUNCTIONS = re.compile(r"\b(rate|irate|increase|delta|deriv|\w+_over_time)\(")
 

@@ -83,6 +83,8 @@ def test_every_page_shows_what_the_database_holds(
     _dead_letter(pg_dsn, "emails", {"args": ["x" * 10_000]}, "unknown task 'mail.send'")
     admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=False, value="off", source="cli ops@laptop")
     admin.set_flag(pg_dsn, admin.GATE_FLAG, enabled=True, value="on", source="cli ops@laptop")
+    with Client(pg_dsn) as client:
+        client.pause_queue("emails", reason="smtp relay down", by="cli ops@laptop")
     console = consoles.start(pg_dsn)
     log_in(page, console)  # the screenshots show the write controls too
 
@@ -93,14 +95,20 @@ def test_every_page_shows_what_the_database_holds(
     expect(row.locator(".delayed")).to_have_text("1")
     expect(row.locator(".dead")).to_have_text("1")
     expect(page.locator("#queue-table tr[data-queue=emails] .ready")).to_have_text("3")
+    expect(page.locator("#queue-table tr[data-queue=emails] .pause")).to_have_text("paused")
+    expect(row.locator(".pause")).to_have_text("-")
     page.screenshot(path=f"{shots}/queues.png", full_page=True)
 
     # Live: a message enqueued now shows without a reload (htmx polls the table).
     _enqueue(pg_dsn, "emails", 1)
     expect(page.locator("#queue-table tr[data-queue=emails] .ready")).to_have_text("4")
 
+    page.goto(console.url("/queues/emails"))
+    expect(page.locator("#queue-paused")).to_have_text("paused")
+    page.goto(console.url("/"))
     page.click("text=reports")
     expect(page.locator("h1")).to_contain_text("reports")
+    expect(page.locator("#queue-paused")).to_have_count(0)
     expect(page.locator("#messages tbody tr")).to_have_count(50)
     first_ids = page.locator("#messages tbody tr").evaluate_all(
         "rows => rows.map(r => Number(r.dataset.msgId))"

@@ -24,6 +24,7 @@ from pgqueue.errors import (
 )
 from pgqueue.gating import Gate
 from pgqueue.migrating import migrate
+from pgqueue.pausing import QueuePause
 from pgqueue.periodic import periodic
 from pgqueue.replies import CallResult
 from pgqueue.routing import Dispatcher, RoutingDispatcher
@@ -53,6 +54,7 @@ __all__ = [
     "Message",
     "NotInTask",
     "PgQueueError",
+    "QueuePause",
     "QueueStats",
     "RoutingDispatcher",
     "Submitted",

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from pgqueue import adb, arguments, cancelling, db, metrics, sqlfiles
+from pgqueue import adb, arguments, cancelling, db, metrics, pausing, sqlfiles
 from pgqueue.alistening import AsyncReplyListener, AsyncWaiter
 from pgqueue.cancelling import Cancellation
 from pgqueue.client import CALL_GRACE
@@ -127,6 +127,37 @@ class AsyncClient:
 
     def _scrub(self, text: str) -> str:
         return db.scrub(text, self.settings.dsn)
+
+    # -- pausing queues (pgqueue.pausing; rare verbs, so on a short connection in a thread) ----
+
+    async def pause_queue(
+        self, queue: str, *, reason: str = "", by: str | None = None
+    ) -> pausing.QueuePause:
+        """As :meth:`pgqueue.Client.pause_queue`."""
+        s = self.settings
+        return await pausing.in_thread(
+            s.dsn,
+            "pause_queue",
+            pausing.pause_queue,
+            queue,
+            by=by or pausing.who(),
+            reason=reason,
+            pooled=s.pooled,
+            connect_timeout=s.connect_timeout,
+        )
+
+    async def resume_queue(self, queue: str, *, by: str | None = None) -> pausing.QueuePause:
+        """As :meth:`pgqueue.Client.resume_queue`."""
+        s = self.settings
+        return await pausing.in_thread(
+            s.dsn,
+            "resume_queue",
+            pausing.resume_queue,
+            queue,
+            by=by or pausing.who(),
+            pooled=s.pooled,
+            connect_timeout=s.connect_timeout,
+        )
 
     # -- connections -----------------------------------------------------------------------
 

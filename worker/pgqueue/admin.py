@@ -47,6 +47,8 @@ class QueueStats:
     delayed: int
     dead: int
     oldest_age: float
+    paused: bool = False
+    """No worker claims from the queue (:meth:`pgqueue.Client.pause_queue`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class QueueStats:
             "delayed": self.delayed,
             "dead": self.dead,
             "oldest_age": round(self.oldest_age, 3),
+            "paused": self.paused,
         }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import dberrors, limits, outcomes, store
+from pgqueue import dberrors, limits, metrics, outcomes, store
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def claim(
     """Claim up to ``limit`` messages of ``queue``, in order; moves the tenant cursor."""
     params = claim_params(queue, limit, lease, worker_id, cursor.tenant, durable=durable)
     rows = store.claim(conn, params)
+    metrics.CLAIMS.labels(queue).inc()
     now = time.monotonic()
     cursor.tenant = str(rows[0]["last_tenant"]) if rows and rows[0]["walked"] >= TENANT_SPAN else ""
     return [claimed_from_row(r, now) for r in rows]

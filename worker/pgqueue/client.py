@@ -36,11 +36,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, cancelling, db, metrics, producing, sqlfiles
+from pgqueue import arguments, cancelling, db, metrics, pausing, producing, sqlfiles
 from pgqueue.cancelling import Cancellation
 from pgqueue.clientpool import Conn
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.listening import ReplyListener
+from pgqueue.pausing import QueuePause
 from pgqueue.producing import Message, TaskOptions
 from pgqueue.replies import CallResult
 from pgqueue.replywaiting import CALL_GRACE, ReplyWaiting
@@ -373,6 +374,30 @@ class Client(ReplyWaiting):
         """The process whose connections this client holds: after a fork the child's first use
         opens its own (never the parent's sockets) and this becomes the child's pid."""
         return self._pid
+
+    # -- pausing queues (pgqueue.pausing) ---------------------------------------------------
+
+    def pause_queue(self, queue: str, *, reason: str = "", by: str | None = None) -> QueuePause:
+        """Stop every worker claiming from ``queue``; idempotent. Returns once no claim of it is
+        in flight. Running tasks finish, enqueues still succeed, calls wait (and time out).
+        ``by`` (default: this user, host and pid) and ``reason`` are recorded with the pause."""
+        who = by if by is not None else pausing.who()
+        return pausing.through(
+            self._run,
+            self._scrub,
+            "pause_queue",
+            lambda conn: pausing.pause(conn, queue, by=who, reason=reason),
+        )
+
+    def resume_queue(self, queue: str, *, by: str | None = None) -> QueuePause:
+        """Let workers claim from ``queue`` again (woken at once); idempotent."""
+        who = by if by is not None else pausing.who()
+        return pausing.through(
+            self._run,
+            self._scrub,
+            "resume_queue",
+            lambda conn: pausing.resume(conn, queue, by=who),
+        )
 
     @property
     def closed(self) -> bool:

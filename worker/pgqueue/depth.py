@@ -1,7 +1,8 @@
 """Queue depth without the operator: one sampler per database, and the series it exports.
 
 The operator's depth sampler exports ``pgqueue_queue_depth{queue,state}``,
-``pgqueue_queue_oldest_age_seconds{queue}`` and ``pgqueue_dead_letter_depth{queue}``; this module
+``pgqueue_queue_oldest_age_seconds{queue}``, ``pgqueue_dead_letter_depth{queue}`` and
+``pgqueue_queue_paused{queue}``; this module
 exports the same names and labels from ``pgqueue exporter`` or a worker, so dashboards and alerts
 work with either source (they aggregate with ``max by (namespace, queue)``, never a sum).
 
@@ -214,14 +215,22 @@ class DepthCollector(Collector):
             "Dead letters per queue at the last sample.",
             labels=["queue"],
         )
+        paused = GaugeMetricFamily(
+            "pgqueue_queue_paused",
+            "1 when no worker claims from the queue (pgqueue queue pause), else 0, at the last "
+            "sample.",
+            labels=["queue"],
+        )
         for s in sample.stats:
             for state, value in zip(STATES, (s.ready, s.in_flight, s.delayed, s.dead), strict=True):
                 depth.add_metric([s.queue, state], value)
             oldest.add_metric([s.queue], s.oldest_age)
             dead.add_metric([s.queue], s.dead)
+            paused.add_metric([s.queue], 1 if s.paused else 0)
         yield depth
         yield oldest
         yield dead
+        yield paused
         if sample.gate_enabled is not None:
             yield GaugeMetricFamily(
                 "pgqueue_gate_enabled",

@@ -80,6 +80,13 @@ PERIODIC_FIRED = Counter(
     ["schedule"],
     registry=WORKER_REGISTRY,
 )
+CLAIMS = Counter(
+    "pgqueue_worker_claims",
+    "Claim statements this worker ran (its polls), per queue, whether they got messages or not "
+    "(a paused queue's claims get none).",
+    ["queue"],
+    registry=WORKER_REGISTRY,
+)
 DB_ERRORS = Counter(
     "pgqueue_worker_database_errors",
     "Database operations that failed and were retried.",

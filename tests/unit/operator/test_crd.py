@@ -39,7 +39,7 @@ def test_crd_names_and_subresources() -> None:
     assert version["subresources"]["status"] == {}
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Ready", "Replicas", "Depth", "Gate", "Age"]
+    assert columns == ["Ready", "Replicas", "Depth", "Gate", "Paused-Queues", "Age"]
 
 
 def test_every_spec_field_has_a_type_and_a_description() -> None:

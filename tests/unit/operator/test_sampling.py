@@ -9,7 +9,7 @@ from pgqueue import QueueStats
 from pgqueue_operator import metrics
 from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.decisions import Result
-from pgqueue_operator.depth import Depth, backlog, summarise
+from pgqueue_operator.depth import Depth, backlog, paused, summarise
 from pgqueue_operator.sampling import Sampler
 from tests.unit.operator.fakekube import UNREACHABLE_DSN, FakeKube
 from tests.unit.operator.samples import body
@@ -30,7 +30,31 @@ def test_summarise_keeps_spec_order_and_zero_fills() -> None:
         "delayed": 3,
         "dead": 4,
         "oldestAgeSeconds": 1.5,
+        "paused": False,
     }
+
+
+def test_paused_queues_are_named_in_spec_order_and_exported() -> None:
+    stats = [
+        QueueStats("c", 1, 0, 0, 0, 0.0, paused=True),
+        QueueStats("a", 0, 0, 0, 0, 0.0, paused=True),
+        QueueStats("b", 5, 0, 0, 0, 0.0),
+        QueueStats("not-ours", 0, 0, 0, 0, 0.0, paused=True),
+    ]
+    depths = summarise(stats, ["c", "b", "a", "d"])
+    assert [d.paused for d in depths] == [True, False, True, False]
+    assert depths[0].as_status()["paused"] is True
+    assert paused(depths) == "c,a"
+    assert paused(summarise(stats, ["b"])) == ""
+
+    from prometheus_client import generate_latest
+
+    metrics.record_depth("ns", "pausing", depths)
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'pgqueue_queue_paused{namespace="ns",pgqueueworker="pausing",queue="c"} 1.0' in text
+    assert 'pgqueue_queue_paused{namespace="ns",pgqueueworker="pausing",queue="b"} 0.0' in text
+    metrics.forget("ns", "pausing")
+    assert 'pgqueueworker="pausing"' not in generate_latest(metrics.REGISTRY).decode()
 
 
 def test_deleted_workers_series_are_removed_and_not_revived_by_a_late_sample() -> None:

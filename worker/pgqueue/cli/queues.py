@@ -1,4 +1,5 @@
 """``pgqueue stats`` and ``pgqueue queue list|show|purge``: what waits on the queues; clearing it.
+(``queue pause|resume`` live in :mod:`pgqueue.cli.pauses`.)
 
 ``queue show`` pages by msg_id (``--after`` the last id of the previous page): a page walks the
 primary key from its cursor and stops when full, so a deep page costs what the first does, and
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from pgqueue import admin
+from pgqueue.cli import pauses
 from pgqueue.cli.common import (
     add_connection,
     add_json,
@@ -57,21 +59,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _stats_parser(
         sub.add_parser(
             "stats",
-            help="Per queue: ready, in flight, delayed, dead-lettered, oldest ready age.",
+            help="Per queue: ready, in flight, delayed, dead-lettered, oldest ready age, paused.",
             description="Per queue: ready, in flight, delayed, dead-lettered, oldest ready age "
-            "(seconds). The same as `pgqueue queue list`.",
+            "(seconds), and whether it is paused (`pgqueue queue pause`). The same as "
+            "`pgqueue queue list`.",
         )
     )
-    queue = sub.add_parser("queue", help="Queues: list them, show their messages, purge them.")
+    queue = sub.add_parser(
+        "queue", help="Queues: list them, show their messages, purge, pause and resume them."
+    )
     qsub = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
     _stats_parser(
         qsub.add_parser(
             "list",
-            help="Per queue: ready, in flight, delayed, dead-lettered, oldest ready age.",
-            description="Every queue that has messages or dead letters: ready (visible now), "
-            "in flight (a worker holds its lease), delayed (not yet visible: --delay or a retry "
-            "backoff), dead (in the dead-letter table), oldest_age (seconds the oldest ready "
-            "message has waited).",
+            help="Per queue: ready, in flight, delayed, dead-lettered, oldest ready age, paused.",
+            description="Every queue that has messages or dead letters, or is paused: ready "
+            "(visible now), in flight (a worker holds its lease), delayed (not yet visible: "
+            "--delay or a retry backoff), dead (in the dead-letter table), oldest_age (seconds "
+            "the oldest ready message has waited), paused (yes: no worker claims from it; see "
+            "`pgqueue queue pause`).",
         )
     )
 
@@ -120,6 +126,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json(p, "the counts")
     p.set_defaults(handler=cmd_queue_purge)
 
+    pauses.register(qsub)
+
 
 def cmd_stats(args: argparse.Namespace) -> int:
     conn = connection(args)
@@ -129,8 +137,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout
         )
     ]
-    columns = ["queue", "ready", "in_flight", "delayed", "dead", "oldest_age"]
-    print_rows(stats, columns, as_json=args.json, empty="no queues have messages or dead letters")
+    if not args.json:
+        for row in stats:
+            row["paused"] = "yes" if row["paused"] else "-"
+    columns = ["queue", "ready", "in_flight", "delayed", "dead", "oldest_age", "paused"]
+    empty = "no queues have messages or dead letters, and none is paused"
+    print_rows(stats, columns, as_json=args.json, empty=empty)
     return EXIT_OK
 
 
@@ -148,9 +160,19 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
         connect_timeout=conn.connect_timeout,
     )
     rows = [m.as_dict() for m in page]
+    pause = pauses.pause_of(args.name, conn)
     if args.json:
-        print_json({"queue": args.name, "messages": rows, "next_after": next_after})
+        print_json(
+            {
+                "queue": args.name,
+                "paused": None if pause is None else pause.as_dict(),
+                "messages": rows,
+                "next_after": next_after,
+            }
+        )
         return EXIT_OK
+    if pause is not None:
+        print(pause.standing())
     if not rows:
         print(f"no {'' if args.state == 'all' else args.state + ' '}messages on queue {args.name}"
               + (" after msg_id " + str(args.after) if args.after else ""))  # fmt: skip

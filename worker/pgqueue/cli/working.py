@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import threading
 
+from pgqueue import pausing
 from pgqueue.cli.common import CliError, add_dsn, add_settings_options, build_settings
 from pgqueue.errors import TaskRegistrationError
 from pgqueue.settings import WorkerSettings
@@ -43,5 +45,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker = Worker(settings)
     except TaskRegistrationError as exc:
         raise CliError("--tasks", str(exc)) from None
+    # Off the start-up path: a database that is slow to answer must not delay the worker.
+    threading.Thread(
+        target=pausing.warn_if_paused,
+        args=(settings.dsn, list(settings.queues)),
+        kwargs={"pooled": settings.pooled, "connect_timeout": settings.connect_timeout},
+        name="pgqueue-paused-check",
+        daemon=True,
+    ).start()
     worker.run()
     return 0

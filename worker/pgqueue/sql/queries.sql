@@ -206,7 +206,8 @@ WHERE schemaname = 'pgqueue' AND relname = 'message';
 
 -- name: queue_stats
 -- Per queue: ready (visible now), in flight (claimed, lease running), delayed (not yet visible,
--- never claimed or backing off), dead-lettered, and the age of the oldest ready message.
+-- never claimed or backing off), dead-lettered, the age of the oldest ready message, and
+-- whether it is paused (a paused queue with no messages is listed too).
 WITH live AS (
     SELECT queue,
            count(*) FILTER (WHERE vt <= now()) AS ready,
@@ -219,11 +220,12 @@ WITH live AS (
 dead AS (
     SELECT queue, count(*) AS dead FROM pgqueue.dead_letter GROUP BY queue
 )
-SELECT coalesce(l.queue, d.queue) AS queue,
+SELECT coalesce(l.queue, d.queue, p.queue) AS queue,
        coalesce(l.ready, 0) AS ready, coalesce(l.in_flight, 0) AS in_flight,
        coalesce(l.delayed, 0) AS delayed, coalesce(d.dead, 0) AS dead,
-       coalesce(l.oldest_age, 0) AS oldest_age
+       coalesce(l.oldest_age, 0) AS oldest_age, p.queue IS NOT NULL AS paused
 FROM live l FULL JOIN dead d ON d.queue = l.queue
+     FULL JOIN pgqueue.queue_pause p ON p.queue = coalesce(l.queue, d.queue)
 ORDER BY 1;
 
 -- name: dlq_list
@@ -596,3 +598,33 @@ SELECT * FROM pgqueue.cancel(%(msg_id)s::bigint, %(reply_key)s::text, %(by)s::te
 SELECT held.msg_id
 FROM unnest(%(msg_ids)s::bigint[]) AS held(msg_id)
 WHERE NOT EXISTS (SELECT FROM pgqueue.message m WHERE m.msg_id = held.msg_id);
+
+-- name: queue_pause_lock
+-- The pause's half of the claim's lock (pgqueue.claim, migration 0011): waits for the claims of
+-- the queue in flight, and holds back new ones until this transaction commits. A resume takes it
+-- too, so a pause that met an existing pause reads that row before anyone deletes it.
+SELECT pg_advisory_xact_lock(1886482547, hashtext(%(queue)s));
+
+-- name: queue_pause
+-- Pauses a queue; no row when it was paused already (the first pause's who, when and why stay).
+INSERT INTO pgqueue.queue_pause (queue, paused_by, reason)
+VALUES (%(queue)s, %(paused_by)s, %(reason)s)
+ON CONFLICT (queue) DO NOTHING
+RETURNING queue, paused_at, paused_by, reason;
+
+-- name: queue_pause_get
+SELECT queue, paused_at, paused_by, reason FROM pgqueue.queue_pause WHERE queue = %(queue)s;
+
+-- name: queue_resume
+-- Resumes a queue; the NOTIFY (delivered with the commit) wakes idle workers to drain it at once.
+WITH gone AS (
+    DELETE FROM pgqueue.queue_pause WHERE queue = %(queue)s
+    RETURNING queue, paused_at, paused_by, reason
+)
+SELECT g.queue, g.paused_at, g.paused_by, g.reason,
+       CASE WHEN pg_notification_queue_usage() < 0.5
+            THEN pg_notify('pgqueue_enqueue', g.queue) END AS notified
+FROM gone g;
+
+-- name: queue_pauses
+SELECT queue, paused_at, paused_by, reason FROM pgqueue.queue_pause ORDER BY queue;

@@ -143,6 +143,39 @@ CREATE TABLE pgqueue.worker (
     heartbeat_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Paused queues (issue 19): one row per queue no worker claims from, with who paused it, when
+-- and why; resuming deletes the row. A pause takes the advisory lock (1886482547 = 'pqps',
+-- hashtext(queue)) exclusively, against the claim's shared one (see pgqueue.claim). A queue with
+-- no messages yet may be paused: the pause waits for its first message.
+CREATE TABLE pgqueue.queue_pause (
+    queue      text PRIMARY KEY,
+    paused_at  timestamptz NOT NULL DEFAULT now(),
+    paused_by  text NOT NULL DEFAULT '',
+    reason     text NOT NULL DEFAULT ''
+);
+
+-- Whoever claims (UPDATE on the message table, PUBLIC included) reads the pauses: the claim runs
+-- with its caller's rights. Pausing and resuming take INSERT and DELETE: grant those to the
+-- roles that operate the queues.
+DO $grant_pause$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT rolname FROM pg_roles
+             WHERE NOT rolsuper AND rolname !~ '^pg_'
+               AND has_table_privilege(oid, 'pgqueue.message', 'UPDATE')
+               AND oid <> (SELECT relowner FROM pg_class WHERE oid = 'pgqueue.message'::regclass)
+    LOOP
+        EXECUTE format('GRANT SELECT ON pgqueue.queue_pause TO %I', r.rolname);
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a
+               WHERE c.oid = 'pgqueue.message'::regclass AND a.grantee = 0
+                 AND a.privilege_type = 'UPDATE') THEN
+        GRANT SELECT ON pgqueue.queue_pause TO PUBLIC;
+    END IF;
+END
+$grant_pause$;
+
 -- The claim (architecture §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
 -- planning on every poll. It walks up to p_tenant_span tenants with visible work (from
@@ -158,7 +191,8 @@ CREATE TABLE pgqueue.worker (
 -- only commits asynchronously: lost in a crash, its rows become claimable again (at least once).
 -- Each claim stamps a fresh random claim_token (pgqueue.new_claim_token); every later write is
 -- fenced by (msg_id, claim_token), a pair no re-claim repeats, even after a crash lost the claim
--- (read_ct repeats then, and after a release).
+-- (read_ct repeats then, and after a release). A paused queue (pgqueue.queue_pause) is never
+-- claimed from.
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
     p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text,
@@ -185,6 +219,15 @@ BEGIN
      WHERE m.queue = p_queue AND m.tenant >= p_tenant_cursor AND m.vt <= now()
      ORDER BY m.tenant LIMIT 1;
     IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- A paused queue (pgqueue.queue_pause) gives nothing. The shared lock is the other half of
+    -- the pause's exclusive one: a pause waits for the claims already past this point to
+    -- commit, and a claim that comes after it waits for the pause's commit and then sees its
+    -- row (each statement here reads a fresh snapshot), so no claim slips past a pause that
+    -- returned. Taken only when there is work to claim: an idle poll costs what it did.
+    PERFORM pg_advisory_xact_lock_shared(1886482547, hashtext(p_queue));
+    IF EXISTS (SELECT FROM pgqueue.queue_pause qp WHERE qp.queue = p_queue) THEN
         RETURN;
     END IF;
     -- In index order: unordered, the generic plan may scan the table for a row that is not
