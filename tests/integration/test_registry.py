@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import psycopg
 
-from pgqueue import admin, registry
+from pgqueue import Client, admin, registry
+from pgqueue.supervisor import REGISTRY_BEAT_S
+from tests.support.workers import WorkerFactory, wait_until
 
 
 def test_register_beat_deregister_and_prune(pg_dsn: str) -> None:
@@ -66,3 +69,26 @@ def test_every_change_of_the_gate_is_in_its_history(pg_dsn: str) -> None:
         ).fetchall()
     # The rewrite with the same value is not a change.
     assert rows == [("off", "cli a@x"), ("on", "configmap ns/g@2"), ("off", "psql")]
+
+
+def test_a_worker_that_turns_busy_beats_at_once(pg_dsn: str, workers: WorkerFactory) -> None:
+    """The operator's pod-deletion-cost reads `busy` from the registry: a row that said "idle" for
+    a whole 5 s beat after a task started would let a scale-in pick a busy pod."""
+    workers.start(pg_dsn, tasks="tests.support.core_tasks", concurrency=1)
+    seen: list[tuple[dt.datetime, int]] = []
+
+    def beat() -> tuple[dt.datetime, int] | None:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT heartbeat_at, busy FROM pgqueue.worker").fetchone()
+        if row is not None and (not seen or seen[-1] != row):
+            seen.append(row)
+        return row
+
+    # Start the task just after an idle beat: the next regular one is REGISTRY_BEAT_S away.
+    wait_until(lambda: beat() is not None and len(seen) >= 2, 30, "two idle beats")
+    idle_at = seen[-1][0]
+    with Client(pg_dsn) as client:
+        client.enqueue("t.sleep", [60])
+        wait_until(lambda: (row := beat()) is not None and row[1] == 1, 30, "a busy beat")
+    busy_at = seen[-1][0]
+    assert (busy_at - idle_at).total_seconds() < REGISTRY_BEAT_S - 1, seen

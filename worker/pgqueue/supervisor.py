@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 # How often the worker's row in the registry (pgqueue.worker) is refreshed, seconds: for people
 # watching (the web console's Workers page calls a row stale after a few missed beats).
 REGISTRY_BEAT_S = 5.0
+# The least time between two beats when a worker turns busy (see _loop), seconds.
+BUSY_BEAT_S = 0.5
 
 __all__ = ["ENQUEUE_CHANNEL", "INLINE_TURN_S", "REGISTRY_BEAT_S", "Worker", "WorkerStats"]
 
@@ -142,8 +144,16 @@ class Worker(Leasing):
             self.health.beat()
             busy = [s for s in self.slots if s.busy]
             metrics.BUSY_SLOTS.set(len(busy))
-            if now >= self._next_beat and self._conn is not None and self._db_ok:
+            # A worker that turns busy beats at once (at most every BUSY_BEAT_S): the operator's
+            # pod-deletion-cost reads the row, and a row saying "idle" for up to a whole beat would
+            # let a scale-in pick this pod while it runs a task.
+            turned_busy = (
+                bool(busy) and not self._beat_busy and now >= self._last_beat + BUSY_BEAT_S
+            )
+            if (now >= self._next_beat or turned_busy) and self._conn is not None and self._db_ok:
                 self._next_beat = now + REGISTRY_BEAT_S
+                self._last_beat = now
+                self._beat_busy = len(busy)
                 registry.beat(self._conn, self._me, len(busy))
             # Ready = connected and writing (a read-only database connects, then refuses every
             # claim), taking work, and a slot has imported the tasks.

@@ -40,6 +40,8 @@ class WorkerState:
         slots = 1 if settings.pool == "inline" else settings.concurrency
         self._me = registry.WorkerInfo(self.worker_id, tuple(settings.queues), slots=slots)
         self._next_beat = 0.0  # the registry row's heartbeat (for people watching: web console)
+        self._last_beat = float("-inf")
+        self._beat_busy = 0  # the busy slots the last beat wrote
         self.known = frozenset(import_task_modules(settings.tasks))
         self.slots: list[Slot] = []
         self.settler = settling.Settler(
