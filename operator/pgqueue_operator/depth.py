@@ -74,5 +74,6 @@ def paused(depths: Iterable[Depth]) -> str:
 
 
 def backlog(depths: Iterable[Depth]) -> int:
-    """Work that needs a slot now or is holding one: ready plus in flight."""
-    return sum(d.ready + d.in_flight for d in depths)
+    """Work that needs a slot now or is holding one: ready plus in flight. A paused queue's ready
+    messages need no slot until it is resumed, so the autoscaler does not scale up for them."""
+    return sum((0 if d.paused else d.ready) + d.in_flight for d in depths)

@@ -46,6 +46,10 @@ def test_paused_queues_are_named_in_spec_order_and_exported() -> None:
     assert depths[0].as_status()["paused"] is True
     assert paused(depths) == "c,a"
     assert paused(summarise(stats, ["b"])) == ""
+    # A paused queue's ready messages need no slot: the autoscaler must not scale up for them;
+    # what is in flight still holds a slot and counts.
+    held = [QueueStats("c", 7, 2, 0, 0, 0.0, paused=True), QueueStats("b", 5, 1, 0, 0, 0.0)]
+    assert backlog(summarise(held, ["c", "b"])) == 2 + 5 + 1
 
     from prometheus_client import generate_latest
 
