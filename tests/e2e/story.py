@@ -430,24 +430,33 @@ class Story:
             server = served[0]
             self.stack.callback(server.server_close)
             self.stack.callback(server.shutdown)
-        self.prometheus = Prometheus(self.workdir / "prometheus")
+        self.prometheus = self.new_prometheus()
         self.prometheus.start(self.scrape_jobs())
         self.stack.callback(self.prometheus.stop)
         self.await_targets_up()
         self.note(f"prometheus on {self.prometheus.url} scraping {self.target_summary()}")
+
+    def new_prometheus(self) -> Prometheus:
+        return Prometheus(self.workdir / "prometheus")
 
     def await_targets_up(self) -> None:
         """Until Prometheus has scraped every configured target successfully."""
         assert self.prometheus is not None
         prom = self.prometheus
         jobs = yaml.safe_load(prom.config_path.read_text())["scrape_configs"]
-        wanted = sum(len(s["targets"]) for j in jobs for s in j["static_configs"])
+        wanted = sum(len(s["targets"]) for j in jobs for s in j.get("static_configs", []))
+        wanted += self.discovered_targets()
 
         def all_up() -> bool:
             targets = prom.targets()
             return len(targets) == wanted and all(t["health"] == "up" for t in targets)
 
         eventually(f"Prometheus to scrape all {wanted} targets", all_up, 90, 0.2)
+
+    def discovered_targets(self) -> int:
+        """Targets Prometheus finds through Kubernetes service discovery (none here; the story
+        on the test node adds a ``kubernetes_sd_configs`` job)."""
+        return 0
 
     def run_pod(self, pod: dict[str, Any], extra_env: dict[str, str]) -> PodProcess:
         """Run a pod's init containers to completion, then its container until stopped.
@@ -621,7 +630,8 @@ class Story:
         assert self.prometheus is not None
         jobs = yaml.safe_load(self.prometheus.config_path.read_text())["scrape_configs"]
         return ", ".join(
-            f"{j['job_name']} ({sum(len(s['targets']) for s in j['static_configs'])})" for j in jobs
+            f"{j['job_name']} ({sum(len(s['targets']) for s in j.get('static_configs', []))})"
+            for j in jobs
         )
 
     def gate_decisions(self) -> dict[str, float]:
@@ -965,7 +975,8 @@ class Story:
             "8. kubectl delete the CR: children collected; helm uninstall: nothing left"
         ):
             started = time.monotonic()
-            self.kubectl("delete", "pgqueueworker", self.name, "--wait=true", "--timeout=60s")
+            self.kubectl("delete", "pgqueueworker", self.name, "--wait=true", "--timeout=120s",
+                         timeout=150)  # fmt: skip
             kinds = {
                 "deployment": f"{self.name}-worker",
                 "service": f"{self.name}-metrics",

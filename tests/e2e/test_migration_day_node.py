@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-from tests.e2e.story import PROPAGATION_BOUND, Story
+from tests.e2e.node_story import NodeStory
+from tests.e2e.story import PROPAGATION_BOUND
 from tests.e2e.test_migration_day import legacy_broker  # noqa: F401 - a fixture
 
 if TYPE_CHECKING:
@@ -44,10 +45,10 @@ def test_migration_day_on_the_node(
         {"name": "KUBERNETES_SERVICE_HOST", "value": api.host},
         {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)},
     ]
-    with Story(
+    with NodeStory(
         kube, kube_namespace, pg_dsn, legacy_broker, tmp_path,
         plots_dir=tmp_path / "plots", operator_env=operator_env,
-        kill_pod=kube_node.kill_container,
+        kill_pod=kube_node.kill_container, node_name=kube_node.name,
     ) as story:  # fmt: skip
         try:
             figures = story.run()
