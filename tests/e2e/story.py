@@ -1118,6 +1118,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", type=Path, default=REPO / "docs" / "e2e")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="run the pods on a local test node (containerd + kubelet, needs root; "
+        "tests/support/node.py) and add the node's steps (tests/e2e/node_story.py)",
+    )
     options = parser.parse_args()
     started = time.monotonic()
 
@@ -1157,8 +1163,12 @@ def main() -> int:
         stack.callback(
             lambda: kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         )
-        with Story(kube, namespace, dsn, redis_server.url, workdir, plots_dir=options.plots,
-                   out=say) as story:  # fmt: skip
+        story_class: type[Story] = Story
+        extra: dict[str, Any] = {}
+        if options.node:
+            story_class, extra = _on_a_node(kube, dsn, workdir, stack, say)
+        with story_class(kube, namespace, dsn, redis_server.url, workdir, plots_dir=options.plots,
+                         out=say, **extra) as story:  # fmt: skip
             figures = story.run()
         say(json.dumps(figures, indent=2))
         worst = figures["gate_propagation_max_s"]
@@ -1166,6 +1176,49 @@ def main() -> int:
         if options.keep:
             say(f"kept {workdir}")
     return 0
+
+
+def _on_a_node(
+    kube: KubeCluster,
+    dsn: str,
+    workdir: Path,
+    stack: contextlib.ExitStack,
+    say: Callable[[str], None],
+) -> tuple[type[Story], dict[str, Any]]:
+    """``make demo-k8s-node``: the test node joined to this control plane, the images in it, and
+    the story class and arguments that run on it (as tests/e2e/test_migration_day_node.py)."""
+    import subprocess
+
+    from tests.e2e.node_story import NodeStory
+    from tests.support.node import (
+        OPERATOR_IMAGE,
+        ROOT_PREFIX,
+        WORKER_IMAGE,
+        NodeRunner,
+        ensure_node_tools,
+    )
+
+    t = time.monotonic()
+    runner = NodeRunner(kube, ensure_node_tools(), Path(tempfile.mkdtemp(prefix=ROOT_PREFIX)))
+    runner.start()
+    stack.callback(runner.stop)
+    node = runner.join()
+    say(f"node {node.name} Ready in {time.monotonic() - t:.1f}s")
+    t = time.monotonic()
+    subprocess.run(["make", "--no-print-directory", "images"], cwd=REPO, check=True)
+    for image in (WORKER_IMAGE, OPERATOR_IMAGE):
+        node.import_image(image)
+    say(f"make images and the import into the node's containerd: {time.monotonic() - t:.1f}s")
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    pg = node.forward(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432))))
+    os.environ["PGQUEUE_E2E_POD_PG_HOST"] = f"{pg.host}:{pg.port}"
+    api = node.forward("127.0.0.1", node.api_port)
+    operator_env = [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": api.host},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)},
+    ]
+    extra = {"operator_env": operator_env, "kill_pod": node.kill_container, "node_name": node.name}
+    return NodeStory, extra
 
 
 if __name__ == "__main__":
