@@ -209,15 +209,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         if name is None or namespace is None:
             return
         kube = runtime.ready.kube
-        worker = kube.get(API_VERSION, KIND, namespace, name)
-        if worker is None:
-            return
-        result = decide(worker, child)
-        if result is None:
-            return
-        patch = result.status_patch(worker, conditions.now_utc())
-        if following.writes_anything(worker, patch):
-            kube.patch_status(namespace, name, patch)
+        try:
+            worker = kube.get(API_VERSION, KIND, namespace, name)
+            result = None if worker is None else decide(worker, child)
+            if worker is None or result is None:
+                return
+            patch = result.status_patch(worker, conditions.now_utc())
+            if following.writes_anything(worker, patch):
+                kube.patch_status(namespace, name, patch)
+        except Exception as exc:  # event handlers are not retried; the next event or resync heals
+            log.warning("status of %s/%s from its children: %s", namespace, name, exc)
 
     children = {"app.kubernetes.io/managed-by": MANAGED_BY}
 

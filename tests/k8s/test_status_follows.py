@@ -104,13 +104,13 @@ def test_ready_follows_the_pods_within_a_watch_event(
         eventually("the first reconcile's status", lambda: ready() == "False 0")
         set_ready(kube, ns, first, True)
         eventually("readyReplicas 1", lambda: ready() == "False 1")
+        t0 = time.monotonic()  # before the write: the figure is an upper bound, kubectl's included
         set_ready(kube, ns, last, True)
-        t0 = time.monotonic()
         eventually("READY True", lambda: ready() == "True 2", 30)
         up = time.monotonic() - t0
         table = kube.kubectl("-n", ns, "get", "pqw", name).stdout
-        set_ready(kube, ns, last, False)
         t1 = time.monotonic()
+        set_ready(kube, ns, last, False)
         eventually("READY False", lambda: ready() == "False 1", 30)
         down = time.monotonic() - t1
     finally:
