@@ -73,6 +73,8 @@ class Prometheus:
 
     workdir: Path
     scrape_interval: str = "1s"
+    exe: str = "prometheus"
+    promtool: str = "promtool"
     port: int = field(default_factory=free_port)
     popen: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
@@ -96,7 +98,7 @@ class Prometheus:
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         check = subprocess.run(
-            ["promtool", "check", "config", str(self.config_path)],
+            [self.promtool, "check", "config", str(self.config_path)],
             capture_output=True,
             text=True,
             check=False,
@@ -105,9 +107,9 @@ class Prometheus:
             raise RuntimeError(f"promtool check config failed:\n{check.stdout}{check.stderr}")
 
     def start(self, jobs: list[dict[str, Any]], timeout: float = 60.0) -> Prometheus:
-        exe = shutil.which("prometheus")
+        exe = shutil.which(self.exe)
         if exe is None:
-            raise RuntimeError("prometheus is not installed (apt-get install -y prometheus)")
+            raise RuntimeError(f"{self.exe} is not installed (apt-get install -y prometheus)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_config(jobs)
         self._log = (self.workdir / "prometheus.log").open("ab")
@@ -191,6 +193,22 @@ class Prometheus:
             self._log.flush()
         path = self.workdir / "prometheus.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def with_kubernetes_sd() -> tuple[str, str]:
+    """``prometheus`` and ``promtool`` with ``kubernetes_sd_configs``, which Debian's leave out:
+    ``hack/prometheus-k8s-sd.sh`` builds them once (cached; milliseconds when built)."""
+    script = Path(__file__).resolve().parents[2] / "hack" / "prometheus-k8s-sd.sh"
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, timeout=1800, check=False
+    )
+    folder = Path(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else Path()
+    if proc.returncode != 0 or not (folder / "prometheus").is_file():
+        raise RuntimeError(
+            f"hack/prometheus-k8s-sd.sh failed (exit {proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
+    return str(folder / "prometheus"), str(folder / "promtool")
 
 
 def scalar(result: list[dict[str, Any]]) -> float | None:

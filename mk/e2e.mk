@@ -9,6 +9,10 @@ E2E_PLOTS ?= docs/e2e
 demo-k8s: venv k8s-tools ## Migration day as a script with timings: helm install, apply, gate flips, Prometheus, SIGKILL, sweep, delete (plots into docs/e2e/)
 	$(PYTHON) -m devtools.story --plots $(E2E_PLOTS)
 
+.PHONY: demo-k8s-node
+demo-k8s-node: venv k8s-tools k8s-node-tools prometheus-k8s-sd images ## The same on a local test node (containerd + kubelet; root): pods by the kubelet, plus drain, rotation, Prometheus SD
+	$(PYTHON) -m tests.e2e.story --node --plots $(E2E_PLOTS)
+
 .PHONY: e2e-kind
 e2e-kind: venv images ## The same e2e test on a kind cluster with real pods (creates it, kind-loads both images); untested in our CI
 	@command -v $(KIND) >/dev/null || { echo "kind is not installed (https://kind.sigs.k8s.io)"; exit 1; }
@@ -17,7 +21,7 @@ e2e-kind: venv images ## The same e2e test on a kind cluster with real pods (cre
 	set -e; for image in $(WORKER_IMAGE) $(OPERATOR_IMAGE); do \
 		archive=$$(mktemp --suffix=.tar); $(PODMAN) save -o $$archive $$image; \
 		$(KIND) load image-archive $$archive --name $(KIND_CLUSTER); rm -f $$archive; done
-	PGQUEUE_TEST_KUBECONFIG=$(KIND_KUBECONFIG) $(PYTEST) tests/e2e -s
+	PGQUEUE_TEST_KUBECONFIG=$(KIND_KUBECONFIG) $(PYTEST) tests/e2e/test_migration_day.py -s
 
 .PHONY: e2e-kind-delete
 e2e-kind-delete: ## Delete the kind cluster of `make e2e-kind`

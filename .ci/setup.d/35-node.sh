@@ -20,3 +20,6 @@ if ((${#missing[@]})); then
 fi
 command -v go >/dev/null || { echo "35-node: a Go toolchain (go >= 1.24) is required" >&2; exit 1; }
 make k8s-node-tools
+# The node story's Prometheus discovers pods through the API server: Debian's is built without
+# kubernetes_sd_configs, so the upstream one is built (a few minutes once, then cached).
+make prometheus-k8s-sd

@@ -31,3 +31,7 @@ class DatabaseError(PgQueueOperatorError):
 
 class ApplyError(PgQueueOperatorError):
     """A child object could not be written to the API server."""
+
+
+class AccessError(PgQueueOperatorError):
+    """The API server could not be reached, or refused this operator its own resource."""

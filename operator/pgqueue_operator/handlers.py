@@ -6,6 +6,11 @@ decides (``reconciling``, ``sampling``, ``gatesync``) and applies the decisions 
 - a sample timer → queue depth into status and metrics, autoscaling (a reconcile when the
   replicas move), and each worker pod's deletion cost from its heartbeat (``costing``);
 - ConfigMap events → gate sync of every PgQueueWorker whose ``spec.gate`` names it (an index);
+- events of the owned worker Deployments and sweep CronJobs → the status that follows them
+  (``following``: ``Ready``, ``readyReplicas``, ``lastSweep``), written at once instead of at the
+  next resync, so ``kubectl get pqw`` follows the pods;
+- a start-up check that the API server answers with this operator's credentials: kopf serves its
+  health endpoint (the chart's liveness and readiness probe) only once start-up succeeded;
 
 Secrets are not watched: the operator reads each PgQueueWorker's database Secret by name on every
 reconcile, so it needs ``get`` on those Secrets only, never a cluster-wide list/watch; a rotation
@@ -24,10 +29,21 @@ from typing import Any, cast
 
 import kopf
 
-from pgqueue_operator import API_VERSION, GROUP, KIND, PLURAL, VERSION, conditions, metrics
+from pgqueue_operator import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    conditions,
+    following,
+    metrics,
+)
 from pgqueue_operator.bounding import Deadlines
+from pgqueue_operator.builders.common import MANAGED_BY
 from pgqueue_operator.costing import DeletionCosts
 from pgqueue_operator.decisions import Result
+from pgqueue_operator.errors import AccessError
 from pgqueue_operator.gatesync import GateSync
 from pgqueue_operator.kube import Kube
 from pgqueue_operator.objects import object_ref
@@ -125,6 +141,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         if runtime.parts is None:
             runtime.start()
 
+    @kopf.on.startup(id="connected", registry=registry)
+    def connected(**_: Any) -> None:
+        # Ready means serving: the API server answers this operator's list of its own resource
+        # (credentials, RBAC and the CRD all proven) before kopf's health endpoint comes up.
+        try:
+            runtime.ready.kube.check_access(config.namespaces, all_namespaces=config.all_namespaces)
+        except AccessError as exc:
+            raise kopf.TemporaryError(str(exc), delay=delay) from None
+
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # In-cluster ServiceAccount or $KUBECONFIG, whichever the kubernetes client finds.
@@ -186,5 +211,43 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
             _emit(body, result)
             if result.retry:  # event handlers are not retried; the resync timer heals it
                 log.warning("gate sync of %s/%s: %s", namespace, worker, result.retry)
+
+    def _follow(namespace: str | None, child: kopf.Body, decide: Any) -> None:
+        name = following.owner_name(child)
+        if name is None or namespace is None:
+            return
+        kube = runtime.ready.kube
+        try:
+            worker = kube.get(API_VERSION, KIND, namespace, name)
+            result = None if worker is None else decide(worker, child)
+            if worker is None or result is None:
+                return
+            patch = result.status_patch(worker, conditions.now_utc())
+            if following.writes_anything(worker, patch):
+                kube.patch_status(namespace, name, patch)
+        except Exception as exc:  # event handlers are not retried; the next event or resync heals
+            log.warning("status of %s/%s from its children: %s", namespace, name, exc)
+
+    children = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+    @kopf.on.event(
+        "apps", "v1", "deployments",
+        labels={**children, "app.kubernetes.io/component": "worker"},
+        id="deployment_changed", registry=registry,
+    )  # fmt: skip
+    def deployment_changed(
+        type: str | None, namespace: str | None, body: kopf.Body, **_: Any
+    ) -> None:
+        if type != "DELETED":  # a deleted Deployment is re-created by the resync
+            _follow(namespace, body, following.from_deployment)
+
+    @kopf.on.event(
+        "batch", "v1", "cronjobs",
+        labels={**children, "app.kubernetes.io/component": "sweep"},
+        id="sweep_changed", registry=registry,
+    )  # fmt: skip
+    def sweep_changed(type: str | None, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+        if type != "DELETED":
+            _follow(namespace, body, following.from_cronjob)
 
     return runtime

@@ -19,7 +19,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from pgqueue_operator import GROUP, PLURAL, VERSION
-from pgqueue_operator.errors import ApplyError, SecretError
+from pgqueue_operator.errors import AccessError, ApplyError, SecretError
 from pgqueue_operator.verbs import SecretValue
 
 __all__ = ["FIELD_MANAGER", "Kube", "NotFound", "SecretValue", "path_of"]
@@ -168,6 +168,25 @@ class Kube:
         except NotFound:
             return False
         return True
+
+    def check_access(self, namespaces: list[str], *, all_namespaces: bool) -> None:
+        """List one PgQueueWorker in each watched scope; :class:`AccessError` says which failed
+        and why (no route to the API server, credentials, RBAC, or the CRD not installed)."""
+        collection = f"/apis/{GROUP}/{VERSION}"
+        paths = (
+            [f"{collection}/{PLURAL}"]
+            if all_namespaces
+            else [f"{collection}/namespaces/{ns}/{PLURAL}" for ns in namespaces]
+        )
+        for path in paths:
+            try:
+                self.request("GET", path, query=[("limit", "1")])
+            except NotFound:
+                raise AccessError(f"GET {path}: 404, is the PgQueueWorker CRD installed?") from None
+            except ApiException as exc:
+                raise AccessError(f"GET {path}: {exc.status} {_api_message(exc)}") from None
+            except Exception as exc:  # urllib3's connection errors: no route, refused, TLS
+                raise AccessError(f"GET {path}: {type(exc).__name__}: {exc}") from None
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource of a PgQueueWorker (gone: ignored)."""

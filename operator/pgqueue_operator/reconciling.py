@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgqueue_operator import builders, conditions, metrics
+from pgqueue_operator import builders, conditions, following, metrics
 from pgqueue_operator.autoscaling import effective_replicas
 from pgqueue_operator.bounding import Deadlines
 from pgqueue_operator.builders.common import Owner, metrics_name, worker_name
@@ -68,23 +68,11 @@ class Reconciler:
         log.debug("applied the children of %s/%s", owner.namespace, owner.name)
         sweep = builders.common.sweep_name(owner)
         cron = self.kube.get("batch/v1", "CronJob", owner.namespace, sweep)
-        dep_status = deployment.get("status") or {}
-        ready = int(dep_status.get("readyReplicas") or 0)
-        updated = int(dep_status.get("updatedReplicas") or 0)
-        rolled = (
-            int(dep_status.get("observedGeneration") or 0)
-            >= int((deployment.get("metadata") or {}).get("generation") or 0)
-            and updated >= replicas
-        )
+        # Pods turn Ready later; the Deployment watch (``following``) decides that the same way.
+        result = result.merge(following.rollout(spec, replicas, deployment))
         result.changes = [
             Change(DEGRADED, "False", "Reconciled", "children applied"),
-            _ready(spec, replicas, ready),
-            Change(
-                PROGRESSING,
-                conditions.as_bool(not rolled),
-                "RollingOut" if not rolled else "RolloutComplete",
-                f"{updated}/{replicas} pods updated",
-            ),
+            *result.changes,
             Change(
                 PAUSED,
                 conditions.as_bool(spec.paused),
@@ -95,8 +83,6 @@ class Reconciler:
         result.status.update(
             {
                 "observedGeneration": body["metadata"].get("generation"),
-                "replicas": replicas,
-                "readyReplicas": ready,
                 "selector": builders.common.selector_string(owner),
                 "lastSweep": ((cron or {}).get("status") or {}).get("lastSuccessfulTime"),
             }
@@ -152,16 +138,6 @@ def _degraded(result: Result, reason: str, message: str) -> Result:
     result.events.append(Event("Warning", reason, message))
     result.retry = message
     return result
-
-
-def _ready(spec: PgQueueWorkerSpec, replicas: int, ready: int) -> Change:
-    if spec.paused:
-        return Change(READY, "False", "Paused", "paused: scaled to zero")
-    if replicas == 0:
-        return Change(READY, "True", "ScaledToZero", "no replicas wanted")
-    if ready >= replicas:
-        return Change(READY, "True", "PodsReady", f"{ready}/{replicas} pods ready")
-    return Change(READY, "False", "PodsNotReady", f"{ready}/{replicas} pods ready")
 
 
 # parse_spec is re-exported: the image tests read a spec the way the reconciler does, from here.
