@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm")
 KUBECONFIG_ENV = "PGQUEUE_TEST_KUBECONFIG"
 START_TIMEOUT = 90.0
-# The test node's bridge address (tests.support.node): the kubelet's node IP, and where pods reach
+# The test node's bridge address (devtools.node): the kubelet's node IP, and where pods reach
 # the host (Postgres, the API server) through forwarders. In the serving certificate's SANs.
 NODE_GATEWAY = "10.213.7.1"
 STOP_TIMEOUT = 15.0
@@ -465,7 +465,7 @@ class ControlPlane:
     def _fail(self, message: str) -> ControlPlaneError:
         return ControlPlaneError(f"{message}\n{self.logs()}")
 
-    # tests.support.node supervises its kubelet and containerd with the same few lines (spawn, logs,
+    # devtools.node supervises its kubelet and containerd with the same few lines (spawn, logs,
     # await): kept apart on purpose, as each raises its own error (ControlPlaneError, NodeError)
     # with its own processes' logs, and the node is a test fixture, not a tool.
     def _await(self, what: str, proc: ManagedProcess, ready: Any, deadline: float) -> None:
@@ -526,7 +526,7 @@ class ControlPlane:
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
-                # Node: the kubelet of tests.support.node acts as system:node:<name>.
+                # Node: the kubelet of devtools.node acts as system:node:<name>.
                 "--authorization-mode=Node,RBAC",
                 # logs/exec/port-forward: the API server calls the kubelet as an admin, and checks
                 # the kubelet's serving certificate against the same CA.

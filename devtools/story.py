@@ -1123,7 +1123,7 @@ def main() -> int:
         "--node",
         action="store_true",
         help="run the pods on a local test node (containerd + kubelet, needs root; "
-        "tests/support/node.py) and add the node's steps (tests/e2e/node_story.py)",
+        "devtools/node.py) and add the node's steps (devtools/node_story.py)",
     )
     options = parser.parse_args()
     started = time.monotonic()
@@ -1190,14 +1190,14 @@ def _on_a_node(
     the story class and arguments that run on it (as tests/e2e/test_migration_day_node.py)."""
     import subprocess
 
-    from tests.e2e.node_story import NodeStory
-    from tests.support.node import (
+    from devtools.node import (
         OPERATOR_IMAGE,
         ROOT_PREFIX,
         WORKER_IMAGE,
         NodeRunner,
         ensure_node_tools,
     )
+    from devtools.node_story import NodeStory
 
     t = time.monotonic()
     runner = NodeRunner(kube, ensure_node_tools(), Path(tempfile.mkdtemp(prefix=ROOT_PREFIX)))

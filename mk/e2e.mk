@@ -11,7 +11,7 @@ demo-k8s: venv k8s-tools ## Migration day as a script with timings: helm install
 
 .PHONY: demo-k8s-node
 demo-k8s-node: venv k8s-tools k8s-node-tools prometheus-k8s-sd images ## The same on a local test node (containerd + kubelet; root): pods by the kubelet, plus drain, rotation, Prometheus SD
-	$(PYTHON) -m tests.e2e.story --node --plots $(E2E_PLOTS)
+	$(PYTHON) -m devtools.story --node --plots $(E2E_PLOTS)
 
 .PHONY: e2e-kind
 e2e-kind: venv images ## The same e2e test on a kind cluster with real pods (creates it, kind-loads both images); untested in our CI

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-from tests.e2e.node_story import NodeStory
-from tests.e2e.story import PROPAGATION_BOUND
+from devtools.node_story import NodeStory
+from devtools.story import PROPAGATION_BOUND
 from tests.e2e.test_migration_day import legacy_broker  # noqa: F401 - a fixture
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
+    from devtools.kubeapi import KubeCluster
     from tests.support.node import KubeNode, NodeImages
 
 pytest_plugins = ["tests.support.node"]

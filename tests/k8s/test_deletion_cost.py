@@ -24,10 +24,11 @@ from pgqueue import registry
 from pgqueue_operator.deletioncost import ANNOTATION
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
     from tests.support.operator_fixtures import OperatorProcess
 
-pytest_plugins = ["tests.support.kubeapi", "tests.support.operator_fixtures"]
+    from devtools.kubeapi import KubeCluster
+
+pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLE = Path(__file__).resolve().parents[2] / "crds" / "samples" / "minimal.yaml"
 NAME = "minimal"

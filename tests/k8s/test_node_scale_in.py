@@ -24,12 +24,13 @@ from pgqueue import Client
 from pgqueue_operator.deletioncost import ANNOTATION
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
     from tests.support.node import KubeNode, NodeImages
     from tests.support.operator_fixtures import OperatorProcess
 
+    from devtools.kubeapi import KubeCluster
+
 pytest_plugins = [
-    "tests.support.kubeapi",
+    "tests.support.kube",
     "tests.support.operator_fixtures",
     "tests.support.node",
 ]

@@ -22,10 +22,11 @@ import yaml
 from pgqueue_operator.kube import Kube
 
 if TYPE_CHECKING:
-    from tests.support.kubeapi import KubeCluster
     from tests.support.operator_fixtures import OperatorProcess
 
-pytest_plugins = ["tests.support.kubeapi", "tests.support.operator_fixtures"]
+    from devtools.kubeapi import KubeCluster
+
+pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLE = Path(__file__).resolve().parents[2] / "crds" / "samples" / "minimal.yaml"
 BOUND = 5.0

@@ -1,7 +1,7 @@
 """The migration day's steps that need a real node (issue 17): :class:`NodeStory` adds them to
-:class:`~tests.e2e.story.Story`.
+:class:`~devtools.story.Story`.
 
-On the test node (``tests/support/node.py``) a kubelet runs the pods, so the story can also prove
+On the test node (``devtools/node.py``) a kubelet runs the pods, so the story can also prove
 what only a node shows: the pods as ``kubectl get pods -o wide`` lists them (Running on the node,
 no restart), ``kubectl logs``/``exec`` into them, the restricted securityContext as the kernel
 enforces it; ``kubectl get pqw`` following the pods (issue 17 item 7); Prometheus finding the
@@ -24,11 +24,11 @@ from typing import Any
 import psycopg
 from kubernetes.client.exceptions import ApiException
 
+from devtools.e2e_prometheus import Prometheus, with_kubernetes_sd
+from devtools.kubeapi import load_pki
+from devtools.story import RELEASE, WORKER_REPLICAS, Story, check, eventually
 from pgqueue_operator.builders.common import restricted_security_context
 from pgqueue_operator.kube import Kube
-from tests.e2e.story import RELEASE, WORKER_REPLICAS, Story, check, eventually
-from tests.support.e2e_prometheus import Prometheus, with_kubernetes_sd
-from tests.support.kubeapi import load_pki
 
 FOLLOW_BOUND = 5.0
 """READY of ``kubectl get pqw`` after the last pod's, seconds: the issue asks for 2 s, which is
@@ -207,8 +207,8 @@ class NodeStory(Story):
                 root.returncode != 0 and "Read-only file system" in root.stderr,
                 f"the root filesystem is writable: {root.stderr}",
             )
-            tmp = exec_("touch", "/tmp/written")
-            check(tmp.returncode == 0, f"/tmp (the emptyDir) is not writable: {tmp.stderr}")
+            tmp = exec_("touch", "/tmp/written")  # noqa: S108 - inside the pod
+            check(tmp.returncode == 0, f"/tmp (the emptyDir) is not writable: {tmp.stderr}")  # noqa: S108
             caps = exec_("grep", "^CapEff", "/proc/1/status").stdout.split()
             check(caps == ["CapEff:", "0000000000000000"], f"capabilities: {caps}")
             self.note(
