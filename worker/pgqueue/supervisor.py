@@ -24,6 +24,7 @@ import contextlib
 import logging
 import multiprocessing.connection
 import os
+import random
 import signal
 import socket
 import time
@@ -45,6 +46,7 @@ from pgqueue import (
     serving,
     settling,
     sqlfiles,
+    waking,
 )
 from pgqueue.inline import InlineRunner
 from pgqueue.maintenance import Vacuumer
@@ -114,6 +116,10 @@ class Worker:
         # claim, which their settle and renewals must use.
         self._adopted: dict[int, outcomes.Claimed] = {}
         self.http_port: int | None = None
+        # One waiting worker is woken per message (pgqueue.waking); not behind a pooler.
+        self._waiter = waking.Waiter(
+            self.worker_id, tuple(settings.queues), enabled=not settings.pooled
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -205,6 +211,7 @@ class Worker:
             if self._stopping and not self._withdrawn_all:
                 # Claimed but not started, here or queued in a slot: visible at once (§3.11).
                 self._withdrawn_all = True
+                self._waiter.stop(self._conn)
                 unstarted = [msg for msg, _ in self.buffer]
                 self.buffer.clear()
                 for slot in self.slots:
@@ -305,6 +312,7 @@ class Worker:
                 self._listen = db.connect(
                     self.s.dsn, connect_timeout=self.s.connect_timeout, settings=self.s
                 )
+                self._waiter.listen(self._listen, self._conn)
                 self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
             self._next_claim = now
             log.info("connected to %s", db.redact(self.s.dsn))
@@ -341,6 +349,7 @@ class Worker:
                     conn.close()
         self._conn = None
         self._listen = None
+        self._waiter.disconnected()
 
     def _drain_notifies(self) -> None:
         assert self._listen is not None
@@ -348,6 +357,7 @@ class Worker:
             for note in self._listen.notifies(timeout=0):
                 if note.payload in self.s.queues:
                     self._next_claim = time.monotonic()
+                    self._waiter.heard(note.channel)
         except Exception as exc:  # the policy: an outage, or a wake-up missed
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
                 self._db_down("listen", exc)
@@ -391,6 +401,11 @@ class Worker:
             self._start_buffered()
             return
         began = time.monotonic()
+        if self._waiter.holds_off(began, self._poll_at):
+            # Waiting for a wake-up (pgqueue.waking): an enqueue will take our row.
+            self._next_claim = self._next_poll(began)
+            self._start_buffered()
+            return
         claimed: list[outcomes.Claimed] = []
         queues = self.s.queues
         for i in range(len(queues)):
@@ -423,6 +438,10 @@ class Worker:
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
         self._next_claim = began if full else self._next_poll(began)
+        if self._conn is not None:
+            outage = self._waiter.after_claim(self._conn, wanted, len(claimed))
+            if outage is not None:
+                self._db_down("wait", outage)
 
     def _adopt(self, msg: outcomes.Claimed) -> bool:
         """A claim returned a message this worker still holds: its own lease ran out (the
@@ -467,7 +486,9 @@ class Worker:
         trip is a good part of a short interval.
         """
         if self._poll_at <= began:
-            self._poll_at = began + self.s.poll_interval
+            self._poll_at = began + self.s.poll_interval * (
+                1.0 + random.uniform(-self.s.poll_jitter, self.s.poll_jitter)  # noqa: S311
+            )
         return self._poll_at
 
     def _expected(self, task: str) -> float | None:
@@ -664,6 +685,7 @@ class Worker:
                 outcomes.storable(run.error, 2000),
             )
         self.settler.add(msg, action)
+        self._waiter.settled(run.duration, self.s.slot_backlog_seconds)
         self._next_claim = min(self._next_claim, time.monotonic())
 
     def _flush(self) -> None:
