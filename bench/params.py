@@ -48,6 +48,8 @@ class BenchParams:
     fleet_workers: tuple[int, ...] = (2, 10, 40)
     fleet_seconds: float = 15.0
     fleet_pool: str = "inline"
+    # how callers wait for replies (ClientSettings.reply_wait): "listen" or "poll"
+    fleet_reply_wait: str = "listen"
 
     def with_changes(self, **changes: object) -> BenchParams:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
