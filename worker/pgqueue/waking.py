@@ -1,4 +1,4 @@
-"""How a worker waits for work: one waiting worker is woken per message, not every idle one.
+"""How a worker waits for work: one waiting worker is woken per message (architecture §3.1).
 
 A worker whose claim came back short (its queues looked empty and it has room) marks itself
 waiting (``wait_for_work``, table ``pgqueue.waiting_worker``, migration 0012) and stops claiming
