@@ -110,7 +110,15 @@ class Waiter:
             self.waiting = False
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
                 return exc
-            log.warning("could not mark this worker as waiting: %s", dberrors.describe(exc))
+            # Refused (a role without rights on pgqueue.waiting_worker, which migration 0012
+            # granted to the roles that could enqueue then): this worker stops waiting here,
+            # claims after every task and hears the shared NOTIFY, as before 0012.
+            self.enabled = False
+            log.warning(
+                "could not mark this worker as waiting (%s); it claims after every task "
+                "instead: grant it SELECT, INSERT, UPDATE, DELETE on pgqueue.waiting_worker",
+                dberrors.describe(exc),
+            )
         return None
 
     def claimed(self, conn: psycopg.Connection[dict[str, Any]], asked: int, got: int) -> None:
