@@ -7,11 +7,12 @@ takes one such row and NOTIFYs that worker alone (architecture §3; ``pgqueue.wa
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
 
-from pgqueue import Client, producing, sqlfiles
+from pgqueue import AsyncClient, Client, producing, sqlfiles
 from pgqueue.settings import ClientSettings
 from pgqueue.waking import channel_of
 from tests.support.workers import WorkerFactory, WorkerProcess, wait_until
@@ -164,3 +165,48 @@ def test_a_worker_waits_on_all_its_queues(pg_dsn: str) -> None:
         worker.execute(sqlfiles.query("wait_for_work"), me)
         assert _enqueue(enqueuer, queue="elsewhere") == 0
         assert _enqueue(enqueuer, queue="b") == 1
+
+
+def _listens(dsn: str) -> int:
+    """How often a session of this database started a reply listener (pgqueue.listen_replies)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE d.datname = current_database() AND s.query LIKE '%listen_replies%'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_polling_client_holds_no_listen_session(pg_dsn: str, workers: WorkerFactory) -> None:
+    """reply_wait=poll: no LISTEN session for Postgres to signal on every NOTIFY (issue 20)."""
+    workers.start(pg_dsn, concurrency=1, extra=["--pool", "inline"])
+    with Client(settings=ClientSettings(dsn=pg_dsn, reply_wait="poll")) as client:
+        for i in range(5):
+            result = client.call("demo.echo", [i], timeout=30)
+            assert result.ok, result
+            assert result.value == {"args": [i], "kwargs": {}}
+        assert client.listener is None
+        assert _listens(pg_dsn) == 0
+    with Client(settings=ClientSettings(dsn=pg_dsn)) as listening:
+        assert listening.call("demo.echo", ["listen"], timeout=30).ok
+        wait_until(lambda: _listens(pg_dsn) == 1, 30, "the default client's reply listener")
+
+
+def test_a_polling_async_client_holds_no_listen_session(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    workers.start(pg_dsn, concurrency=1, extra=["--pool", "inline"])
+
+    async def calls() -> None:
+        settings = ClientSettings(dsn=pg_dsn, reply_wait="poll")
+        async with AsyncClient(settings=settings) as client:
+            results = await asyncio.gather(
+                *(client.call("demo.echo", [i], timeout=30) for i in range(5))
+            )
+            assert [r.value for r in results] == [{"args": [i], "kwargs": {}} for i in range(5)]
+            assert client.listener is None
+
+    asyncio.run(calls())
+    assert _listens(pg_dsn) == 0
