@@ -48,6 +48,12 @@ def _count(text: str) -> int:
     return value
 
 
+def _reply_wait(text: str) -> str:
+    if text not in ("listen", "poll"):
+        raise ValueError(f"expected listen or poll, got {text!r}")
+    return text
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -62,6 +68,11 @@ def _seconds(text: str) -> float:
 _OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--runs": ("runs", _count, "Repetitions of each scenario (≥ 3 for the reported medians)."),
     "--drain-jobs": ("drain_jobs", _count, "No-op jobs drained per system (full: 50000)."),
+    "--drain-workers": (
+        "drain_workers",
+        _count,
+        "Worker processes per system in the drain (2; issue 20 compares 4 with 40).",
+    ),
     "--concurrency": (
         "pgqueue_concurrency",
         _count,
@@ -123,6 +134,11 @@ _OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
         "async_callers",
         _count,
         "Calls in flight in the AsyncClient throughput (threads / tasks; 8).",
+    ),
+    "--fleet-reply-wait": (
+        "fleet_reply_wait",
+        _reply_wait,
+        "How the fleet's callers wait for replies: listen or poll (PGQUEUE_REPLY_WAIT; listen).",
     ),
 }
 

@@ -10,10 +10,13 @@ for a fixed window; what it reports per call is counted, not estimated, where Po
   claim takes at most one row, as it does with one call in flight per caller);
 - Postgres CPU: utime + stime from ``/proc/<pid>/stat`` of the postmaster and every child,
   sampled when the window opens and when it closes, while every connection is still open;
-- NOTIFYs sent: the rows of the statements that send one per row (the enqueue's
-  ``pgqueue_enqueue``, the ack's reply channel), and the sessions LISTENing when the window
-  closes: the workers' (their last statement) and the callers' live reply listeners (Postgres
-  signals every listening session of the database on every NOTIFY);
+- NOTIFYs sent: the enqueue's wake-ups (migration 0012: one NOTIFY to one waiting worker's own
+  channel, counted in ``pgqueue.waiting_worker.woken``, or, when no worker waits, one on the
+  shared channel every worker hears: the enqueues less the private wake-ups), the ack's reply
+  NOTIFYs (rows of the statement, one per reply), and
+  the sessions LISTENing when the window closes: the workers' (their last statement) and the
+  callers' live reply listeners (Postgres signals every listening session of the database on
+  every NOTIFY);
 - wake-ups received by the callers: the notifications their reply listeners were handed.
 
 Callers come from a forkserver that has imported the client already: 200 spawned interpreters
@@ -61,6 +64,7 @@ def _context() -> Any:
 
 def caller_main(
     dsn: str,
+    reply_wait: str,
     index: int,
     duration: float,
     ready: Any,
@@ -77,7 +81,7 @@ def caller_main(
     from pgqueue.settings import ClientSettings  # noqa: PLC0415
 
     try:
-        client = Client(settings=ClientSettings(dsn=dsn))
+        client = Client(settings=ClientSettings(dsn=dsn, reply_wait=reply_wait))  # type: ignore[arg-type]
         try:
             token = index << 32
 
@@ -145,17 +149,15 @@ def _own_cpu() -> float:
 
 
 # pg_stat_statements keeps the statements' text with constants as $n: match what is not one.
-# The single enqueue NOTIFYs once per row it inserts; the ack once per acked message with a
-# reply key (every message here has one).
-_ENQUEUE = (
-    "query LIKE '%%INSERT INTO pgqueue.message%%pg_notify(%%' AND query NOT LIKE '%%unnest%%'"
-)
+# Single enqueues (each wakes one waiting worker, or NOTIFYs the shared channel).
+_ENQUEUE = "query LIKE '%%INSERT INTO pgqueue.message%%pgqueue.wake(%%'"
+# The ack NOTIFYs once per acked message with a reply key (every message here has one).
 _ACK = "query LIKE '%%pg_notify(pgqueue.reply_channel(a.reply_key)%%'"
 _CLAIM = "query LIKE '%%pgqueue.claim(%%'"
 _COUNTS = f"""
 SELECT coalesce(sum(calls) FILTER (WHERE {_CLAIM}), 0)::float8,
        coalesce(sum(rows) FILTER (WHERE {_CLAIM}), 0)::float8,
-       coalesce(sum(rows) FILTER (WHERE {_ENQUEUE}), 0)::float8,
+       coalesce(sum(calls) FILTER (WHERE {_ENQUEUE}), 0)::float8,
        coalesce(sum(rows) FILTER (WHERE {_ACK}), 0)::float8
 FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -169,13 +171,24 @@ WHERE datname = current_database() AND query ILIKE 'LISTEN pgqueue_enqueue%%'
 """
 
 
+# Wake-ups sent to waiting workers' own channels (pgqueue.wake counts them per worker).
+_WAKES = "SELECT coalesce(sum(woken), 0)::float8 FROM pgqueue.waiting_worker"
+
+
+def wakes_so_far(dsn: str) -> float:
+    """Wake-ups sent to waiting workers' own channels so far."""
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        row = conn.execute(_WAKES).fetchone()
+    return float(row[0]) if row else 0.0
+
+
 def _statement_counts(dsn: str) -> dict[str, float]:
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
         row = conn.execute(_COUNTS).fetchone()
         listening = conn.execute(_LISTENING).fetchone()
     assert row is not None
     assert listening is not None
-    keys = ("claims", "claimed_rows", "enqueue_notifies", "reply_notifies")
+    keys = ("claims", "claimed_rows", "enqueues", "reply_notifies")
     out = dict(zip(keys, (float(v) for v in row), strict=True))
     out["listening_workers"] = float(listening[0])
     return out
@@ -201,7 +214,7 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
     procs = [
         ctx.Process(
             target=caller_main,
-            args=(dsn, i, p.fleet_seconds, ready, go, release, results),
+            args=(dsn, p.fleet_reply_wait, i, p.fleet_seconds, ready, go, release, results),
             name=f"bench-fleet-caller-{i}",
             daemon=True,
         )
@@ -215,6 +228,7 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
             ready.wait(timeout=120 + 2 * callers)
         except threading.BrokenBarrierError:
             raise BenchError(f"fleet callers did not start: {_first_failure(results)}") from None
+        wakes_before = wakes_so_far(dsn)
         reset_statements(dsn)
         pg_before = postgres_ticks(postmaster)
         workers_before = _worker_cpu(workers)
@@ -233,6 +247,9 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
         pg_cpu = ticks_between(pg_before, postgres_ticks(postmaster))
         worker_cpu = _worker_cpu(workers) - workers_before
         counts = _statement_counts(dsn)
+        # Each enqueue NOTIFYs once: one waiting worker, or else the shared channel.
+        counts["worker_wakeups"] = wakes_so_far(dsn) - wakes_before
+        counts["enqueue_notifies"] = counts["enqueues"]
         bench.profiles[f"fleet.N{callers}.W{len(workers)}"] = top_statements(dsn)
         for w in workers:
             w.check_alive()
@@ -273,10 +290,13 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
             "notifies_per_call": notifies / calls,
             "listening_sessions": float(listening),
             "signals_per_call": notifies * listening / calls,
-            # Every worker LISTENs on the one enqueue channel: each receives every enqueue's.
+            # Private wake-ups reach one worker each; a shared NOTIFY (nobody waited) reaches
+            # every worker listening.
             "worker_wakeups_per_call": (
-                counts["enqueue_notifies"] * counts["listening_workers"] / calls
-            ),
+                counts["worker_wakeups"]
+                + (counts["enqueues"] - counts["worker_wakeups"]) * counts["listening_workers"]
+            )
+            / calls,
             "caller_wakeups_per_call": (math.nan if None in delivered else sum(delivered) / calls),
         }
     )
@@ -348,6 +368,7 @@ def run_fleet(bench: Bench) -> dict[str, Any]:
         "unit": "per call",
         "callers": f"{list(p.fleet_callers)} processes, one Client each, one call in flight",
         "workers": f"{list(p.fleet_workers)} x pgqueue worker --pool {p.fleet_pool}",
+        "reply_wait": p.fleet_reply_wait,
         "cells": cells,
         "ratios": ratios(cells),
     }

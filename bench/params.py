@@ -63,6 +63,8 @@ class BenchParams:
     async_calls: int = 1_000
     async_seconds: float = 8.0
     async_callers: int = 8
+    # how callers wait for replies (ClientSettings.reply_wait): "listen" or "poll"
+    fleet_reply_wait: str = "listen"
 
     def with_changes(self, **changes: object) -> BenchParams:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

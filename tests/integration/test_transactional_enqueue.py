@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from pgqueue import Client, ClientSettings, Message
+from pgqueue import Client, ClientSettings, Message, sqlfiles
+from pgqueue.waking import channel_of
 from tests.integration.test_pgbouncer import bouncer_dsn  # noqa: F401 - the PgBouncer fixture
 from tests.support.workers import WorkerFactory
 
@@ -30,9 +32,12 @@ def _messages(dsn: str) -> int:
 
 @pytest.fixture
 def wakeups(pg_dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """A session LISTENing to the workers' wake-up channel, as a worker does."""
+    """A session waiting for work as an idle worker does (wait_for_work, migration 0012): the
+    next committed enqueue wakes it on its own channel."""
+    me = {"worker_id": "test-waiter", "channel": channel_of("test-waiter")}
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("LISTEN pgqueue_enqueue")
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(me["channel"])))
+        conn.execute(sqlfiles.query("wait_for_work"), {**me, "queues": ["default", "marker"]})
         yield conn
 
 

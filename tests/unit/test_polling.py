@@ -10,7 +10,12 @@ from pgqueue.supervisor import Worker
 
 def test_claims_on_events_do_not_push_the_periodic_poll_out() -> None:
     worker = Worker(
-        WorkerSettings(dsn="host=unused", tasks=["pgqueue.demo_tasks"], poll_interval=0.005)
+        WorkerSettings(
+            dsn="host=unused",
+            tasks=["pgqueue.demo_tasks"],
+            poll_interval=0.005,
+            poll_jitter=0,
+        )
     )
     assert worker.next_poll(100.000) == pytest.approx(100.005)  # periodic: start to start
     # A claim right after a settle (or a NOTIFY) finds nothing: the clock keeps its time, so a

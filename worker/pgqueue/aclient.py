@@ -104,7 +104,8 @@ class AsyncClient:
         async with self._open_lock:
             if not self._opened:
                 await self._pool.open(wait=False)
-                if not self.settings.pooled:  # LISTEN does not survive a transaction pooler
+                # LISTEN does not survive a transaction pooler; or polls cost less (reply_wait)
+                if not self.settings.pooled and self.settings.reply_wait == "listen":
                     self._listener = AsyncReplyListener(
                         self.settings.dsn, self.settings, self._application_name
                     )

@@ -115,8 +115,8 @@ class ClientConnections:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _reply_listener(self) -> ReplyListener | None:
-        if self.settings.pooled:
-            return None  # LISTEN does not survive a transaction pooler
+        if self.settings.pooled or self.settings.reply_wait == "poll":
+            return None  # LISTEN does not survive a transaction pooler; or polls cost less
         with self._listener_lock:
             if self._listener is None:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)

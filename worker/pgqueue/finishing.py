@@ -87,6 +87,7 @@ class Finishing(Dispatching):
                 outcomes.storable(run.error, 2000),
             )
         self.settler.add(msg, action)
+        self._waiter.settled(run.duration, self.s.slot_backlog_seconds)
         self._next_claim = min(self._next_claim, time.monotonic())
 
     def _flush(self) -> None:

@@ -74,7 +74,21 @@ class ClientSettings(ConnectionSettings):
     )
     notify: bool = Field(
         default=True,
-        description="Wake idle workers by NOTIFY in the enqueue's commit. Default true.",
+        description=(
+            "Wake a waiting worker by NOTIFY in the enqueue's commit (one per message, none "
+            "when every worker is busy). Default true."
+        ),
+    )
+    reply_wait: Literal["listen", "poll"] = Field(
+        default="listen",
+        description=(
+            "How a caller waits for its reply on a direct connection: listen (one LISTEN "
+            "session per client, woken by the reply's NOTIFY; polls only as a safety net) or "
+            "poll (no LISTEN session; polls on poll_initial/poll_flat/poll_max). Postgres "
+            "wakes every listening session of a database on every NOTIFY, whatever its "
+            "channel: past ~50 listening clients per database, poll costs the server less "
+            "(docs/operator.md, Large fleets). Always poll behind a pooler. Default listen."
+        ),
     )
     default_timeout: float = Field(
         default=30.0, gt=0, description="call() timeout when none is given, seconds. Default 30."
@@ -218,6 +232,15 @@ class WorkerSettings(ConnectionSettings):
         description=(
             "Seconds between claims when the queues are empty; NOTIFY wakes the worker earlier "
             "unless pooled. Default 1."
+        ),
+    )
+    poll_jitter: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description=(
+            "Each poll interval is drawn from poll_interval × (1 ± poll_jitter), so that an "
+            "idle fleet does not poll in step. A fraction; 0: no jitter. Default 0.1."
         ),
     )
     vacuum_interval: float = Field(

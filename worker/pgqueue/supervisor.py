@@ -22,6 +22,7 @@ import contextlib
 import logging
 import multiprocessing.connection
 import os
+import random
 import signal
 import time
 from types import FrameType
@@ -166,6 +167,7 @@ class Worker(Leasing):
             if self._stopping and not self._withdrawn_all:
                 # Claimed but not started, here or queued in a slot: visible at once (§3.11).
                 self._withdrawn_all = True
+                self._waiter.stop(self._conn)
                 unstarted = [msg for msg, _ in self.buffer]
                 self.buffer.clear()
                 for slot in self.slots:
@@ -263,6 +265,11 @@ class Worker(Leasing):
             self._start_buffered()
             return
         began = time.monotonic()
+        if self._waiter.holds_off(began, self._poll_at):
+            # Waiting for a wake-up (pgqueue.waking): an enqueue will take our row.
+            self._next_claim = self.next_poll(began)
+            self._start_buffered()
+            return
         claimed: list[outcomes.Claimed] = []
         queues = self.s.queues
         for i in range(len(queues)):
@@ -295,6 +302,10 @@ class Worker(Leasing):
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
         self._next_claim = began if full else self.next_poll(began)
+        if self._conn is not None:
+            outage = self._waiter.after_claim(self._conn, wanted, len(claimed))
+            if outage is not None:
+                self._db_down("wait", outage)
 
     def _adopt(self, msg: outcomes.Claimed) -> bool:
         """A claim returned a message this worker still holds: its own lease ran out (the
@@ -339,7 +350,9 @@ class Worker(Leasing):
         trip is a good part of a short interval.
         """
         if self._poll_at <= began:
-            self._poll_at = began + self.s.poll_interval
+            self._poll_at = began + self.s.poll_interval * (
+                1.0 + random.uniform(-self.s.poll_jitter, self.s.poll_jitter)  # noqa: S311
+            )
         return self._poll_at
 
     def _claim(self, queue: str, limit: int) -> list[outcomes.Claimed] | None:

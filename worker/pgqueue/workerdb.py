@@ -43,6 +43,7 @@ class DatabaseLink(WorkerState):
                 self._listen = db.connect(
                     self.s.dsn, connect_timeout=self.s.connect_timeout, settings=self.s
                 )
+                self._waiter.listen(self._listen, self._conn)
                 self._listen.execute(f"LISTEN {ENQUEUE_CHANNEL}")
                 self._listen.execute(f"LISTEN {CANCEL_CHANNEL}")  # pgqueue.halting
             self._next_claim = now
@@ -80,6 +81,7 @@ class DatabaseLink(WorkerState):
                     conn.close()
         self._conn = None
         self._listen = None
+        self._waiter.disconnected()
 
     def _drain_notifies(self) -> None:
         assert self._listen is not None
@@ -90,6 +92,7 @@ class DatabaseLink(WorkerState):
                     cancels.append(note.payload)
                 elif note.payload in self.s.queues:
                     self._next_claim = time.monotonic()
+                    self._waiter.heard(note.channel)
         except Exception as exc:  # the policy: an outage, or a wake-up missed
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
                 self._db_down("listen", exc)

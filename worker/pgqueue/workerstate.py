@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import claiming, halting, jobs, outcomes, registry, serving, settling
+from pgqueue import claiming, halting, jobs, outcomes, registry, serving, settling, waking
 from pgqueue.inline import InlineRunner
 from pgqueue.settings import WorkerSettings
 from pgqueue.slots import Slot
@@ -76,6 +76,10 @@ class WorkerState:
         self._adopted: dict[int, outcomes.Claimed] = {}
         self.halt_state = halting.State()  # cancels heard, and when to look for abandoned calls
         self.http_port: int | None = None
+        # One waiting worker is woken per message (pgqueue.waking); not behind a pooler.
+        self._waiter = waking.Waiter(
+            self.worker_id, tuple(settings.queues), enabled=not settings.pooled
+        )
 
     # Defined by the parts further along (the supervisor and pgqueue.finishing), declared here so
     # each part type-checks on its own.

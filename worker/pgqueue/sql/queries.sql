@@ -3,8 +3,9 @@
 -- tests/unit/test_sql_and_settings.py checks that every entry is used and every use exists.
 
 -- name: enqueue
--- One message. delay and deadline are seconds from now (deadline null: none). Idle workers are
--- woken by a NOTIFY that is delivered with this very commit (and not at all if it rolls back).
+-- One message. delay and deadline are seconds from now (deadline null: none). One waiting worker
+-- is woken (pgqueue.wake, migration 0012) by a NOTIFY that is delivered with this very commit
+-- (and not at all if it rolls back); none when no worker waits or the message is delayed.
 -- A NOTIFY queue more than half full (a listener that stopped reading holds it) would fail
 -- the commit when full: the wake-up is then skipped, as workers poll anyway.
 -- A call's message may commit asynchronously (%(async_commit)s): lost in a crash, it shows as the
@@ -21,36 +22,39 @@ ins AS (
             now() + make_interval(secs => %(deadline)s))
     RETURNING msg_id, queue
 )
-SELECT msg_id, CASE WHEN %(notify)s AND pg_notification_queue_usage() < 0.5
-                    THEN pg_notify('pgqueue_enqueue', queue) END AS notified,
+SELECT msg_id, CASE WHEN %(notify)s AND %(delay)s::float8 <= 0
+                         AND pg_notification_queue_usage() < 0.5
+                    THEN pgqueue.wake(queue) END AS notified,
        cfg.mode
 FROM ins, cfg;
 
 -- name: enqueue_unique
 -- One message with a unique key (pgqueue.enqueue_unique, migration 0009): the new message, or the
 -- one holding the key (created false, with its reply key, for a call to attach to). Only a new
--- message wakes the workers; the NOTIFY is delivered with this commit, as for enqueue.
+-- message wakes a waiting worker; the NOTIFY is delivered with this commit, as for enqueue.
 SELECT u.msg_id, u.reply_key, u.created,
-       CASE WHEN u.created AND %(notify)s AND pg_notification_queue_usage() < 0.5
-            THEN pg_notify('pgqueue_enqueue', %(queue)s::text) END AS notified
+       CASE WHEN u.created AND %(notify)s AND %(delay)s::float8 <= 0
+                 AND pg_notification_queue_usage() < 0.5
+            THEN pgqueue.wake(%(queue)s::text) END AS notified
 FROM pgqueue.enqueue_unique(%(queue)s::text, %(task_name)s::text, %(payload)s::jsonb,
                             %(reply_key)s::text, %(priority)s::smallint, %(tenant)s::text,
                             %(delay)s::float8, %(deadline)s::float8, %(unique_key)s::text,
                             %(unique_for)s::float8) AS u;
 
 -- name: enqueue_many
--- A batch in one statement: parallel arrays, one element per message; one NOTIFY per queue.
+-- A batch in one statement: parallel arrays, one element per message; wakes as many waiting
+-- workers of each queue as it has messages visible now (pgqueue.wake).
 WITH ins AS (
     INSERT INTO pgqueue.message (queue, task_name, payload, reply_key, priority, tenant, vt)
     SELECT q, t, p, r, pr, tn, now() + make_interval(secs => d)
     FROM unnest(%(queues)s::text[], %(task_names)s::text[], %(payloads)s::jsonb[],
                 %(reply_keys)s::text[], %(priorities)s::smallint[], %(tenants)s::text[],
                 %(delays)s::float8[]) AS u(q, t, p, r, pr, tn, d)
-    RETURNING msg_id, queue
+    RETURNING msg_id, queue, vt
 ),
 woken AS (
-    SELECT pg_notify('pgqueue_enqueue', q.queue)
-    FROM (SELECT DISTINCT queue FROM ins) q
+    SELECT pgqueue.wake(q.queue, q.n::integer)
+    FROM (SELECT queue, count(*) FILTER (WHERE vt <= now()) AS n FROM ins GROUP BY queue) q
     WHERE %(notify)s AND pg_notification_queue_usage() < 0.5  -- see enqueue
 )
 SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id;
@@ -73,13 +77,20 @@ WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
 RETURNING m.msg_id;
 
 -- name: release
--- Hands claimed messages back at once (graceful shutdown): the attempt is not counted.
-UPDATE pgqueue.message m
-SET vt = now(), read_ct = m.read_ct - 1, claimed_by = NULL, claimed_at = NULL,
-    claim_token = NULL
-FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[]) AS held(msg_id, claim_token)
-WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
-RETURNING m.msg_id;
+-- Hands claimed messages back at once (graceful shutdown): the attempt is not counted. Wakes
+-- as many waiting workers as it hands back (pgqueue.wake): they would otherwise wait a poll.
+WITH released AS (
+    UPDATE pgqueue.message m
+    SET vt = now(), read_ct = m.read_ct - 1, claimed_by = NULL, claimed_at = NULL,
+        claim_token = NULL
+    FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[]) AS held(msg_id, claim_token)
+    WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
+    RETURNING m.msg_id, m.queue
+),
+woken AS (
+    SELECT pgqueue.wake(r.queue, count(*)::integer) AS n FROM released r GROUP BY r.queue
+)
+SELECT r.msg_id, (SELECT coalesce(sum(n), 0) FROM woken) AS woken FROM released r;
 
 -- name: ack
 -- Deletes finished messages and stores their replies (those with a reply key) in one statement
@@ -195,6 +206,30 @@ WHERE r.reply_key = ANY(%(reply_keys)s::text[]);
 -- A client's reply listener: LISTEN on its private channel (named by the server, never in a
 -- query text) and on the shared one; returns the private channel's name (migration 0006).
 SELECT pgqueue.listen_replies(%(prefix)s) AS channel;
+
+-- name: wait_for_work
+-- A worker with room whose claim came back short: it waits for a wake-up on its own channel
+-- (pgqueue.wake, migration 0012). Its row commits asynchronously: lost in a crash, the worker
+-- is found by the shared channel's NOTIFY or its poll.
+INSERT INTO pgqueue.waiting_worker AS w (worker_id, channel, queues)
+SELECT %(worker_id)s, %(channel)s, %(queues)s
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async
+ON CONFLICT (worker_id) DO UPDATE
+SET channel = excluded.channel, queues = excluded.queues, waiting = true,
+    since = clock_timestamp();
+
+-- name: stop_waiting
+-- A worker no longer waits (it is full again, or stopping): no enqueue may take it.
+UPDATE pgqueue.waiting_worker SET waiting = false
+WHERE worker_id = %(worker_id)s AND waiting;
+
+-- name: forget_waiting
+-- A worker (re)connects: its own row from an earlier session goes, and so do the rows of
+-- workers whose heartbeat (pgqueue.worker) is a minute old or gone (dead, or stopped hard).
+DELETE FROM pgqueue.waiting_worker w
+WHERE w.worker_id = %(worker_id)s
+   OR NOT EXISTS (SELECT 1 FROM pgqueue.worker r
+                  WHERE r.worker_id = w.worker_id AND r.heartbeat_at > now() - interval '1 minute');
 
 -- name: vacuum_due
 -- Whether the queue tables are due a vacuum: nobody (a worker or autovacuum) vacuumed the
@@ -522,7 +557,7 @@ ORDER BY host, worker_id;
 -- One tick of a periodic schedule: the tick row and its message in one statement. The tick row
 -- takes the message's id from the message sequence first, then the message is inserted only if
 -- the tick row was: a scheduler that loses the race on the key (another worker fired the tick)
--- inserts nothing, and the unused id is only a gap in msg_id. The NOTIFY wakes idle workers.
+-- inserts nothing, and the unused id is only a gap in msg_id. It wakes one waiting worker.
 WITH id AS (
     SELECT nextval(pg_get_serial_sequence('pgqueue.message', 'msg_id')) AS msg_id
 ),
@@ -541,7 +576,7 @@ msg AS (
     SELECT tick.msg_id, %(queue)s, %(task_name)s, %(payload)s, %(priority)s FROM tick
     RETURNING msg_id, queue
 )
-SELECT msg_id, pg_notify('pgqueue_enqueue', queue) AS notified FROM msg;
+SELECT msg_id, pgqueue.wake(queue) AS notified FROM msg;
 
 -- name: periodic_last
 -- The latest tick fired of each schedule named: where a starting scheduler's cursor begins.
