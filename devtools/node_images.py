@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PAUSE_SOURCE = REPO / "hack" / "node" / "pause.c"
 PAUSE_IMAGE = "localhost/pgqueue-pause:1"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
