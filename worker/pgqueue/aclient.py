@@ -21,74 +21,31 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
-from pgqueue import adb, arguments, cancelling, db, metrics, pausing, sqlfiles
-from pgqueue.alistening import AsyncReplyListener, AsyncWaiter
+from pgqueue import arguments, cancelling, metrics, pausing, sqlfiles
+from pgqueue.aclientpool import AsyncConn
+from pgqueue.alistening import AsyncReplyListener
+from pgqueue.areplywaiting import AsyncReplyWaiting, Polls
 from pgqueue.cancelling import Cancellation
 from pgqueue.client import CALL_GRACE
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.producing import message_params, with_cancel_on_timeout
-from pgqueue.replies import CallResult, from_row
-from pgqueue.settings import ClientSettings
+from pgqueue.replies import CallResult
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-AsyncConn = adb.AsyncConn
 
-
-class AsyncClient:
+class AsyncClient(AsyncReplyWaiting):
     """Enqueue tasks and call them from asyncio; share one per event loop.
 
     Use ``async with AsyncClient(dsn) as client:`` (or ``await client.close()``); connections
     open on first use. A FastAPI app keeps one in its lifespan (``examples/fastapi/``).
     """
-
-    def __init__(
-        self,
-        dsn: str | None = None,
-        settings: ClientSettings | None = None,
-        *,
-        application_name: str = "pgqueue-async-client",
-    ) -> None:
-        base = settings or ClientSettings()
-        self.settings = base.model_copy(update={"dsn": dsn}) if dsn else base
-        # Parsed here, once: a malformed DSN is a ConfigurationError that never shows it.
-        self._conninfo = db.conninfo(self.settings.dsn, self.settings, pooled=self.settings.pooled)
-        self._application_name = application_name
-        self._pool = self._new_pool()
-        self._listener: AsyncReplyListener | None = None
-        self._opened = False
-        self._closed = False
-        self._open_lock = asyncio.Lock()
-
-    # Mirrors pgqueue.clientpool / pgqueue.client (psycopg's sync API): the same steps on the
-    # event loop; a change to one is a change to both.
-    def _new_pool(self) -> AsyncConnectionPool[AsyncConn]:
-        bound = db.io_bound(self.settings)
-
-        async def configure(conn: AsyncConn) -> None:
-            conn.io_bound = bound  # type: ignore[attr-defined]
-
-        return AsyncConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=self.settings.pool_size,
-            kwargs={
-                **adb.connect_kwargs(self.settings, self._application_name),
-                "connect_timeout": max(1, round(self.settings.connect_timeout)),
-            },
-            configure=configure,
-            timeout=self.settings.connect_timeout,
-            open=False,
-            name=self._application_name,
-            connection_class=adb.BoundedAsyncConnection,
-        )
 
     @property
     def listener(self) -> AsyncReplyListener | None:
@@ -126,9 +83,6 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _scrub(self, text: str) -> str:
-        return db.scrub(text, self.settings.dsn)
-
     # -- pausing queues (pgqueue.pausing; rare verbs, so on a short connection in a thread) ----
 
     async def pause_queue(
@@ -159,35 +113,6 @@ class AsyncClient:
             pooled=s.pooled,
             connect_timeout=s.connect_timeout,
         )
-
-    # -- connections -----------------------------------------------------------------------
-
-    async def _checkout(self) -> AsyncConn:
-        """A live pooled connection: one that died while idle is dropped without a round trip."""
-        for _ in range(self.settings.pool_size + 1):
-            conn = await self._pool.getconn(timeout=self.settings.connect_timeout)
-            if not db.is_dead(conn):  # type: ignore[arg-type]
-                return conn
-            await conn.close()
-            await self._pool.putconn(conn)  # closed: the pool discards it and opens a new one
-        raise psycopg.OperationalError("no live connection in the pool")
-
-    async def _run(self, op: Callable[[AsyncConn], Awaitable[T]], what: str) -> T:
-        """Run ``op`` on a pooled connection, once more on a fresh one if the statement never
-        reached the server (never when it may have run)."""
-        for attempt in (1, 2):
-            conn = await self._checkout()
-            try:
-                return await op(conn)
-            except psycopg.OperationalError as exc:
-                if attempt == 1 and db.unsent(exc):
-                    log.debug("%s: retrying on a fresh connection after %s", what, exc)
-                    await conn.close()
-                    continue
-                raise
-            finally:
-                await self._pool.putconn(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- fire and forget -------------------------------------------------------------------
 
@@ -265,8 +190,8 @@ class AsyncClient:
         metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
         return result
 
-    # Mirrors pgqueue.clientpool / pgqueue.client (psycopg's sync API): the same steps on the
-    # event loop; a change to one is a change to both.
+    # Mirrors pgqueue.replywaiting's ReplyWaiting._call (psycopg's sync API): the same steps on
+    # the event loop; a change to one is a change to both.
     async def _call(
         self,
         task: object,
@@ -322,7 +247,7 @@ class AsyncClient:
                 )
             except PgQueueError as exc:
                 return CallResult.failure(reply_key, "enqueue_error", str(exc))
-            state = _Polls()
+            state = Polls()
             try:
                 async with asyncio.timeout_at(hard_stop):
                     return await self._wait(reply_key, deadline, wait, waiter, state)
@@ -349,7 +274,7 @@ class AsyncClient:
         started = time.monotonic()
         listener = self._listener
         waiter = listener.register(key) if listener else None
-        state = _Polls()
+        state = Polls()
         hard_stop = asyncio.get_running_loop().time() + wait + CALL_GRACE
         try:
             async with asyncio.timeout_at(hard_stop):
@@ -371,82 +296,4 @@ class AsyncClient:
         await self.open()
         return await cancelling.on_async_pool(
             lambda op: self._run(op, "cancel"), self._scrub, target, by
-        )
-
-    async def _take(self, reply_key: str) -> CallResult | None:
-        async def take(conn: AsyncConn) -> dict[str, Any] | None:
-            cur = await conn.execute(sqlfiles.query("take_reply"), {"reply_key": reply_key})
-            return await cur.fetchone()
-
-        row = await self._run(take, "take_reply")
-        if row is None:
-            return None
-        return from_row(reply_key, row["status"], row["result"], row["error"])
-
-    # Mirrors pgqueue.clientpool / pgqueue.client (psycopg's sync API): the same steps on the
-    # event loop; a change to one is a change to both.
-    async def _wait(
-        self,
-        reply_key: str,
-        deadline: float,
-        wait: float,
-        waiter: AsyncWaiter | None,
-        state: _Polls,
-    ) -> CallResult:
-        pause = self.settings.poll_initial
-        listener = self._listener if waiter is not None else None
-        # With LISTEN in place the listener hands the reply over (or sweeps it): no polling.
-        skip_poll = listener is not None and listener.live
-        while True:
-            if waiter is not None and waiter.reply is not None:
-                return from_row(reply_key, *waiter.reply)
-            if not skip_poll:
-                state.polls += 1
-                try:
-                    result = await self._take(reply_key)
-                    if result is not None:
-                        return result
-                    state.last_error = ""
-                except (psycopg.Error, PoolTimeout, OSError) as exc:
-                    # The database is away: keep trying until the deadline; the reply waits.
-                    state.last_error = self._scrub(
-                        f"; last poll failed: {type(exc).__name__}: {exc}"
-                    )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return state.timed_out(reply_key, wait, state.last_error)
-            live = listener is not None and listener.live
-            nap = remaining if live else min(pause, remaining)
-            woken = False
-            if waiter is not None:
-                try:
-                    async with asyncio.timeout(nap):
-                        await waiter.event.wait()
-                    woken = True
-                except TimeoutError:
-                    pass
-                waiter.event.clear()
-            else:
-                await asyncio.sleep(nap)
-            # While the listener is live a caller reads its row only when woken without its
-            # reply (a wake-up, or the listener lost); otherwise the listener's sweep covers it.
-            skip_poll = listener is not None and listener.live and not woken
-            if not live and state.polls >= self.settings.poll_flat:
-                # Flat and fast while a short task's reply is likely, then doubling up to the cap.
-                pause = min(pause * 2, self.settings.poll_max)
-
-
-class _Polls:
-    """What a call's wait did, for its timeout message."""
-
-    __slots__ = ("last_error", "polls")
-
-    def __init__(self) -> None:
-        self.polls = 0
-        self.last_error = ""
-
-    def timed_out(self, reply_key: str, wait: float, detail: str) -> CallResult:
-        log.info("call timed out: reply_key=%s timeout=%.3fs polls=%d", reply_key, wait, self.polls)
-        return CallResult.failure(
-            reply_key, "timeout", f"no reply within {wait:g}s ({self.polls} polls){detail}"
         )

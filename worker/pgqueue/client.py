@@ -39,7 +39,7 @@ from psycopg_pool import PoolTimeout
 from pgqueue import arguments, cancelling, db, metrics, pausing, producing, sqlfiles
 from pgqueue.cancelling import Cancellation
 from pgqueue.clientpool import Conn
-from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
+from pgqueue.errors import ConfigurationError, EnqueueError
 from pgqueue.listening import ReplyListener
 from pgqueue.pausing import QueuePause
 from pgqueue.producing import Message, TaskOptions
@@ -258,52 +258,6 @@ class Client(ReplyWaiting):
         label = task if isinstance(task, str) and arguments.valid_task(task) else "<invalid>"
         metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
         return result
-
-    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
-    # one is a change to both (a shared helper would have to be both sync and async).
-    def _call(
-        self,
-        task: object,
-        args: object,
-        kwargs: object,
-        queue: object,
-        timeout: object,
-        priority: object,
-        tenant: object,
-        started: float,
-        extra: dict[str, Any],
-    ) -> CallResult:
-        unique = extra["unique_key"] is not None
-        reply_key = self._reply_key(shared=unique)
-        try:
-            wait = (
-                self.settings.default_timeout
-                if timeout is None
-                else arguments.seconds("timeout", timeout, positive=True)
-            )
-            params = self._params(
-                task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait, **extra
-            )
-        except ConfigurationError as exc:
-            return CallResult.failure(reply_key, "enqueue_error", str(exc))
-        deadline = started + wait
-        listener = self._reply_listener()
-        # A private key is registered before its message exists; a unique call's key is known
-        # only once the statement says which message holds it, so it polls first.
-        waiter = listener.register(reply_key) if listener and not unique else None
-        try:
-            with db.deadline(deadline + CALL_GRACE):
-                try:
-                    row = self._insert(params, deadline, None)
-                    reply_key = self._attached_key(row, reply_key, extra["unique_key"])
-                except PgQueueError as exc:
-                    return CallResult.failure(reply_key, "enqueue_error", str(exc))
-                if unique and listener:
-                    waiter = listener.register(reply_key)
-                return self._wait(reply_key, deadline, wait, waiter, poll_first=unique)
-        finally:
-            if listener and waiter is not None:
-                listener.unregister(reply_key, waiter)
 
     def result(self, reply_key: str, timeout: float | None = None) -> CallResult:
         """Wait for the reply stored under a reply key (a :meth:`submit`'s, from any process).

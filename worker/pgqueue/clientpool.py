@@ -43,7 +43,7 @@ class ClientConnections:
         self._pid = os.getpid()
         self._pool_ = self._new_pool()
 
-    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
+    # Mirrored in pgqueue.aclientpool (psycopg's async API): the same steps, sync here; a change to
     # one is a change to both (a shared helper would have to be both sync and async).
     def _new_pool(self) -> ConnectionPool[Conn]:
         bound = db.io_bound(self.settings)

@@ -1,4 +1,5 @@
-"""The wait for a reply: poll, or wake on the reply's NOTIFY, until the reply or the deadline.
+"""A call's path: enqueue with a reply key, then poll or wake on the reply's NOTIFY, until the
+reply or the deadline.
 
 Polls with a fast-then-capped backoff clamped to the deadline, taking a pooled connection only
 for each poll; with a live listener (:mod:`pgqueue.listening`) it polls when woken and every
@@ -15,9 +16,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import producing, sqlfiles
+from pgqueue import arguments, db, producing, sqlfiles
 from pgqueue.clientpool import Conn
 from pgqueue.enqueuing import Enqueuing
+from pgqueue.errors import ConfigurationError, PgQueueError
 from pgqueue.listening import Waiter
 from pgqueue.replies import CallResult, from_row
 
@@ -30,7 +32,54 @@ CALL_GRACE = 0.1
 
 
 class ReplyWaiting(Enqueuing):
-    """Taking a reply row, and the wait for it."""
+    """A call's path under :meth:`pgqueue.Client.call`: enqueue with a reply key, then take the
+    reply row or wait for it."""
+
+    # Mirrored in pgqueue.aclient._call (psycopg's async API): the same steps, sync here; a
+    # change to one is a change to both (a shared helper would have to be both sync and async).
+    def _call(
+        self,
+        task: object,
+        args: object,
+        kwargs: object,
+        queue: object,
+        timeout: object,
+        priority: object,
+        tenant: object,
+        started: float,
+        extra: dict[str, Any],
+    ) -> CallResult:
+        unique = extra["unique_key"] is not None
+        reply_key = self._reply_key(shared=unique)
+        try:
+            wait = (
+                self.settings.default_timeout
+                if timeout is None
+                else arguments.seconds("timeout", timeout, positive=True)
+            )
+            params = self._params(
+                task, args, kwargs, queue, priority, tenant, 0.0, reply_key, wait, **extra
+            )
+        except ConfigurationError as exc:
+            return CallResult.failure(reply_key, "enqueue_error", str(exc))
+        deadline = started + wait
+        listener = self._reply_listener()
+        # A private key is registered before its message exists; a unique call's key is known
+        # only once the statement says which message holds it, so it polls first.
+        waiter = listener.register(reply_key) if listener and not unique else None
+        try:
+            with db.deadline(deadline + CALL_GRACE):
+                try:
+                    row = self._insert(params, deadline, None)
+                    reply_key = self._attached_key(row, reply_key, extra["unique_key"])
+                except PgQueueError as exc:
+                    return CallResult.failure(reply_key, "enqueue_error", str(exc))
+                if unique and listener:
+                    waiter = listener.register(reply_key)
+                return self._wait(reply_key, deadline, wait, waiter, poll_first=unique)
+        finally:
+            if listener and waiter is not None:
+                listener.unregister(reply_key, waiter)
 
     def _take(self, reply_key: str, deadline: float) -> CallResult | None:
         # A shared reply (a unique call's) is read by every attached caller: never deleted here.
@@ -48,8 +97,8 @@ class ReplyWaiting(Enqueuing):
             return None
         return from_row(reply_key, row["status"], row["result"], row["error"])
 
-    # Mirrored in pgqueue.aclient (psycopg's async API): the same steps, sync here; a change to
-    # one is a change to both (a shared helper would have to be both sync and async).
+    # Mirrored in pgqueue.areplywaiting (psycopg's async API): the same steps, sync here; a
+    # change to one is a change to both (a shared helper would have to be both sync and async).
     def _wait(
         self,
         reply_key: str,

@@ -1,0 +1,104 @@
+"""The asyncio client's wait for a reply: the listener's hand-over, else polls, until the deadline.
+
+Mirrors :mod:`pgqueue.replywaiting` on psycopg's async API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from pgqueue import sqlfiles
+from pgqueue.aclientpool import AsyncClientConnections, AsyncConn
+from pgqueue.alistening import AsyncWaiter
+from pgqueue.replies import CallResult, from_row
+
+# One logger for the async client, whichever part of it speaks.
+log = logging.getLogger("pgqueue.aclient")
+
+
+class AsyncReplyWaiting(AsyncClientConnections):
+    """Taking a reply from the table, and waiting for it until the deadline."""
+
+    async def _take(self, reply_key: str) -> CallResult | None:
+        async def take(conn: AsyncConn) -> dict[str, Any] | None:
+            cur = await conn.execute(sqlfiles.query("take_reply"), {"reply_key": reply_key})
+            return await cur.fetchone()
+
+        row = await self._run(take, "take_reply")
+        if row is None:
+            return None
+        return from_row(reply_key, row["status"], row["result"], row["error"])
+
+    # Mirrors pgqueue.replywaiting (psycopg's sync API): the same steps on the
+    # event loop; a change to one is a change to both.
+    async def _wait(
+        self,
+        reply_key: str,
+        deadline: float,
+        wait: float,
+        waiter: AsyncWaiter | None,
+        state: Polls,
+    ) -> CallResult:
+        pause = self.settings.poll_initial
+        listener = self._listener if waiter is not None else None
+        # With LISTEN in place the listener hands the reply over (or sweeps it): no polling.
+        skip_poll = listener is not None and listener.live
+        while True:
+            if waiter is not None and waiter.reply is not None:
+                return from_row(reply_key, *waiter.reply)
+            if not skip_poll:
+                state.polls += 1
+                try:
+                    result = await self._take(reply_key)
+                    if result is not None:
+                        return result
+                    state.last_error = ""
+                except (psycopg.Error, PoolTimeout, OSError) as exc:
+                    # The database is away: keep trying until the deadline; the reply waits.
+                    state.last_error = self._scrub(
+                        f"; last poll failed: {type(exc).__name__}: {exc}"
+                    )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return state.timed_out(reply_key, wait, state.last_error)
+            live = listener is not None and listener.live
+            nap = remaining if live else min(pause, remaining)
+            woken = False
+            if waiter is not None:
+                try:
+                    async with asyncio.timeout(nap):
+                        await waiter.event.wait()
+                    woken = True
+                except TimeoutError:
+                    pass
+                waiter.event.clear()
+            else:
+                await asyncio.sleep(nap)
+            # While the listener is live a caller reads its row only when woken without its
+            # reply (a wake-up, or the listener lost); otherwise the listener's sweep covers it.
+            skip_poll = listener is not None and listener.live and not woken
+            if not live and state.polls >= self.settings.poll_flat:
+                # Flat and fast while a short task's reply is likely, then doubling up to the cap.
+                pause = min(pause * 2, self.settings.poll_max)
+
+
+class Polls:
+    """What a call's wait did, for its timeout message."""
+
+    __slots__ = ("last_error", "polls")
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.last_error = ""
+
+    def timed_out(self, reply_key: str, wait: float, detail: str) -> CallResult:
+        log.info("call timed out: reply_key=%s timeout=%.3fs polls=%d", reply_key, wait, self.polls)
+        return CallResult.failure(
+            reply_key, "timeout", f"no reply within {wait:g}s ({self.polls} polls){detail}"
+        )
