@@ -198,7 +198,7 @@ class Prometheus:
 def with_kubernetes_sd() -> tuple[str, str]:
     """``prometheus`` and ``promtool`` with ``kubernetes_sd_configs``, which Debian's leave out:
     ``hack/prometheus-k8s-sd.sh`` builds them once (cached; milliseconds when built)."""
-    script = Path(__file__).resolve().parents[2] / "hack" / "prometheus-k8s-sd.sh"
+    script = Path(__file__).resolve().parents[1] / "hack" / "prometheus-k8s-sd.sh"
     proc = subprocess.run(
         ["bash", str(script)], capture_output=True, text=True, timeout=1800, check=False
     )
