@@ -11,14 +11,12 @@ scale-in is the cost alone. Real worker pods on a real kubelet: tests/k8s/test_n
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pytest
 import yaml
+from tests.support.polling import eventually
 
 from pgqueue import registry
 from pgqueue_operator.deletioncost import ANNOTATION
@@ -32,18 +30,6 @@ pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLE = Path(__file__).resolve().parents[2] / "crds" / "samples" / "minimal.yaml"
 NAME = "minimal"
-T = TypeVar("T")
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)  # poll interval of a deadline loop, not a stand-in for an event
 
 
 def costs(kube: KubeCluster, ns: str) -> dict[str, str | None]:

@@ -14,14 +14,15 @@ import concurrent.futures
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 import yaml
+from tests.support.polling import eventually
 
 from pgqueue import Client
 
@@ -43,18 +44,6 @@ SAMPLE = REPO / "crds" / "samples" / "minimal.yaml"
 CHART = REPO / "charts" / "pgqueue-operator"
 NAME = "minimal"
 DEPLOYMENT = f"{NAME}-worker"
-T = TypeVar("T")
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)  # poll interval of a deadline loop, not a stand-in for an event
 
 
 def pods(kube: KubeCluster, ns: str) -> list[dict[str, Any]]:

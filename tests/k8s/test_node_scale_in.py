@@ -12,13 +12,14 @@ import concurrent.futures
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 import yaml
+from tests.support.polling import eventually
 
 from pgqueue import Client
 from pgqueue_operator.deletioncost import ANNOTATION
@@ -39,18 +40,6 @@ pytestmark = pytest.mark.timeout(1500)
 SAMPLE = Path(__file__).resolve().parents[2] / "crds" / "samples" / "minimal.yaml"
 NAME = "minimal"
 LONG_TASK = 45.0
-T = TypeVar("T")
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)  # poll interval of a deadline loop, not a stand-in for an event
 
 
 def live_pods(kube: KubeCluster, ns: str) -> list[dict[str, Any]]:

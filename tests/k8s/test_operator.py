@@ -14,11 +14,12 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 import yaml
+from tests.support.polling import eventually
 
 from pgqueue import Client, Message
 from pgqueue_operator.kube import Kube
@@ -31,23 +32,10 @@ if TYPE_CHECKING:  # imported as plugins below, so pytest can rewrite their asse
 pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll ``check`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)  # poll interval of a deadline loop, not a stand-in for an event
 
 
 def get(kube: KubeCluster, ns: str, kind: str, name: str) -> dict[str, Any] | None:

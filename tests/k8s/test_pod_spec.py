@@ -10,14 +10,14 @@ variable, naming the field.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from tests.support.polling import eventually
 
 from devtools.e2e_pods import PodProcess, plan_pod, python_entrypoints
 from pgqueue import Client
@@ -30,18 +30,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
-T = TypeVar("T")
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)  # poll interval of a deadline loop, not a stand-in for an event
 
 
 def get_json(kube: KubeCluster, ns: str, *args: str) -> dict[str, Any] | None:

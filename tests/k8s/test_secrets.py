@@ -9,14 +9,14 @@ searched for the password.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from tests.support.operator_fixtures import OperatorProcess
+from tests.support.polling import eventually
 
 if TYPE_CHECKING:
     from devtools.kubeapi import KubeCluster
@@ -25,18 +25,6 @@ pytest_plugins = ["tests.support.kube", "tests.support.operator_fixtures"]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
 PASSWORD = "S3cr%zzetPw"
-T = TypeVar("T")
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)  # poll interval of a deadline loop, not a stand-in for an event
 
 
 @pytest.fixture

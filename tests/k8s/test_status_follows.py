@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from tests.support.polling import eventually
 
 from pgqueue_operator.kube import Kube
 
@@ -33,18 +34,6 @@ BOUND = 5.0
 """Seconds from the last pod's Ready to the PgQueueWorker's: the issue asks for 2 s, which is
 what is measured and printed; the assertion leaves room for a machine shared with other jobs, and
 is still far below any resync (which would be the only other cause)."""
-T = TypeVar("T")
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)  # poll interval of a deadline loop, not a stand-in for an event
 
 
 @pytest.fixture
