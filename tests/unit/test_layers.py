@@ -179,3 +179,14 @@ def test_every_section_citation_lands_on_a_heading_of_the_architecture() -> None
     assert not dangling, f"no heading in {ARCHITECTURE.relative_to(ROOT)} for:\n" + "\n".join(
         dangling
     )
+
+
+def test_no_module_of_the_two_packages_is_over_400_lines() -> None:
+    """The house (issue 15): a module holds one concept; past ~400 lines it holds two."""
+    root = Path(__file__).resolve().parents[2]
+    sizes = {
+        str(path.relative_to(root)): len(path.read_text().splitlines())
+        for package in ("worker/pgqueue", "operator/pgqueue_operator")
+        for path in (root / package).rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 400} == {}

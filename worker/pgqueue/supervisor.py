@@ -197,6 +197,7 @@ class Worker(Leasing):
                 self._claim_and_dispatch()
             self._sleep()
             self._flush()
+            self._mark_waiting()
 
     def _sleep(self) -> None:
         now = time.monotonic()
@@ -270,6 +271,7 @@ class Worker(Leasing):
             self._next_claim = self.next_poll(began)
             self._start_buffered()
             return
+        self._waiter.claiming()
         claimed: list[outcomes.Claimed] = []
         queues = self.s.queues
         for i in range(len(queues)):
@@ -302,10 +304,19 @@ class Worker(Leasing):
         # A full batch means more is waiting: claim again as soon as a slot frees up.
         full = len(claimed) >= wanted
         self._next_claim = began if full else self.next_poll(began)
-        if self._conn is not None:
-            outage = self._waiter.after_claim(self._conn, wanted, len(claimed))
-            if outage is not None:
-                self._db_down("wait", outage)
+        # Marked waiting (or not) after the next flush: before it, the mark's round trip would
+        # delay the reply of what this claim started. Until it lands, an enqueue that finds no
+        # waiting worker NOTIFYs the shared channel, which this worker hears: nothing is missed.
+        self._wait_mark = (wanted, len(claimed))
+
+    def _mark_waiting(self) -> None:
+        """The last claim's consequence for pgqueue.waking (see _claim_and_dispatch)."""
+        mark, self._wait_mark = self._wait_mark, None
+        if mark is None or self._conn is None or self._stopping:
+            return
+        outage = self._waiter.after_claim(self._conn, *mark)
+        if outage is not None:
+            self._db_down("wait", outage)
 
     def _adopt(self, msg: outcomes.Claimed) -> bool:
         """A claim returned a message this worker still holds: its own lease ran out (the

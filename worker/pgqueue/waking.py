@@ -121,10 +121,14 @@ class Waiter:
             )
         return None
 
+    def claiming(self) -> None:
+        """A claim starts: what was due is served by it. (Not at :meth:`claimed`, which the
+        worker runs later, after its next flush: a wake-up heard in between stays due.)"""
+        self.due = False
+
     def claimed(self, conn: psycopg.Connection[dict[str, Any]], asked: int, got: int) -> None:
         """After a claim: a short one marks the worker waiting, a full one (no room left now;
         it claims again when a task settles) takes the mark back."""
-        self.due = False
         if not self.enabled:
             return
         params = {"worker_id": self.worker_id}

@@ -77,6 +77,7 @@ class WorkerState:
         self.halt_state = halting.State()  # cancels heard, and when to look for abandoned calls
         self.http_port: int | None = None
         # One waiting worker is woken per message (pgqueue.waking); not behind a pooler.
+        self._wait_mark: tuple[int, int] | None = None  # (asked, got) of the last claim
         self._waiter = waking.Waiter(
             self.worker_id, tuple(settings.queues), enabled=not settings.pooled
         )
