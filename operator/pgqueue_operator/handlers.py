@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from pgqueue_operator import (
     API_VERSION,
@@ -217,16 +218,27 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> Runti
         if name is None or namespace is None:
             return
         kube = runtime.ready.kube
-        try:
-            worker = kube.get(API_VERSION, KIND, namespace, name)
-            result = None if worker is None else decide(worker, child)
-            if worker is None or result is None:
+        # The patch carries the resourceVersion it was computed from: a reconcile's status write
+        # in between (its conditions, e.g. Degraded) makes it a 409, and it is computed again.
+        for attempt in (1, 2, 3):
+            try:
+                worker = kube.get(API_VERSION, KIND, namespace, name)
+                result = None if worker is None else decide(worker, child)
+                if worker is None or result is None:
+                    return
+                patch = result.status_patch(worker, conditions.now_utc())
+                if following.writes_anything(worker, patch):
+                    version = str((worker.get("metadata") or {}).get("resourceVersion") or "")
+                    kube.patch_status(namespace, name, patch, resource_version=version)
                 return
-            patch = result.status_patch(worker, conditions.now_utc())
-            if following.writes_anything(worker, patch):
-                kube.patch_status(namespace, name, patch)
-        except Exception as exc:  # event handlers are not retried; the next event or resync heals
-            log.warning("status of %s/%s from its children: %s", namespace, name, exc)
+            except ApiException as exc:
+                if exc.status == 409 and attempt < 3:
+                    continue
+                log.warning("status of %s/%s from its children: %s", namespace, name, exc)
+                return
+            except Exception as exc:  # event handlers are not retried; the resync heals
+                log.warning("status of %s/%s from its children: %s", namespace, name, exc)
+                return
 
     children = {"app.kubernetes.io/managed-by": MANAGED_BY}
 

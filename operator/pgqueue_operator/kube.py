@@ -188,13 +188,18 @@ class Kube:
             except Exception as exc:  # urllib3's connection errors: no route, refused, TLS
                 raise AccessError(f"GET {path}: {type(exc).__name__}: {exc}") from None
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource of a PgQueueWorker (gone: ignored)."""
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str = ""
+    ) -> None:
+        """Merge-patch the status subresource of a PgQueueWorker (gone: ignored). With a
+        ``resource_version`` the write is refused (409) if the object changed since it was read:
+        a patch computed from a stale read must not put back the conditions it did not see."""
         path = path_of(f"{GROUP}/{VERSION}", "PgQueueWorker", namespace, name) + "/status"
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         with contextlib.suppress(NotFound):
-            self.request(
-                "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
-            )
+            self.request("PATCH", path, body=body, content_type="application/merge-patch+json")
 
 
 def _api_message(exc: ApiException) -> str:
