@@ -14,6 +14,7 @@ import psycopg
 
 from pgqueue import AsyncClient, Client, producing, sqlfiles
 from pgqueue.settings import ClientSettings
+from pgqueue.store import calls
 from pgqueue.waking import channel_of
 from tests.support.workers import WorkerFactory, WorkerProcess, wait_until
 
@@ -58,7 +59,7 @@ def _enqueue(conn: psycopg.Connection[Any], queue: str = "default", delay: float
     params = producing.message_params(
         ClientSettings(dsn="host=unused"), "demo.noop", [], {}, queue, 5, "", delay
     )
-    rows = producing.execute_on(conn, producing.statement(params), params)
+    rows = producing.execute_on(conn, calls.enqueue(params))
     return rows[0]["notified"]
 
 

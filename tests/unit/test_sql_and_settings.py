@@ -15,15 +15,30 @@ from pgqueue.settings import WorkerSettings
 from tests.support.workers import http_get, wait_until
 
 PACKAGE = Path(__file__).resolve().parents[2] / "worker" / "pgqueue"
+NAMED = re.compile(r'query\(\s*"([a-z0-9_]+)"\s*\)')
 
 
 def test_every_named_query_is_used_and_every_use_exists() -> None:
     source = "\n".join(p.read_text() for p in PACKAGE.rglob("*.py"))
-    used = set(re.findall(r'query\(\s*"([a-z0-9_]+)"\s*\)', source))
-    used |= set(re.findall(r'"(sweep_[a-z_]+)"', source))
+    used = set(NAMED.findall(source))
     defined = set(sqlfiles.queries())
     assert used - defined == set(), "code refers to queries that do not exist"
     assert defined - used == set(), "queries.sql holds entries nothing uses"
+
+
+def test_each_named_query_is_said_by_one_function_of_the_store() -> None:
+    """The data-access layer (architecture §11): a query's name appears once, in pgqueue.store;
+    any other module calls the store's function."""
+    places = [
+        (name, str(path.relative_to(PACKAGE)))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name in NAMED.findall(path.read_text())
+    ]
+    assert places, "no named query found: the scan is looking in the wrong place"
+    outside = [f"{where}: {name}" for name, where in places if not where.startswith("store/")]
+    assert outside == [], "named queries run outside pgqueue.store"
+    names = [name for name, _ in places]
+    assert sorted({n for n in names if names.count(n) > 1}) == [], "a query said in two places"
 
 
 def test_parse_named_rejects_duplicates() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, cancelling, metrics, pausing, sqlfiles
+from pgqueue import arguments, cancelling, metrics, pausing, store
 from pgqueue.aclientpool import AsyncConn
 from pgqueue.alistening import AsyncReplyListener
 from pgqueue.areplywaiting import AsyncReplyWaiting, Polls
@@ -36,6 +36,7 @@ from pgqueue.client import CALL_GRACE
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.producing import message_params, with_cancel_on_timeout
 from pgqueue.replies import CallResult
+from pgqueue.store import calls
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,10 @@ class AsyncClient(AsyncReplyWaiting):
         return await self._insert(params)
 
     async def _insert(self, params: dict[str, Any]) -> int:
+        statement = calls.enqueue(params)  # a plain enqueue: this client has no unique_key
+
         async def insert(conn: AsyncConn) -> int:
-            cur = await conn.execute(sqlfiles.query("enqueue"), params)
-            row = await cur.fetchone()
+            row = await store.aone(conn, statement)
             assert row is not None
             return int(row["msg_id"])
 

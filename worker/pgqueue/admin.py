@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pgqueue import db, registry, sqlfiles
+from pgqueue import db, registry, store
+from pgqueue.store import cleanup, control, inspection
 
 GATE_FLAG = "pg_queue_enabled"
 
@@ -161,10 +163,10 @@ def get_flag(
     dsn: str, key: str, *, pooled: bool = False, connect_timeout: float = 5.0
 ) -> FlagState | None:
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        row = conn.execute(sqlfiles.query("flag_get"), {"key": key}).fetchone()
+        row = control.flag(conn, key)
     if row is None:
         return None
-    return FlagState(**row)  # type: ignore[arg-type]
+    return FlagState(**row)
 
 
 def set_flag(
@@ -182,23 +184,17 @@ def set_flag(
         db.connect(dsn, pooled=pooled, autocommit=False, connect_timeout=connect_timeout) as conn,
         conn.transaction(),
     ):
-        before = conn.execute(sqlfiles.query("flag_get"), {"key": key}).fetchone()
-        row = conn.execute(
-            sqlfiles.query("flag_set"),
-            {
-                "key": key,
-                "enabled": enabled,
-                "value": value or str(enabled).lower(),
-                "source": source,
-            },
-        ).fetchone()
+        before = control.flag(conn, key)
+        row = control.set_flag(
+            conn, key, enabled=enabled, value=value or str(enabled).lower(), source=source
+        )
     assert row is not None
     changed = before is None or before["enabled"] != row["enabled"]
     return FlagState(
         key=str(row["key"]),
         enabled=bool(row["enabled"]),
         value=str(row["value"]),
-        updated_at=row["updated_at"],  # type: ignore[arg-type]
+        updated_at=row["updated_at"],
         source=str(row["source"]),
         changed=changed,
     )
@@ -208,8 +204,8 @@ def queue_stats(
     dsn: str, *, pooled: bool = False, connect_timeout: float = 5.0
 ) -> list[QueueStats]:
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
-    return [QueueStats(**row) for row in rows]  # type: ignore[arg-type]
+        rows = inspection.queue_stats(conn)
+    return [QueueStats(**row) for row in rows]
 
 
 def workers(
@@ -231,10 +227,9 @@ def dead_letters(
     connect_timeout: float = 5.0,
 ) -> list[DeadLetter]:
     """Dead letters, oldest first; ``reason_prefix="cancelled"`` lists the cancelled messages."""
-    params = {"queue": queue, "limit": limit, "reason_prefix": reason_prefix}
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        rows = conn.execute(sqlfiles.query("dlq_list"), params).fetchall()
-    return [DeadLetter(**row) for row in rows]  # type: ignore[arg-type]
+        rows = cleanup.dead_letters(conn, queue, limit, reason_prefix)
+    return [DeadLetter(**row) for row in rows]
 
 
 def replay_dead_letter(
@@ -242,7 +237,7 @@ def replay_dead_letter(
 ) -> int | None:
     """Put a dead letter back on its queue; returns the new msg_id, None if no such dead letter."""
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        row = conn.execute(sqlfiles.query("dlq_replay"), {"dl_id": dl_id}).fetchone()
+        row = cleanup.replay(conn, dl_id)
     return None if row is None else int(str(row["msg_id"]))
 
 
@@ -250,7 +245,7 @@ def purge_dead_letters(
     dsn: str, *, queue: str | None = None, pooled: bool = False, connect_timeout: float = 5.0
 ) -> int:
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        row = conn.execute(sqlfiles.query("dlq_purge"), {"queue": queue}).fetchone()
+        row = cleanup.purge_dead_letters(conn, queue)
     return int(str(row["purged"])) if row else 0
 
 
@@ -269,20 +264,26 @@ def sweep(
     An orphan is a call whose caller's deadline passed more than ``orphan_margin`` seconds ago and
     that no worker holds; it goes to the dead-letter table (kept for the retention like any other).
     """
-    totals = {"sweep_orphans": 0, "sweep_results": 0, "sweep_dead_letters": 0}
-    params = {"batch_size": batch_size, "retention": dead_letter_retention, "margin": orphan_margin}
+    steps: dict[str, Callable[[store.Conn], store.Row | None]] = {
+        "orphans": lambda conn: cleanup.sweep_orphans(conn, batch_size, orphan_margin),
+        "results": lambda conn: cleanup.sweep_results(conn, batch_size),
+        "dead_letters": lambda conn: cleanup.sweep_dead_letters(
+            conn, batch_size, dead_letter_retention
+        ),
+    }
+    totals = dict.fromkeys(steps, 0)
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        for name in totals:
+        for name, step in steps.items():
             while True:
-                row = conn.execute(sqlfiles.query(name), params).fetchone()
+                row = step(conn)
                 deleted = int(str(row["deleted"])) if row else 0
                 totals[name] += deleted
                 if deleted < batch_size:
                     break
     return SweepReport(
-        results_deleted=totals["sweep_results"],
-        dead_letters_deleted=totals["sweep_dead_letters"],
-        orphans_dead_lettered=totals["sweep_orphans"],
+        results_deleted=totals["results"],
+        dead_letters_deleted=totals["dead_letters"],
+        orphans_dead_lettered=totals["orphans"],
     )
 
 
@@ -302,18 +303,11 @@ def queue_messages(
     if state not in MESSAGE_STATES:
         raise ValueError(f"state must be one of {', '.join(MESSAGE_STATES)}, got {state!r}")
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        rows = conn.execute(
-            sqlfiles.query("queue_show"),
-            {
-                "queue": queue,
-                "task": task,
-                "tenant": tenant,
-                "state": state,
-                "after": after,
-                "limit": limit + 1,  # one more says whether there is a next page
-            },
-        ).fetchall()
-    page = [QueueMessage(**row) for row in rows[:limit]]  # type: ignore[arg-type]
+        # One more than asked says whether there is a next page.
+        rows = inspection.queue_page(
+            conn, queue, task=task, tenant=tenant, state=state, after=after, limit=limit + 1
+        )
+    page = [QueueMessage(**row) for row in rows[:limit]]
     return page, (page[-1].msg_id if len(rows) > limit and page else None)
 
 
@@ -329,10 +323,9 @@ def count_purgeable(
 ) -> int:
     """How many messages :func:`purge_queue` would move now."""
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        row = conn.execute(
-            sqlfiles.query("queue_purge_count"),
-            {"queue": queue, "task": task, "tenant": tenant, "state": state},
-        ).fetchone()
+        row = cleanup.purgeable(
+            conn, cleanup.Selection(queue=queue, task=task, tenant=tenant, state=state)
+        )
     return int(str(row["n"])) if row else 0
 
 
@@ -356,21 +349,13 @@ def purge_queue(
     if state not in PURGE_STATES:
         raise ValueError(f"state must be one of {', '.join(PURGE_STATES)}, got {state!r}")
     reason = f"purged from queue {queue!r}" + (f" by {source}" if source else "")
+    selection = cleanup.Selection(queue=queue, task=task, tenant=tenant, state=state)
     purged = told = 0
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
         while True:
-            row = conn.execute(
-                sqlfiles.query("queue_purge"),
-                {
-                    "queue": queue,
-                    "task": task,
-                    "tenant": tenant,
-                    "state": state,
-                    "reason": reason,
-                    "batch_size": batch_size,
-                    "result_ttl": PURGE_RESULT_TTL,
-                },
-            ).fetchone()
+            row = cleanup.purge(
+                conn, selection, reason=reason, batch_size=batch_size, result_ttl=PURGE_RESULT_TTL
+            )
             batch = int(str(row["purged"])) if row else 0
             purged += batch
             told += int(str(row["callers"])) if row else 0

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from pgqueue import adb, db, sqlfiles
+from pgqueue import adb, db, store
 from pgqueue.listening import parse_note, wake_of
 from pgqueue.settings import ClientSettings
+from pgqueue.store import calls
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,8 @@ class AsyncReplyListener:
         keys = self._sweep_keys()
         async with asyncio.timeout(self._bound):
             if handed:
-                await conn.execute(sqlfiles.query("clear_replies"), {"reply_keys": handed})
-            if keys:
-                cur = await conn.execute(sqlfiles.query("take_replies"), {"reply_keys": keys})
-                rows = await cur.fetchall()
-            else:
-                rows = []
+                await store.arun(conn, calls.clear_replies(handed))
+            rows = await store.aevery(conn, calls.take_replies(keys)) if keys else []
         for row in rows:
             waiter = self._waiters.get(str(row["reply_key"]))
             if waiter is not None and waiter.reply is None:
@@ -148,8 +145,7 @@ class AsyncReplyListener:
         conn = await adb.connect(self._dsn, self._settings, application_name=self._application_name)
         try:
             async with asyncio.timeout(self._bound):
-                cur = await conn.execute(sqlfiles.query("listen_replies"), {"prefix": self.prefix})
-                row = await cur.fetchone()
+                row = await store.aone(conn, calls.listen_replies(self.prefix))
             assert row is not None
             self.channel = str(row["channel"])
             self.backend_pid = conn.info.backend_pid

@@ -13,10 +13,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import sqlfiles
+from pgqueue import store
 from pgqueue.aclientpool import AsyncClientConnections, AsyncConn
 from pgqueue.alistening import AsyncWaiter
 from pgqueue.replies import CallResult, from_row
+from pgqueue.store import calls
 
 # One logger for the async client, whichever part of it speaks.
 log = logging.getLogger("pgqueue.aclient")
@@ -26,9 +27,10 @@ class AsyncReplyWaiting(AsyncClientConnections):
     """Taking a reply from the table, and waiting for it until the deadline."""
 
     async def _take(self, reply_key: str) -> CallResult | None:
+        statement = calls.take_reply(reply_key)
+
         async def take(conn: AsyncConn) -> dict[str, Any] | None:
-            cur = await conn.execute(sqlfiles.query("take_reply"), {"reply_key": reply_key})
-            return await cur.fetchone()
+            return await store.aone(conn, statement)
 
         row = await self._run(take, "take_reply")
         if row is None:

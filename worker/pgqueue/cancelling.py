@@ -27,8 +27,9 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, outcomes, sqlfiles
+from pgqueue import arguments, outcomes, store
 from pgqueue.errors import CancelError, ConfigurationError, UnknownMessage
+from pgqueue.store import control
 
 Row = dict[str, Any] | None
 Conn = psycopg.Connection[dict[str, Any]]
@@ -149,8 +150,7 @@ def from_row(row: dict[str, Any] | None, target: object) -> Cancellation:
 
 def cancel(conn: Conn, target: object, *, by: str | None = None) -> Cancellation:
     """Cancel on a connection of the caller's (autocommit, or the caller commits)."""
-    query = params(target, by)
-    row = conn.execute(sqlfiles.query("cancel"), query).fetchone()
+    row = store.one(conn, control.cancel(params(target, by)))
     return from_row(row, target)
 
 
@@ -161,9 +161,9 @@ def on_pool(
     by: str | None,
 ) -> Cancellation:
     """A client's cancel: ``run`` runs the statement on one of its pooled connections."""
-    query = params(target, by)
+    statement = control.cancel(params(target, by))
     try:
-        row = run(lambda conn: conn.execute(sqlfiles.query("cancel"), query).fetchone())
+        row = run(lambda conn: store.one(conn, statement))
     except (psycopg.Error, PoolTimeout) as exc:
         raise CancelError(scrub(f"cancel of {target!r:.80} failed: {exc}")) from None
     return from_row(row, target)
@@ -176,14 +176,9 @@ async def on_async_pool(
     by: str | None,
 ) -> Cancellation:
     """The asyncio client's cancel, as :func:`on_pool`."""
-    query = params(target, by)
-
-    async def cancel(conn: AsyncConn) -> Row:
-        cur = await conn.execute(sqlfiles.query("cancel"), query)
-        return await cur.fetchone()
-
+    statement = control.cancel(params(target, by))
     try:
-        row = await run(cancel)
+        row = await run(lambda conn: store.aone(conn, statement))
     except (psycopg.Error, PoolTimeout) as exc:
         raise CancelError(scrub(f"cancel of {target!r:.80} failed: {exc}")) from None
     return from_row(row, target)

@@ -18,7 +18,8 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import dberrors, limits, metrics, outcomes, store
+from pgqueue import dberrors, limits, metrics, outcomes
+from pgqueue.store import leases
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def claim(
 ) -> list[outcomes.Claimed]:
     """Claim up to ``limit`` messages of ``queue``, in order; moves the tenant cursor."""
     params = claim_params(queue, limit, lease, worker_id, cursor.tenant, durable=durable)
-    rows = store.claim(conn, params)
+    rows = leases.claim(conn, params)
     metrics.CLAIMS.labels(queue).inc()
     now = time.monotonic()
     cursor.tenant = str(rows[0]["last_tenant"]) if rows and rows[0]["walked"] >= TENANT_SPAN else ""
@@ -119,7 +120,7 @@ def release(
     if not msgs:
         return None
     try:
-        store.release(conn, fence(msgs))
+        leases.release(conn, fence(msgs))
     except Exception as exc:  # the policy: whatever it was, the leases decide
         kind = dberrors.classify(exc)
         log.warning(

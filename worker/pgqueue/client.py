@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, cancelling, db, metrics, pausing, producing, sqlfiles
+from pgqueue import arguments, cancelling, db, metrics, pausing, producing, store
 from pgqueue.cancelling import Cancellation
 from pgqueue.clientpool import Conn
 from pgqueue.errors import ConfigurationError, EnqueueError
@@ -45,6 +45,7 @@ from pgqueue.pausing import QueuePause
 from pgqueue.producing import Message, TaskOptions
 from pgqueue.replies import CallResult
 from pgqueue.replywaiting import CALL_GRACE, ReplyWaiting
+from pgqueue.store import calls
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,14 @@ class Client(ReplyWaiting):
         params = producing.batch_params(self.settings, batch)
         if not batch:
             return []
-        query = sqlfiles.query("enqueue_many")
+        statement = calls.enqueue_many(params)
 
         def insert(conn: Conn) -> list[int]:
-            return [int(r["msg_id"]) for r in conn.execute(query, params).fetchall()]
+            return [int(r["msg_id"]) for r in store.every(conn, statement)]
 
         try:
             if conn is not None:
-                return [int(r["msg_id"]) for r in producing.execute_on(conn, query, params)]
+                return [int(r["msg_id"]) for r in producing.execute_on(conn, statement)]
             return self._run(insert, None, "enqueue_many")
         except (psycopg.Error, PoolTimeout) as exc:
             raise EnqueueError(self._scrub(f"enqueue_many failed: {exc}")) from None

@@ -28,10 +28,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import Field, ValidationError
 
-from pgqueue import admin, db, sqlfiles
+from pgqueue import admin, db
 from pgqueue.admin import QueueStats
 from pgqueue.errors import ConfigurationError
 from pgqueue.settings import ConnectionSettings
+from pgqueue.store import control, fleet, inspection
 
 log = logging.getLogger("pgqueue.depth")
 
@@ -122,7 +123,7 @@ class DepthSampler:
     def _acquire(self) -> bool:
         conn = db.connect(self.dsn, pooled=self.pooled, connect_timeout=self.connect_timeout)
         if not self.pooled:
-            row = conn.execute(sqlfiles.query("depth_sampler_lock")).fetchone()
+            row = fleet.depth_sampler_lock(conn)
             if not row or not row["held"]:
                 conn.close()
                 return False
@@ -132,9 +133,9 @@ class DepthSampler:
 
     def _read(self, conn: psycopg.Connection[dict[str, object]]) -> Sample:
         started = time.monotonic()
-        rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
-        flag = conn.execute(sqlfiles.query("flag_get"), {"key": admin.GATE_FLAG}).fetchone()
-        stats = tuple(QueueStats(**row) for row in rows)  # type: ignore[arg-type]
+        rows = inspection.queue_stats(conn)
+        flag = control.flag(conn, admin.GATE_FLAG)
+        stats = tuple(QueueStats(**row) for row in rows)
         return Sample(
             stats=self._with_drained(stats),
             gate_enabled=None if flag is None else bool(flag["enabled"]),

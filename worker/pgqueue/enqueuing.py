@@ -15,9 +15,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import producing
+from pgqueue import producing, store
 from pgqueue.clientpool import ClientConnections, Conn
 from pgqueue.errors import EnqueueError
+from pgqueue.store import calls
 
 
 class Enqueuing(ClientConnections):
@@ -52,17 +53,17 @@ class Enqueuing(ClientConnections):
         self, params: dict[str, Any], until: float | None, own: psycopg.Connection[Any] | None
     ) -> dict[str, Any]:
         """The message's row (msg_id; with a unique key also reply_key and created)."""
-        query = producing.statement(params)
+        statement = calls.enqueue(params)
 
         def insert(conn: Conn) -> dict[str, Any]:
-            row = conn.execute(query, params).fetchone()
+            row = store.one(conn, statement)
             assert row is not None
             return row
 
         try:
             if own is not None:
                 # The caller's transaction: never retried here (it may have run), never pooled.
-                return producing.execute_on(own, query, params)[0]
+                return producing.execute_on(own, statement)[0]
             return self._run(insert, until, "enqueue")
         except (psycopg.Error, PoolTimeout) as exc:
             raise EnqueueError(

@@ -25,9 +25,10 @@ from typing import Any, Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from pgqueue import db, metrics, sqlfiles
+from pgqueue import db, metrics
 from pgqueue.admin import GATE_FLAG, parse_flag_value
 from pgqueue.errors import ConfigurationError
+from pgqueue.store import control
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,8 @@ class Gate:
             conn = self._conn
             with conn.transaction():
                 limit = f"{round(self.connect_timeout * 1000)}ms"
-                conn.execute(sqlfiles.query("gate_read_limits"), {"timeout": limit})
-                row = conn.execute(sqlfiles.query("flag_get"), {"key": self.key}).fetchone()
+                control.gate_read_limits(conn, limit)
+                row = control.flag(conn, self.key)
         except (psycopg.Error, OSError, ConfigurationError) as exc:
             self._drop_connection()
             why = db.scrub(" ".join(str(exc).split()), self.dsn)[:200]

@@ -29,8 +29,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pgqueue import dberrors, metrics, outcomes, sqlfiles
+from pgqueue import dberrors, metrics, outcomes
 from pgqueue.replies import ReplyStatus
+from pgqueue.store import control
 
 if TYPE_CHECKING:
     from pgqueue.slots import Slot
@@ -95,7 +96,7 @@ def _gone(worker: Worker, ids: set[int]) -> set[int]:
     if conn is None:
         return set()
     try:
-        rows = conn.execute(sqlfiles.query("held_gone"), {"msg_ids": sorted(ids)}).fetchall()
+        rows = control.held_gone(conn, sorted(ids))
     except Exception as exc:  # the policy decides; the loop never dies here
         if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
             worker._db_down("cancel", exc)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 
-from pgqueue import claiming, dberrors, metrics, outcomes, store
+from pgqueue import claiming, dberrors, metrics, outcomes
 from pgqueue.finishing import Finishing
 from pgqueue.slots import Slot
+from pgqueue.store import leases
 
 # One logger for the whole worker loop, whichever part of it speaks.
 log = logging.getLogger("pgqueue.supervisor")
@@ -30,7 +31,7 @@ class Leasing(Finishing):
         if not held or self._conn is None:
             return
         try:
-            rows = store.renew(self._conn, self.s.lease, claiming.fence(held))
+            rows = leases.renew(self._conn, self.s.lease, claiming.fence(held))
         except Exception as exc:  # the policy decides; the loop never dies here
             if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
                 self._db_down("renew", exc)

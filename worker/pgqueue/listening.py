@@ -23,8 +23,9 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import db, sqlfiles
+from pgqueue import db, store
 from pgqueue.settings import ConnectionSettings
+from pgqueue.store import calls
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class ReplyListener:
         with self._lock:
             keys, self._handed = self._handed, []
         if keys:
-            conn.execute(sqlfiles.query("clear_replies"), {"reply_keys": keys})
+            store.run(conn, calls.clear_replies(keys))
 
     def _run(self) -> None:
         backoff = 0.1
@@ -150,9 +151,7 @@ class ReplyListener:
                     settings=self._settings,
                     application_name="pgqueue-client",
                 ) as conn:
-                    row = conn.execute(
-                        sqlfiles.query("listen_replies"), {"prefix": self.prefix}
-                    ).fetchone()
+                    row = store.one(conn, calls.listen_replies(self.prefix))
                     assert row is not None
                     self.channel = str(row["channel"])
                     backoff = 0.1

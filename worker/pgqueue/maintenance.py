@@ -23,7 +23,8 @@ import threading
 
 import psycopg
 
-from pgqueue import db, metrics, sqlfiles
+from pgqueue import db, metrics
+from pgqueue.store import fleet
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Vacuumer:
             self._dsn, pooled=self._pooled, connect_timeout=self._connect_timeout
         ) as conn:
             conn.add_notice_handler(self._notice)
-            row = conn.execute(sqlfiles.query("vacuum_due"), {"interval": self.interval}).fetchone()
+            row = fleet.vacuum_due(conn, self.interval)
             if row is None or not row["due"]:
                 return
             conn.execute(f"VACUUM (SKIP_LOCKED) {', '.join(TABLES)}")

@@ -17,8 +17,11 @@ from typing import Any
 
 import psycopg
 
+# The migration files are read through sqlfiles (they are not named queries); the statements
+# around them are the data-access layer's, like every named query (architecture §11).
 from pgqueue import db, sqlfiles
 from pgqueue.errors import MigrationError
+from pgqueue.store import schema
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +72,7 @@ def known() -> list[Migration]:
 def status(dsn: str, *, pooled: bool = False, connect_timeout: float = 5.0) -> SchemaStatus:
     """Applied and pending migrations, read only (creates nothing, takes no lock)."""
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        row = conn.execute(sqlfiles.query("schema_present")).fetchone()
-        rows = (
-            conn.execute(sqlfiles.query("schema_versions")).fetchall()
-            if row and row["present"]
-            else []
-        )
-    applied = sorted(int(str(r["version"])) for r in rows)
+        applied = sorted(schema.versions(conn)) if schema.present(conn) else []
     ours = known()
     versions = {m.version for m in ours}
     return SchemaStatus(
@@ -95,7 +92,6 @@ def plan_sql(pending: list[Migration]) -> str:
     """
     if not pending:
         return "-- pgqueue: the schema is up to date; nothing to run.\n"
-    queries = sqlfiles.queries()
     chunks = [
         "-- pgqueue schema migrations "
         + ", ".join(m.label for m in pending)
@@ -103,8 +99,7 @@ def plan_sql(pending: list[Migration]) -> str:
         "-- Run it as one transaction (psql -1 -v ON_ERROR_STOP=1 -f FILE; Alembic, Django and",
         "-- Flyway wrap a migration in one already). The INSERTs into pgqueue.schema_version are",
         "-- how `pgqueue migrate --check` knows what ran: keep them.",
-        f"{queries['migration_lock']};",
-        f"{queries['schema_version_create']};",
+        *schema.script_preamble(),
     ]
     for m in pending:
         chunks += [
@@ -126,19 +121,13 @@ def migrate(dsn: str, *, pooled: bool = False, connect_timeout: float = 5.0) -> 
         ) as conn:
             for version, name, text in sqlfiles.migrations():
                 with conn.transaction():
-                    conn.execute(sqlfiles.query("migration_lock"))
-                    conn.execute(sqlfiles.query("schema_version_create"))
-                    done = {
-                        row["version"]
-                        for row in conn.execute(sqlfiles.query("schema_versions")).fetchall()
-                    }
-                    if version in done:
+                    schema.lock(conn)
+                    schema.create_version_table(conn)
+                    if version in schema.versions(conn):
                         continue
                     log.info("applying migration %04d_%s", version, name)
                     conn.execute(text.encode())
-                    conn.execute(
-                        sqlfiles.query("schema_version_record"), {"version": version, "name": name}
-                    )
+                    schema.record(conn, version, name)
                     applied.append(version)
     except psycopg.Error as exc:
         raise MigrationError(f"migration failed: {exc}") from exc
@@ -148,6 +137,5 @@ def migrate(dsn: str, *, pooled: bool = False, connect_timeout: float = 5.0) -> 
 def current_version(dsn: str) -> int:
     """Highest applied version (0 for an empty database)."""
     with db.connect(dsn) as conn:
-        conn.execute(sqlfiles.query("schema_version_create"))
-        rows = conn.execute(sqlfiles.query("schema_versions")).fetchall()
-    return max((int(str(r["version"])) for r in rows), default=0)
+        schema.create_version_table(conn)
+        return max(schema.versions(conn), default=0)

@@ -26,9 +26,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import db, sqlfiles
+from pgqueue import db
 from pgqueue.errors import ConfigurationError, PgQueueError
 from pgqueue.settings import check_queue_name
+from pgqueue.store import control
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +141,12 @@ def pause(conn: Conn, queue: str, *, by: str, reason: str = "") -> QueuePause:
     queue = check_queue(queue)
     by = _check_text("by", by, BY_MAX)
     reason = check_reason(reason)
-    params = {"queue": queue, "paused_by": by, "reason": reason}
     with conn.transaction():
-        conn.execute(sqlfiles.query("queue_pause_lock"), params)
-        row = conn.execute(sqlfiles.query("queue_pause"), params).fetchone()
+        control.pause_lock(conn, queue)
+        row = control.pause(conn, queue, by, reason)
         changed = row is not None
         if row is None:
-            row = conn.execute(sqlfiles.query("queue_pause_get"), params).fetchone()
+            row = control.pause_of(conn, queue)
     assert row is not None  # inserted, or already there: we hold the lock every pauser takes
     state = _from_row(row, paused=True, changed=changed)
     if changed:
@@ -158,11 +158,10 @@ def resume(conn: Conn, queue: str, *, by: str) -> QueuePause:
     """Resume ``queue`` on ``conn``; idempotent. Idle workers are woken to drain it at once."""
     queue = check_queue(queue)
     by = _check_text("by", by, BY_MAX)
-    params = {"queue": queue}
     with conn.transaction():
         # The pausers' lock: a pause that found the queue paused reads the row it met.
-        conn.execute(sqlfiles.query("queue_pause_lock"), params)
-        row = conn.execute(sqlfiles.query("queue_resume"), params).fetchone()
+        control.pause_lock(conn, queue)
+        row = control.resume(conn, queue)
     if row is None:
         return QueuePause(queue=queue, paused=False, changed=False)
     log.info("queue %s resumed by %s (paused by %s)", queue, by, row["paused_by"])
@@ -171,8 +170,7 @@ def resume(conn: Conn, queue: str, *, by: str) -> QueuePause:
 
 def paused_queues(conn: Conn) -> list[QueuePause]:
     """Every paused queue, by name."""
-    rows = conn.execute(sqlfiles.query("queue_pauses")).fetchall()
-    return [_from_row(r, paused=True, changed=False) for r in rows]
+    return [_from_row(r, paused=True, changed=False) for r in control.pauses(conn)]
 
 
 # -- on a short connection of their own (the CLI, the web console, scripts) -------------------
@@ -209,7 +207,7 @@ def pause_of(
     """The pause of ``queue``, or None when it is not paused."""
     check_queue(queue)
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        row = conn.execute(sqlfiles.query("queue_pause_get"), {"queue": queue}).fetchone()
+        row = control.pause_of(conn, queue)
     return None if row is None else _from_row(row, paused=True, changed=False)
 
 

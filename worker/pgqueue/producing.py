@@ -3,8 +3,8 @@
 The statement parameters are built and checked here, once, so :class:`~pgqueue.Client` and an
 asyncio client send the same messages: every argument checked (errors name it), per-task options
 in the payload's ``headers``, a unique key routed to ``pgqueue.enqueue_unique``. A client runs
-the statement named by :func:`statement` with these parameters on its own pool or on the
-caller's connection (:func:`execute_on`), inside the caller's transaction: the message then
+the statement :func:`pgqueue.store.calls.enqueue` builds from these parameters on its own pool or
+on the caller's connection (:func:`execute_on`), inside the caller's transaction: the message then
 commits or rolls back with it, and the workers' wake-up NOTIFY is delivered by that commit.
 
 Per-task options travel as payload headers (read by the worker; its own limits stay the
@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
-from pgqueue import arguments, sqlfiles
+from pgqueue import arguments
 from pgqueue.errors import ConfigurationError
 from pgqueue.settings import ClientSettings
+from pgqueue.store import Statement
 from pgqueue.tasks import TaskOptions
 
-__all__ = ["Message", "TaskOptions", "batch_params", "execute_on", "message_params", "statement"]
+__all__ = ["Message", "TaskOptions", "batch_params", "execute_on", "message_params"]
 
 # Reply keys of unique calls: every caller that attaches to the same message waits on this key,
 # so its NOTIFY goes to the shared channel (a wake-up hash) and each caller reads the row without
@@ -142,7 +142,8 @@ def message_params(
     unique_for: object = 0.0,
     own_transaction: bool = False,
 ) -> dict[str, Any]:
-    """The parameters of one message's statement (:func:`statement`), every argument checked.
+    """The parameters of one message's statement (:func:`pgqueue.store.calls.enqueue`), every
+    argument checked.
 
     ``own_transaction``: the statement runs in the caller's transaction, whose durability must
     not change (a call's message otherwise commits asynchronously, see queries.sql).
@@ -170,17 +171,6 @@ def message_params(
         "unique_key": key,
         "unique_for": window,
     }
-
-
-def statement(params: Mapping[str, Any]) -> sql.SQL:
-    """The SQL of one message: the plain insert, or the unique one when it has a unique key.
-
-    Both return ``msg_id``; the unique one also ``reply_key`` (the holder's, when not
-    ``created``) and ``created``.
-    """
-    if params["unique_key"]:
-        return sqlfiles.query("enqueue_unique")
-    return sqlfiles.query("enqueue")
 
 
 def batch_params(settings: ClientSettings, messages: Iterable[Message]) -> dict[str, Any]:
@@ -211,9 +201,7 @@ def batch_params(settings: ClientSettings, messages: Iterable[Message]) -> dict[
     }
 
 
-def execute_on(
-    conn: psycopg.Connection[Any], query: sql.SQL, params: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def execute_on(conn: psycopg.Connection[Any], statement: Statement) -> list[dict[str, Any]]:
     """Run a statement on the caller's connection, in whatever transaction it has open.
 
     Never prepared on the server (``prepare=False``), so a connection through a transaction
@@ -225,5 +213,5 @@ def execute_on(
             "conn", f"must be a psycopg (3) Connection, got {type(conn).__name__}"
         )
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params, prepare=False)
+        cur.execute(*statement, prepare=False)
         return cur.fetchall()

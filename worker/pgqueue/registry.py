@@ -13,15 +13,14 @@ import datetime as dt
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.rows import dict_row
 
-from pgqueue import sqlfiles
+from pgqueue.store import fleet
 
 Connection = psycopg.Connection[Any]
 
@@ -81,33 +80,31 @@ def package_version() -> str:
 def register(conn: Connection, info: WorkerInfo) -> bool:
     """Write (or replace) this worker's row, with no slot busy, and drop rows silent for
     :data:`PRUNE_AFTER`. False (logged) when the database refused: the worker runs on."""
-    written = _write(conn, "register", sqlfiles.query("registry_register"), info.params())
-    _write(conn, "prune", sqlfiles.query("registry_prune"), {"older_than": PRUNE_AFTER})
+    written = _write("register", lambda: fleet.register(conn, info.params()))
+    _write("prune", lambda: fleet.prune(conn, PRUNE_AFTER))
     return written
 
 
 def beat(conn: Connection, info: WorkerInfo, busy: int) -> bool:
     """Refresh the heartbeat and the busy slot count (re-creating a row that was pruned)."""
-    return _write(conn, "beat", sqlfiles.query("registry_beat"), info.params(busy))
+    return _write("beat", lambda: fleet.beat(conn, info.params(busy)))
 
 
 def deregister(conn: Connection, worker_id: str) -> bool:
     """Remove this worker's row at a clean stop."""
-    params = {"worker_id": worker_id}
-    return _write(conn, "deregister", sqlfiles.query("registry_deregister"), params)
+    return _write("deregister", lambda: fleet.deregister(conn, worker_id))
 
 
 def prune(conn: Connection, older_than: float = PRUNE_AFTER) -> int:
     """Delete the rows of workers silent for ``older_than`` seconds; returns how many."""
-    cur = conn.execute(sqlfiles.query("registry_prune"), {"older_than": older_than})
-    return cur.rowcount
+    return fleet.prune(conn, older_than)
 
 
-def _write(conn: Connection, verb: str, statement: sql.SQL, params: dict[str, Any]) -> bool:
+def _write(verb: str, write: Callable[[], object]) -> bool:
     # Call on an autocommit connection: inside a caller's transaction, a refused write would
     # leave that transaction aborted.
     try:
-        conn.execute(statement, params)
+        write()
     except psycopg.Error as exc:
         log.warning("worker registry: %s failed (%s); the worker runs on", verb, type(exc).__name__)
         return False
@@ -116,6 +113,4 @@ def _write(conn: Connection, verb: str, statement: sql.SQL, params: dict[str, An
 
 def workers(conn: Connection) -> list[WorkerRow]:
     """Every registered worker, stale ones included (see :meth:`WorkerRow.stale`)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(sqlfiles.query("registry_list")).fetchall()
-    return [WorkerRow(**row) for row in rows]
+    return [WorkerRow(**row) for row in fleet.workers(conn)]

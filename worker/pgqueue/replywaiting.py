@@ -16,12 +16,13 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, db, producing, sqlfiles
+from pgqueue import arguments, db, producing, store
 from pgqueue.clientpool import Conn
 from pgqueue.enqueuing import Enqueuing
 from pgqueue.errors import ConfigurationError, PgQueueError
 from pgqueue.listening import Waiter
 from pgqueue.replies import CallResult, from_row
+from pgqueue.store import calls
 
 # One logger for the client, whichever part of it speaks.
 log = logging.getLogger("pgqueue.client")
@@ -83,14 +84,11 @@ class ReplyWaiting(Enqueuing):
 
     def _take(self, reply_key: str, deadline: float) -> CallResult | None:
         # A shared reply (a unique call's) is read by every attached caller: never deleted here.
-        query = (
-            sqlfiles.query("peek_reply")
-            if producing.is_shared(reply_key)
-            else sqlfiles.query("take_reply")
-        )
+        shared = producing.is_shared(reply_key)
+        statement = calls.peek_reply(reply_key) if shared else calls.take_reply(reply_key)
 
         def take(conn: Conn) -> dict[str, Any] | None:
-            return conn.execute(query, {"reply_key": reply_key}).fetchone()
+            return store.one(conn, statement)
 
         row = self._run(take, deadline + CALL_GRACE, "take_reply")
         if row is None:

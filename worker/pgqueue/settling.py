@@ -27,8 +27,9 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import claiming, dberrors, metrics, outcomes, store
+from pgqueue import claiming, dberrors, metrics, outcomes
 from pgqueue.replies import ReplyStatus
+from pgqueue.store import leases
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class Settler:
         if isinstance(action, outcomes.Ack):
             acks = [p.action for p in group]
             assert all(isinstance(a, outcomes.Ack) for a in acks)
-            rows = store.ack(
+            rows = leases.ack(
                 conn,
                 {
                     **claiming.fence([p.msg for p in group]),
@@ -158,9 +159,9 @@ class Settler:
             return {r["msg_id"] for r in rows}
         fence = {"msg_id": first.msg.msg_id, "claim_token": first.msg.claim_token}
         if isinstance(action, outcomes.Retry):
-            row = store.retry(conn, fence, action.delay)
+            row = leases.retry(conn, fence, action.delay)
         else:
-            row = store.dead_letter(
+            row = leases.dead_letter(
                 conn,
                 {
                     **fence,

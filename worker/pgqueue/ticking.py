@@ -26,10 +26,11 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import db, metrics, sqlfiles
+from pgqueue import db, metrics
 from pgqueue.errors import ConfigurationError
 from pgqueue.periodic import Schedule, configured, plan, schedules
 from pgqueue.settings import WorkerSettings
+from pgqueue.store import fleet
 from pgqueue.tasks import registered
 
 log = logging.getLogger(__name__)
@@ -148,17 +149,15 @@ class Scheduler:
         self, conn: psycopg.Connection[dict[str, Any]], now: datetime
     ) -> dict[str, datetime]:
         """The last tick fired of each schedule; now for one never fired (no backfill)."""
-        rows = conn.execute(
-            sqlfiles.query("periodic_last"), {"schedules": [s.key for s in self.schedules]}
-        ).fetchall()
+        rows = fleet.last_ticks(conn, [s.key for s in self.schedules])
         last = {r["schedule"]: r["tick_at"] for r in rows}
         return {s.key: last.get(s.key, now) for s in self.schedules}
 
     def _fire(
         self, conn: psycopg.Connection[dict[str, Any]], schedule: Schedule, tick: datetime
     ) -> None:
-        row = conn.execute(
-            sqlfiles.query("periodic_fire"),
+        row = fleet.fire(
+            conn,
             {
                 "schedule": schedule.key,
                 "tick_at": tick,
@@ -170,7 +169,7 @@ class Scheduler:
                 "payload": schedule.payload(tick),
                 "priority": schedule.priority,
             },
-        ).fetchone()
+        )
         if row is not None:
             self.fired += 1
             metrics.PERIODIC_FIRED.labels(schedule.key).inc()
@@ -179,10 +178,7 @@ class Scheduler:
     def _prune(self, conn: psycopg.Connection[dict[str, Any]], cutoff: datetime) -> None:
         self._next_prune = time.monotonic() + PRUNE_EVERY
         while not self._stop.is_set():
-            row = conn.execute(
-                sqlfiles.query("periodic_prune"),
-                {"cutoff": cutoff, "batch_size": PRUNE_BATCH},
-            ).fetchone()
+            row = fleet.prune_ticks(conn, cutoff, PRUNE_BATCH)
             if row is None or row["deleted"] < PRUNE_BATCH:
                 return
 
@@ -232,5 +228,5 @@ def last_ticks(
 ) -> dict[str, dict[str, Any]]:
     """The latest tick row of every schedule ever fired, by schedule key."""
     with db.connect(dsn, pooled=pooled, connect_timeout=connect_timeout) as conn:
-        rows = conn.execute(sqlfiles.query("periodic_list")).fetchall()
+        rows = fleet.every_last_tick(conn)
     return {str(r["schedule"]): dict(r) for r in rows}

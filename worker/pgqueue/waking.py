@@ -28,7 +28,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgqueue import dberrors, sqlfiles
+from pgqueue import dberrors
+from pgqueue.store import fleet
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Waiter:
         if not self.enabled:
             return
         listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        conn.execute(sqlfiles.query("forget_waiting"), {"worker_id": self.worker_id})
+        fleet.forget_waiting(conn, self.worker_id)
         self.waiting = False
         self.due = True
 
@@ -131,16 +132,12 @@ class Waiter:
         it claims again when a task settles) takes the mark back."""
         if not self.enabled:
             return
-        params = {"worker_id": self.worker_id}
         if got >= asked:
             if self.waiting:
                 self.waiting = False
-                conn.execute(sqlfiles.query("stop_waiting"), params)
+                fleet.stop_waiting(conn, self.worker_id)
         elif not self.waiting:
-            conn.execute(
-                sqlfiles.query("wait_for_work"),
-                {**params, "channel": self.channel, "queues": list(self.queues)},
-            )
+            fleet.wait_for_work(conn, self.worker_id, self.channel, list(self.queues))
             self.waiting = True
 
     def stop(self, conn: psycopg.Connection[dict[str, Any]] | None) -> None:
@@ -150,6 +147,6 @@ class Waiter:
             return
         self.waiting = False
         try:
-            conn.execute(sqlfiles.query("stop_waiting"), {"worker_id": self.worker_id})
+            fleet.stop_waiting(conn, self.worker_id)
         except Exception as exc:  # the policy: whatever it was, a poll covers it
             log.debug("could not leave the waiting workers: %s", dberrors.describe(exc))

@@ -23,7 +23,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import admin, registry, sqlfiles
+from pgqueue import admin, registry
+from pgqueue.store import inspection
 
 T = TypeVar("T")
 
@@ -122,7 +123,7 @@ class Reader:
         wait = self.query_timeout if wait is None else wait
         with self._pool.connection(timeout=wait) as conn, conn.transaction():
             limit = f"{round(self.query_timeout * 1000)}ms"
-            conn.execute(sqlfiles.query("web_read_limits"), {"timeout": limit})
+            inspection.web_read_limits(conn, limit)
             yield conn
 
     def ping(self) -> None:
@@ -153,7 +154,7 @@ class Reader:
 
     def _take_sample(self) -> None:
         with self._read() as conn:
-            rows = conn.execute(sqlfiles.query("queue_stats")).fetchall()
+            rows = inspection.queue_stats(conn)
         self._sample = StatsSample(time.monotonic(), [admin.QueueStats(**r) for r in rows])
 
     def _sample_in_background(self) -> None:
@@ -186,7 +187,7 @@ class Reader:
             "state": state or None,
         }
         with self._read() as conn:
-            rows = conn.execute(sqlfiles.query("web_messages"), params).fetchall()
+            rows = inspection.web_messages(conn, params)
         shown = [MessageRow(**{k: v for k, v in r.items() if k != "matches"}) for r in rows]
         matched = [m for m, r in zip(shown, rows, strict=True) if r["matches"]]
         if len(matched) > limit:
@@ -200,9 +201,7 @@ class Reader:
 
     def flag_history(self, key: str = admin.GATE_FLAG, limit: int = 50) -> list[FlagChange]:
         with self._read() as conn:
-            rows = conn.execute(
-                sqlfiles.query("flag_history"), {"key": key, "limit": limit}
-            ).fetchall()
+            rows = inspection.flag_history(conn, key, limit)
         return [FlagChange(**r) for r in rows]
 
     def workers(self) -> list[registry.WorkerRow]:

@@ -1,4 +1,4 @@
-"""The worker core's statements, one function per named query (``sql/queries.sql``).
+"""The worker core's statements: a message's lease, from the claim to the settle write.
 
 The claim, the lease renewal, the release and the three settle writes (ack, retry, dead letter)
 are run here and nowhere else in the worker: :mod:`pgqueue.claiming`, :mod:`pgqueue.leasing` and
@@ -11,12 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-
 from pgqueue import sqlfiles
-
-Conn = psycopg.Connection[dict[str, Any]]
-Row = dict[str, Any]
+from pgqueue.store import Conn, Row
 
 
 def claim(conn: Conn, params: dict[str, Any]) -> list[Row]:
