@@ -27,12 +27,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, cancelling, metrics, pausing, store
+from pgqueue import arguments, cancelling, pausing, store
 from pgqueue.aclientpool import AsyncConn
 from pgqueue.alistening import AsyncReplyListener
 from pgqueue.areplywaiting import AsyncReplyWaiting, Polls
 from pgqueue.cancelling import Cancellation
-from pgqueue.client import CALL_GRACE
+from pgqueue.client import CALL_GRACE, observed, unexpected
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
 from pgqueue.producing import message_params, with_cancel_on_timeout
 from pgqueue.replies import CallResult
@@ -185,12 +185,8 @@ class AsyncClient(AsyncReplyWaiting):
                 task, args, kwargs, queue, timeout, priority, tenant, started, cancel_on_timeout
             )
         except Exception as exc:
-            error = self._scrub(f"{type(exc).__name__}: {exc}")
-            log.error("call failed unexpectedly: %s", error)
-            result = CallResult.failure("", "enqueue_error", error)
-        label = task if isinstance(task, str) and arguments.valid_task(task) else "<invalid>"
-        metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
-        return result
+            result = unexpected(log, self._scrub, exc)
+        return observed(task, started, result)
 
     # Mirrors pgqueue.replywaiting's ReplyWaiting._call (psycopg's sync API): the same steps on
     # the event loop; a change to one is a change to both.

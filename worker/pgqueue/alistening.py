@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from pgqueue import adb, db, store
-from pgqueue.listening import parse_note, wake_of
+from pgqueue.listening import advise_grant, parse_note, wake_of
 from pgqueue.settings import ClientSettings
 from pgqueue.store import calls
 
@@ -95,6 +95,7 @@ class AsyncReplyListener:
             self._wakes[wake_of(reply_key)] = reply_key
         return waiter
 
+    # The threaded twin (pgqueue.listening) differs on purpose: several waiters a key, a lock.
     def unregister(self, reply_key: str) -> None:
         self._waiters.pop(reply_key, None)
         if not reply_key.startswith(self.prefix):
@@ -173,16 +174,8 @@ class AsyncReplyListener:
             try:
                 await self._session()
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                # Callers poll on their own meanwhile; this only costs latency. The warning below
-                # is the sync listener's too (pgqueue.listening), on purpose: the same advice
-                # whichever client hits the missing grant.
-                if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not warned:
-                    warned = True
-                    log.warning(
-                        "reply listener cannot LISTEN (%s): grant SELECT on "
-                        "pgqueue.reply_secret to this role; callers poll meanwhile",
-                        db.scrub(str(exc).splitlines()[0], self._dsn),
-                    )
+                # Callers poll on their own meanwhile; this only costs latency.
+                warned = advise_grant(log, exc, self._dsn, warned)
                 log.debug("async reply listener reconnecting after %s", type(exc).__name__)
             for waiter in self._waiters.values():
                 waiter.event.set()  # not live: they poll on their own from now on

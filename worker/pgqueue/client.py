@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,21 @@ __all__ = [
     "Submitted",
     "TaskOptions",
 ]
+
+
+def unexpected(logger: logging.Logger, scrub: Callable[[str], str], exc: Exception) -> CallResult:
+    """A call that failed as it never should (``call`` never raises): logged, and an
+    ``enqueue_error`` result naming the error without the DSN's secrets."""
+    error = scrub(f"{type(exc).__name__}: {exc}")
+    logger.error("call failed unexpectedly: %s", error)
+    return CallResult.failure("", "enqueue_error", error)
+
+
+def observed(task: object, started: float, result: CallResult) -> CallResult:
+    """A call's result, its duration observed under the task's name (``<invalid>``: a bad one)."""
+    label = task if isinstance(task, str) and arguments.valid_task(task) else "<invalid>"
+    metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,12 +268,8 @@ class Client(ReplyWaiting):
                 {"options": options, "unique_key": unique_key, "unique_for": unique_for},
             )
         except Exception as exc:
-            error = self._scrub(f"{type(exc).__name__}: {exc}")
-            log.error("call failed unexpectedly: %s", error)
-            result = CallResult.failure("", "enqueue_error", error)
-        label = task if isinstance(task, str) and arguments.valid_task(task) else "<invalid>"
-        metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
-        return result
+            result = unexpected(log, self._scrub, exc)
+        return observed(task, started, result)
 
     def result(self, reply_key: str, timeout: float | None = None) -> CallResult:
         """Wait for the reply stored under a reply key (a :meth:`submit`'s, from any process).

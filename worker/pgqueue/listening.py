@@ -56,6 +56,20 @@ def parse_note(payload: str) -> tuple[str, tuple[object, object, object] | None]
     return payload, None
 
 
+def advise_grant(logger: logging.Logger, exc: BaseException, dsn: str, warned: bool) -> bool:
+    """Warn once per listener, the same advice whichever client's listener it is, when its role
+    may not LISTEN on a private channel (no SELECT on ``pgqueue.reply_secret``); whether it has
+    warned now."""
+    if warned or not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return warned
+    logger.warning(
+        "reply listener cannot LISTEN (%s): grant SELECT on "
+        "pgqueue.reply_secret to this role; callers poll meanwhile",
+        db.scrub(str(exc).splitlines()[0], dsn),
+    )
+    return True
+
+
 class ReplyListener:
     """One LISTEN connection per client that wakes the callers waiting on a reply key.
 
@@ -101,6 +115,7 @@ class ReplyListener:
                 self._wakes[wake_of(reply_key)] = reply_key
         return waiter
 
+    # The asyncio twin (pgqueue.alistening) differs on purpose: one waiter per key, no lock.
     def unregister(self, reply_key: str, waiter: Waiter | None = None) -> None:
         """Stop waking ``waiter`` (every waiter of the key when ``None``)."""
         with self._lock:
@@ -167,17 +182,9 @@ class ReplyListener:
                             self._deliver(note.channel, note.payload)
                         self._clear_handed(conn)
             except psycopg.Error as exc:
-                # Callers poll on their fast schedule meanwhile; this only costs latency. The
-                # warning below is the async listener's too (pgqueue.alistening), on purpose: the
-                # same advice whichever client hits the missing grant.
+                # Callers poll on their fast schedule meanwhile; this only costs latency.
                 self.live = False
-                if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not warned:
-                    warned = True
-                    log.warning(
-                        "reply listener cannot LISTEN (%s): grant SELECT on "
-                        "pgqueue.reply_secret to this role; callers poll meanwhile",
-                        db.scrub(str(exc).splitlines()[0], self._dsn),
-                    )
+                warned = advise_grant(log, exc, self._dsn, warned)
                 log.debug("reply listener reconnecting after %s", type(exc).__name__)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

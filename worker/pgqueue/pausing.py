@@ -90,13 +90,18 @@ class QueuePause:
         return f"queue {self.queue} was not paused; nothing changed"
 
 
-def who(kind: str = "client") -> str:
-    """``<kind> user@host`` of this process, recorded with a pause that names no one."""
+def user_at_host() -> str:
+    """``user@host`` of this process, as pauses, flags and purges record who made them."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (a container running as a bare uid)
         user = "unknown"
-    return f"{kind} {user}@{socket.gethostname()} pid {os.getpid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def who(kind: str = "client") -> str:
+    """``<kind> user@host pid N`` of this process, recorded with a pause that names no one."""
+    return f"{kind} {user_at_host()} pid {os.getpid()}"
 
 
 def check_queue(queue: object) -> str:

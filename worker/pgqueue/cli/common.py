@@ -9,10 +9,8 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import math
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -20,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
-from pgqueue import db
+from pgqueue import db, pausing
 from pgqueue.cli.parsing import EXIT_USAGE, env_name
 from pgqueue.errors import ConfigurationError
 from pgqueue.settings import ConnectionSettings, check_queue_name
@@ -229,11 +227,7 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def who() -> str:
     """user@host of whoever runs the command, recorded with flags and purges."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container running as a bare uid)
-        user = "unknown"
-    return f"cli {user}@{socket.gethostname()}"
+    return f"cli {pausing.user_at_host()}"
 
 
 def queue_name(text: str) -> str:
