@@ -229,6 +229,7 @@ def _issue(
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
+    # make_pki's CA builder chain reads like this one on purpose: see the reason there.
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
