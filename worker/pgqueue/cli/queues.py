@@ -53,7 +53,8 @@ def _stats_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _filters(p: argparse.ArgumentParser, states: Sequence[str], states_help: str) -> None:
-    """The options of a _Selection."""
+    """The options of a _Selection, and where the database is."""
+    add_connection(p)
     p.add_argument("name", type=queue_name, metavar="NAME", help="The queue.")
     p.add_argument("--task", default=None, help="Only messages of this task name.")
     p.add_argument("--tenant", default=None, help="Only messages of this tenant.")
