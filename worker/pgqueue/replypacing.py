@@ -3,9 +3,9 @@ how long its recent replies took.
 
 Every poll is a round trip that costs the caller and Postgres CPU. The fixed schedule (a poll at
 once, ``poll_flat`` polls ``poll_initial`` apart, then doubling up to ``poll_max``) spends about
-``poll_flat + log2(wait / poll_initial)`` polls on a call, so its cost grows with the wait: with
-200 callers on 2 workers a call waits ~30 times longer than with 8, and took ~13 polls against
-~8. With ``poll_adaptive`` a client keeps, per queue and task, a moving average of when its
+``poll_flat + log2(wait / poll_initial)`` polls on a call, so its cost grows with the wait: 8
+polls for a 7 ms wait, 14 for 240 ms (a caller the CPU keeps waiting polls less: its naps run
+long). With ``poll_adaptive`` a client keeps, per queue and task, a moving average of when its
 recent replies were stored (:class:`ReplyTimes`); the first poll then comes at ``LEAD`` of it
 and the next ones ``STEP`` of it apart before the doubling, about three polls a call whatever the
 wait. No gap ever exceeds ``poll_max``, the cadence that bounds how late a stored reply is seen;
