@@ -15,6 +15,7 @@ COLUMNS = (
     ("p99 ms", "p99_ms", 2),
     ("claims/msg", "claims_per_message", 2),
     ("empty claims/msg (≥)", "empty_claims_per_message", 2),
+    ("polls/call", "polls_per_call", 2),
     ("Postgres CPU ms/call", "pg_cpu_ms_per_call", 3),
     ("… less idle fleet's", "pg_cpu_ms_per_call_net", 3),
     ("idle fleet's Postgres CPU ms/s", "pg_idle_cpu_ms_per_s", 1),
@@ -51,7 +52,8 @@ def markdown(figures: dict[str, Any], seconds: float) -> list[str]:
     lines += [
         "",
         "Claims: `pg_stat_statements` calls of the claim statement (empty ones at least calls − "
-        "rows claimed). Postgres CPU: utime + stime of every server process over the window; "
+        "rows claimed). Polls: calls of the callers' reads of their own reply row. "
+        "Postgres CPU: utime + stime of every server process over the window; "
         "less what the same W workers cost it per second with nobody calling (sampled before "
         "the cells). "
         "NOTIFYs: rows of the enqueue and ack statements, one NOTIFY each; signals: NOTIFYs × "
