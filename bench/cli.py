@@ -64,7 +64,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-# option -> (params field, type, help)
+# option -> (params field, type, help); its entries read alike on purpose: one table, one per knob.
 _OVERRIDES: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--runs": ("runs", _count, "Repetitions of each scenario (≥ 3 for the reported medians)."),
     "--drain-jobs": ("drain_jobs", _count, "No-op jobs drained per system (full: 50000)."),

@@ -8,6 +8,7 @@ for a fixed window; what it reports per call is counted, not estimated, where Po
 - claim statements (``pg_stat_statements`` calls of the worker's claim) and the rows they
   returned, so claims per message and the empty claims (at least calls − rows: exact while a
   claim takes at most one row, as it does with one call in flight per caller);
+- polls: the callers' reads of their own reply row (take_reply, peek_reply);
 - Postgres CPU: utime + stime from ``/proc/<pid>/stat`` of the postmaster and every child,
   sampled when the window opens and when it closes, while every connection is still open;
 - NOTIFYs sent: the enqueue's wake-ups (migration 0012: one NOTIFY to one waiting worker's own
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 QUEUE = "fleet"
 ECHO_TASK = "demo.echo"
 CALL_TIMEOUT = 30.0
+START_LEAD, START_LEAD_PER_CALLER = 0.5, 0.005  # seconds from the go barrier to the window
 IDLE_SECONDS = 5.0  # the idle fleet's own Postgres CPU is sampled this long per W
 
 
@@ -69,10 +71,13 @@ def caller_main(
     duration: float,
     ready: Any,
     go: Any,
+    start: Any,
     release: Any,
     results: Any,
 ) -> None:
-    """One caller process: warm up with one call, meet the others, call until the window ends.
+    """One caller process: warm up with one call, meet the others, call from ``start`` (a
+    shared ``perf_counter`` time: CLOCK_MONOTONIC, one clock for every process) until the
+    window ends.
 
     Reports its samples, how many replies it checked, the notifications its listener was handed
     and its own CPU seconds, then keeps the client open until ``release`` is set.
@@ -99,14 +104,20 @@ def caller_main(
             call()
             ready.wait(timeout=600)
             go.wait(timeout=600)
+            # The barrier lets its parties go one at a time, through its lock: had each begun
+            # as it passed, the last of 200 would start long after the first (while the first
+            # take the CPU) and stop as long after. All begin at one time instead.
+            time.sleep(max(0.0, start.value - time.perf_counter()))
             delivered_before = _delivered(client)
             cpu_before = _own_cpu()
-            end = time.perf_counter() + duration
+            began = time.perf_counter()
+            end = start.value + duration
             samples: list[float] = []
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
                 call()
                 samples.append(time.perf_counter() - t0)
+            ended = time.perf_counter()
             delivered = _delivered(client)
             results.put(
                 {
@@ -115,6 +126,8 @@ def caller_main(
                     "delivered": None if delivered is None else delivered - (delivered_before or 0),
                     "cpu_s": _own_cpu() - cpu_before,
                     "listening": _listening(client),
+                    "late_s": began - start.value,
+                    "ended": ended,
                 }
             )
             release.wait(timeout=600)
@@ -154,11 +167,14 @@ _ENQUEUE = "query LIKE '%%INSERT INTO pgqueue.message%%pgqueue.wake(%%'"
 # The ack NOTIFYs once per acked message with a reply key (every message here has one).
 _ACK = "query LIKE '%%pg_notify(pgqueue.reply_channel(a.reply_key)%%'"
 _CLAIM = "query LIKE '%%pgqueue.claim(%%'"
+# A caller's read of its own reply row (take_reply, peek_reply; not the listeners' take_replies).
+_POLL = "query LIKE '%%FROM pgqueue.result r%%WHERE r.reply_key = $%%'"
 _COUNTS = f"""
 SELECT coalesce(sum(calls) FILTER (WHERE {_CLAIM}), 0)::float8,
        coalesce(sum(rows) FILTER (WHERE {_CLAIM}), 0)::float8,
        coalesce(sum(calls) FILTER (WHERE {_ENQUEUE}), 0)::float8,
-       coalesce(sum(rows) FILTER (WHERE {_ACK}), 0)::float8
+       coalesce(sum(rows) FILTER (WHERE {_ACK}), 0)::float8,
+       coalesce(sum(calls) FILTER (WHERE {_POLL}), 0)::float8
 FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
@@ -188,7 +204,7 @@ def _statement_counts(dsn: str) -> dict[str, float]:
         listening = conn.execute(_LISTENING).fetchone()
     assert row is not None
     assert listening is not None
-    keys = ("claims", "claimed_rows", "enqueues", "reply_notifies")
+    keys = ("claims", "claimed_rows", "enqueues", "reply_notifies", "reply_polls")
     out = dict(zip(keys, (float(v) for v in row), strict=True))
     out["listening_workers"] = float(listening[0])
     return out
@@ -209,12 +225,13 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
     p = bench.p
     ctx = _context()
     ready, go = ctx.Barrier(callers + 1), ctx.Barrier(callers + 1)
+    start = ctx.Value("d", 0.0, lock=False)
     release = ctx.Event()
     results = ctx.Queue()
     procs = [
         ctx.Process(
             target=caller_main,
-            args=(dsn, p.fleet_reply_wait, i, p.fleet_seconds, ready, go, release, results),
+            args=(dsn, p.fleet_reply_wait, i, p.fleet_seconds, ready, go, start, release, results),
             name=f"bench-fleet-caller-{i}",
             daemon=True,
         )
@@ -230,20 +247,23 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
             raise BenchError(f"fleet callers did not start: {_first_failure(results)}") from None
         wakes_before = wakes_so_far(dsn)
         reset_statements(dsn)
+        # The callers are idle until the window: what the CPU does meanwhile is not calls'.
         pg_before = postgres_ticks(postmaster)
         workers_before = _worker_cpu(workers)
+        # Time for every caller to pass the barrier (one at a time, but idle meanwhile).
+        start.value = time.perf_counter() + START_LEAD + callers * START_LEAD_PER_CALLER
         try:
             go.wait(timeout=60)
         except threading.BrokenBarrierError:
             raise BenchError(f"fleet callers failed: {_first_failure(results)}") from None
-        t0 = time.perf_counter()
         reports: list[dict[str, Any]] = []
         for _ in procs:
             got = results.get(timeout=p.fleet_seconds + CALL_TIMEOUT + 60)
             if isinstance(got, str):
                 raise BenchError(f"fleet caller failed: {got}")
             reports.append(got)
-        elapsed = time.perf_counter() - t0
+        # From the callers' clock: this process may get the CPU late among 200 callers.
+        elapsed = max(r["ended"] for r in reports) - start.value
         pg_cpu = ticks_between(pg_before, postgres_ticks(postmaster))
         worker_cpu = _worker_cpu(workers) - workers_before
         counts = _statement_counts(dsn)
@@ -277,10 +297,12 @@ def run_cell(bench: Bench, dsn: str, workers: list[Proc], callers: int) -> dict[
             "calls": calls,
             "checked": sum(r["checked"] for r in reports),
             "calls_per_s": calls / elapsed,
+            "callers_late_s": max(r["late_s"] for r in reports),
             "claims": counts["claims"],
             "claimed_rows": counts["claimed_rows"],
             "claims_per_message": counts["claims"] / calls,
             "empty_claims_per_message": max(0.0, counts["claims"] - counts["claimed_rows"]) / calls,
+            "polls_per_call": counts["reply_polls"] / calls,
             "pg_cpu_s": pg_cpu,
             "pg_cpu_ms_per_call": 1000.0 * pg_cpu / calls,
             "worker_cpu_ms_per_call": 1000.0 * worker_cpu / calls,

@@ -15,6 +15,7 @@ COLUMNS = (
     ("p99 ms", "p99_ms", 2),
     ("claims/msg", "claims_per_message", 2),
     ("empty claims/msg (≥)", "empty_claims_per_message", 2),
+    ("polls/call", "polls_per_call", 2),
     ("Postgres CPU ms/call", "pg_cpu_ms_per_call", 3),
     ("… less idle fleet's", "pg_cpu_ms_per_call_net", 3),
     ("idle fleet's Postgres CPU ms/s", "pg_idle_cpu_ms_per_s", 1),
@@ -51,7 +52,8 @@ def markdown(figures: dict[str, Any], seconds: float) -> list[str]:
     lines += [
         "",
         "Claims: `pg_stat_statements` calls of the claim statement (empty ones at least calls − "
-        "rows claimed). Postgres CPU: utime + stime of every server process over the window; "
+        "rows claimed). Polls: calls of the callers' reads of their own reply row. "
+        "Postgres CPU: utime + stime of every server process over the window; "
         "less what the same W workers cost it per second with nobody calling (sampled before "
         "the cells). "
         "NOTIFYs: rows of the enqueue and ack statements, one NOTIFY each; signals: NOTIFYs × "
@@ -60,6 +62,21 @@ def markdown(figures: dict[str, Any], seconds: float) -> list[str]:
         "the callers' reply listeners received.",
     ]
     return lines
+
+
+def _panel(
+    ax: Any, xs: list[int], lines: list[tuple[str, list[Any]]], style: str, xlabel: str, ylabel: str
+) -> None:
+    """One plot of the grid: a line per (label, values) over ``xs`` on a log axis."""
+    for name, values in lines:
+        ax.plot(xs, values, style, label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def plot(plt: Any, figures: dict[str, Any]) -> Any:
@@ -76,25 +93,9 @@ def plot(plt: Any, figures: dict[str, Any]) -> Any:
     )
     fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.6 * len(rows)))
     for r, (key, label) in enumerate(rows):
-        ax = axes[r][0]
-        for w in ws:
-            ax.plot(ns, [by[(n, w)][key] for n in ns], "o-", label=f"W = {w}")
-        ax.set_xscale("log")
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.minorticks_off()
-        ax.set_xlabel("N caller processes (log)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        ax = axes[r][1]
-        for n in ns:
-            ax.plot(ws, [by[(n, w)][key] for w in ws], "s--", label=f"N = {n}")
-        ax.set_xscale("log")
-        ax.set_xticks(ws, [str(w) for w in ws])
-        ax.minorticks_off()
-        ax.set_xlabel("W worker processes, --pool inline (log)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        by_n = [(f"W = {w}", [by[(n, w)][key] for n in ns]) for w in ws]
+        _panel(axes[r][0], ns, by_n, "o-", "N caller processes (log)", label)
+        by_w = [(f"N = {n}", [by[(n, w)][key] for w in ws]) for n in ns]
+        _panel(axes[r][1], ws, by_w, "s--", "W worker processes, --pool inline (log)", label)
     fig.suptitle("Cost per call as the fleet grows")
     return fig

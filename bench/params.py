@@ -75,6 +75,7 @@ class BenchParams:
 
 FULL = BenchParams()
 
+# Every smoke value spelled out, alike on purpose: the preset is read and cut as this one list.
 SMOKE = BenchParams(
     preset="smoke",
     runs=2,

@@ -174,6 +174,14 @@ def _ms(s: dict[str, Any]) -> str:
     return f"{_fmt(s.get('median'))} [{_fmt(s.get('min'))}–{_fmt(s.get('max'))}]"
 
 
+def _per_system(summary: dict[str, dict[str, Any]], columns: dict[str, str]) -> list[str]:
+    """A table with a row per system: a column per (header, summary key), each median [min–max]."""
+    lines = ["| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, s in summary.items():
+        lines.append(f"| {name} | " + " | ".join(_ms(s[key]) for key in columns.values()) + " |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     sc = results.get("scenarios", {})
     p = results["params"]
@@ -200,34 +208,24 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["| system | jobs/s |", "|---|---|"]
         for name, s in d["summary"].items():
             lines.append(f"| {name} | {_ms(s)} |")
+    # Alike on purpose, as section 3: the data of one _per_system table (its title, its columns).
     if "rpc_latency" in sc:
         d = sc["rpc_latency"]
-        lines += [
-            "",
+        title = (
             f"## 2. Sequential RPC latency ({p['rpc_calls']:,} calls after "
-            f"{p['rpc_warmup']} warm-up; poll-only path: {d['poll_only_path']})",
-            "",
-            "| system | p50 ms | p95 ms | p99 ms |",
-            "|---|---|---|---|",
-        ]
-        for name, s in d["summary"].items():
-            lines.append(
-                f"| {name} | {_ms(s['p50_ms'])} | {_ms(s['p95_ms'])} | {_ms(s['p99_ms'])} |"
-            )
+            f"{p['rpc_warmup']} warm-up; poll-only path: {d['poll_only_path']})"
+        )
+        columns = {"p50 ms": "p50_ms", "p95 ms": "p95_ms", "p99 ms": "p99_ms"}
+        lines += ["", title, "", *_per_system(d["summary"], columns)]
+    # Alike on purpose, as section 2: the data of one _per_system table (its title, its columns).
     if "rpc_throughput" in sc:
         d = sc["rpc_throughput"]
-        lines += [
-            "",
+        title = (
             f"## 3. RPC throughput ({p['throughput_seconds']:g} s; {d['callers']}; "
-            f"{d['pgqueue_workers']}; {d['celery_workers']})",
-            "",
-            "| system | calls/s | p50 ms | p99 ms |",
-            "|---|---|---|---|",
-        ]
-        for name, s in d["summary"].items():
-            lines.append(
-                f"| {name} | {_ms(s['calls_per_s'])} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} |"
-            )
+            f"{d['pgqueue_workers']}; {d['celery_workers']})"
+        )
+        columns = {"calls/s": "calls_per_s", "p50 ms": "p50_ms", "p99 ms": "p99_ms"}
+        lines += ["", title, "", *_per_system(d["summary"], columns)]
     if "backlog" in sc:
         d = sc["backlog"]
         lines += [

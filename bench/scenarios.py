@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -366,27 +366,20 @@ class Bench:
         finally:
             self.procs.stop_all(workers)
 
-    @contextmanager
-    def pgqueuer_workers(self, dsn: str, count: int) -> Iterator[list[Proc]]:
-        workers = [
-            self.procs.python(
-                "pgqueuer-worker",
-                ["-m", "bench.pgqueuer_worker", dsn, str(self.p.pgqueuer_batch)],
-            )
-            for _ in range(count)
-        ]
-        try:
-            self._wait_connections(dsn, count, workers)
-            yield workers
-        finally:
-            self.procs.stop_all(workers)
+    def pgqueuer_workers(self, dsn: str, count: int) -> AbstractContextManager[list[Proc]]:
+        argv = ["-m", "bench.pgqueuer_worker", dsn, str(self.p.pgqueuer_batch)]
+        return self._polling_workers("pgqueuer-worker", argv, dsn, count)
+
+    def raw_workers(self, dsn: str, count: int) -> AbstractContextManager[list[Proc]]:
+        argv = ["-m", "bench.rawloop", dsn, str(self.p.raw_batch)]
+        return self._polling_workers("raw-loop", argv, dsn, count)
 
     @contextmanager
-    def raw_workers(self, dsn: str, count: int) -> Iterator[list[Proc]]:
-        workers = [
-            self.procs.python("raw-loop", ["-m", "bench.rawloop", dsn, str(self.p.raw_batch)])
-            for _ in range(count)
-        ]
+    def _polling_workers(
+        self, name: str, argv: list[str], dsn: str, count: int
+    ) -> Iterator[list[Proc]]:
+        """``count`` processes of ``argv`` with no readiness probe (PgQueuer's, the raw loop)."""
+        workers = [self.procs.python(name, argv) for _ in range(count)]
         try:
             self._wait_connections(dsn, count, workers)
             yield workers

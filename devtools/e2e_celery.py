@@ -21,6 +21,7 @@ from typing import IO
 
 import redis
 
+from devtools import logfiles
 from devtools.kubeapi import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,16 +104,12 @@ class CeleryWorker:
         return self
 
     def tail(self, chars: int = 4000) -> str:
-        if self._log is not None:
-            self._log.flush()
-        path = self.workdir / "celery-worker.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+        return logfiles.tail(self.workdir / "celery-worker.log", self._log, chars)
 
     def stop(self) -> None:
         _stop(self.popen)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        logfiles.close(self._log)
+        self._log = None
 
 
 def _stop(popen: subprocess.Popen[bytes] | None) -> None:

@@ -27,8 +27,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
+from devtools import logfiles
 from devtools.kubeapi import KubeCluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,15 +209,11 @@ class PodProcess:
         return self.popen.returncode
 
     def _close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        logfiles.close(self._log)
+        self._log = None
 
     def tail(self, chars: int = 4000) -> str:
-        if self._log is not None:
-            self._log.flush()
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-chars:]
+        return logfiles.tail(self.log_path, self._log, chars)
 
 
 def _substitute(text: str, mapping: dict[int, int]) -> str:
@@ -226,6 +223,33 @@ def _substitute(text: str, mapping: dict[int, int]) -> str:
         if text.endswith(f"={container_port}"):
             return text[: -len(str(container_port))] + str(host_port)
     return text
+
+
+class _Identity(TypedDict):
+    name: str
+    namespace: str
+    labels: dict[str, str]
+
+
+def _identity(meta: dict[str, Any]) -> _Identity:
+    """A pod handle's name, namespace and labels, from the Pod's metadata."""
+    return _Identity(
+        name=meta["name"], namespace=meta["namespace"], labels=dict(meta.get("labels") or {})
+    )
+
+
+def _free_ports(container: dict[str, Any]) -> tuple[dict[str, int], dict[int, int]]:
+    """A free loopback port per container port: by container port number and by port name, and
+    container port -> local port."""
+    ports: dict[str, int] = {}
+    mapping: dict[int, int] = {}
+    for port in container.get("ports") or []:
+        local = free_port()
+        mapping[int(port["containerPort"])] = local
+        ports[str(port["containerPort"])] = local
+        if "name" in port:
+            ports[port["name"]] = local
+    return ports, mapping
 
 
 def plan_pod(
@@ -240,14 +264,7 @@ def plan_pod(
     """The process a kubelet with host networking would start for ``pod`` (not started yet)."""
     containers = pod["spec"]["containers"]
     container = next((c for c in containers if container_name in (None, c["name"])), containers[0])
-    ports: dict[str, int] = {}
-    mapping: dict[int, int] = {}
-    for port in container.get("ports") or []:
-        host = free_port()
-        mapping[int(port["containerPort"])] = host
-        ports[str(port["containerPort"])] = host
-        if "name" in port:
-            ports[port["name"]] = host
+    ports, mapping = _free_ports(container)
     command = container.get("command") or entrypoint_of(container["image"])
     argv = [_substitute(a, mapping) for a in [*command, *(container.get("args") or [])]]
     if resolve is not None:
@@ -258,9 +275,7 @@ def plan_pod(
     log_dir.mkdir(parents=True, exist_ok=True)
     meta = pod["metadata"]
     return PodProcess(
-        name=meta["name"],
-        namespace=meta["namespace"],
-        labels=dict(meta.get("labels") or {}),
+        **_identity(meta),
         container=container,
         ports=ports,
         argv=argv,
@@ -319,19 +334,11 @@ def forward_pod(
     """A handle on a running Pod whose container ports are forwarded to free loopback ports."""
     meta = pod["metadata"]
     container = pod["spec"]["containers"][0]
-    ports: dict[str, int] = {}
-    pairs: list[str] = []
-    for port in container.get("ports") or []:
-        local = free_port()
-        ports[str(port["containerPort"])] = local
-        if "name" in port:
-            ports[port["name"]] = local
-        pairs.append(f"{local}:{port['containerPort']}")
+    ports, mapping = _free_ports(container)
+    pairs = [f"{local}:{container_port}" for container_port, local in mapping.items()]
     log_dir.mkdir(parents=True, exist_ok=True)
     return ForwardedPod(
-        name=meta["name"],
-        namespace=meta["namespace"],
-        labels=dict(meta.get("labels") or {}),
+        **_identity(meta),
         container=container,
         ports=ports,
         argv=[

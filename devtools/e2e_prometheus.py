@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import yaml
 
+from devtools import logfiles
 from devtools.e2e_pods import PodProcess
 from devtools.kubeapi import free_port
 
@@ -184,15 +185,11 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        logfiles.close(self._log)
+        self._log = None
 
     def tail(self, chars: int = 3000) -> str:
-        if self._log is not None:
-            self._log.flush()
-        path = self.workdir / "prometheus.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+        return logfiles.tail(self.workdir / "prometheus.log", self._log, chars)
 
 
 def with_kubernetes_sd() -> tuple[str, str]:

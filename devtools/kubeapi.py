@@ -83,7 +83,7 @@ class KubeCluster:
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         cmd = [self.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
-        return _run(cmd, input=input, check=check, timeout=timeout, env=None)
+        return _run(cmd, input=input, check=check, timeout=_outlasting(args, timeout), env=None)
 
     def helm(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120.0
@@ -112,6 +112,21 @@ class CommandError(subprocess.CalledProcessError):
 
     def __str__(self) -> str:
         return f"{super().__str__()}\nstderr:\n{last_lines(self.stderr or '')}"
+
+
+def _outlasting(args: tuple[str, ...], timeout: float) -> float:
+    """A wait long enough for kubectl's own ``--timeout=``: a subprocess killed first raises
+    TimeoutExpired whatever ``check`` says (a ``delete --timeout=60s`` under load did, as a
+    teardown error, before kubectl could report)."""
+    own = [a.removeprefix("--timeout=") for a in args if a.startswith("--timeout=")]
+    if own:
+        try:
+            # kubectl's durations as the tests write them: "30s", "2m".
+            seconds = float(own[-1][:-1]) * {"s": 1, "m": 60}[own[-1][-1]]
+        except (KeyError, ValueError):
+            return timeout
+        return max(timeout, seconds + 30.0)
+    return timeout
 
 
 def _run(
@@ -214,6 +229,7 @@ def _issue(
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
+    # make_pki's CA builder chain reads like this one on purpose: see the reason there.
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -445,6 +445,7 @@ class NodeRunner:
         kubelet_config.write_text(
             _kubelet_config(self.root, pki.ca_cert, *serving, free_port(), free_port())
         )
+        # Each command line in full, alike in shape only: every flag is one a reader checks.
         kubelet = self._spawn(
             "kubelet",
             str(self.bin_dir / "kubelet"),
@@ -458,6 +459,7 @@ class NodeRunner:
                 "--v=1",
             ],
         )
+        # The scheduler's command line in full, like the kubelet's above (shape only, on purpose).
         scheduler = self._spawn(
             "kube-scheduler",
             str(self.bin_dir / "kube-scheduler"),

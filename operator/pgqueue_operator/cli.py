@@ -96,20 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Watch every namespace (cluster-wide). Env PGQUEUE_OPERATOR_ALL_NAMESPACES.",
     )
-    run.add_argument(
-        "--metrics-port",
-        type=_port("--metrics-port", allow_zero=True),
-        metavar="PORT",
-        help="Port of Prometheus /metrics; 0 disables. Default 9090. "
-        "Env PGQUEUE_OPERATOR_METRICS_PORT.",
-    )
-    run.add_argument(
-        "--health-port",
-        type=_port("--health-port", allow_zero=False),
-        metavar="PORT",
-        help="Port of the liveness endpoint GET /healthz. Default 8080. "
-        "Env PGQUEUE_OPERATOR_HEALTH_PORT.",
-    )
+    for option, allow_zero, what in (
+        ("--metrics-port", True, "Port of Prometheus /metrics; 0 disables. Default 9090."),
+        ("--health-port", False, "Port of the liveness endpoint GET /healthz. Default 8080."),
+    ):
+        run.add_argument(
+            option,
+            type=_port(option, allow_zero=allow_zero),
+            metavar="PORT",
+            help=f"{what} Env PGQUEUE_OPERATOR_{option[2:].upper().replace('-', '_')}.",
+        )
     run.add_argument(
         "--log-format",
         choices=["plain", "json"],

@@ -25,6 +25,7 @@ ORDER: tuple[ConditionType, ...] = (READY, PROGRESSING, DEGRADED, GATE_SYNCED, P
 Status = Literal["True", "False", "Unknown"]
 
 
+# A plain frozen record, like gatesync.Reading in shape only: no logic to share.
 @dataclass(frozen=True, slots=True)
 class Change:
     """One condition to set: its type, status, reason and message."""

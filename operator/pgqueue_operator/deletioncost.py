@@ -32,6 +32,7 @@ UNKNOWN = 1
 class Heartbeat(Protocol):
     """What the costs need of a worker registry row (``pgqueue.registry.WorkerRow``)."""
 
+    # Properties on purpose (as depth.Stats): a frozen row fits no settable attribute.
     @property
     def worker_id(self) -> str: ...
     @property

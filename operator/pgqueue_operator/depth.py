@@ -16,6 +16,7 @@ from typing import Any, Protocol
 class Stats(Protocol):
     """What the sampler needs of ``pgqueue.QueueStats``."""
 
+    # Properties on purpose (as deletioncost.Heartbeat): a frozen row fits no settable attribute.
     @property
     def queue(self) -> str: ...
     @property

@@ -32,6 +32,7 @@ from pgqueue_operator.verbs import KubeVerbs
 log = logging.getLogger(__name__)
 
 
+# A plain frozen record, like conditions.Change, handlers.Parts in shape only: no logic to share.
 @dataclass(frozen=True, slots=True)
 class Reading:
     """What the gate ConfigMap says, already parsed fail-closed."""

@@ -55,6 +55,7 @@ from pgqueue_operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 
+# A plain frozen record, like gatesync.Reading in shape only: no logic to share.
 @dataclass(frozen=True, slots=True)
 class Parts:
     """The deciding parts over one Kubernetes client, and that client."""

@@ -19,6 +19,8 @@ from pgqueue_operator.depth import Depth
 REGISTRY = CollectorRegistry(auto_describe=True)
 _OWNER = ("namespace", "pgqueueworker")
 
+# Each series declared in full, alike on purpose: its name, help and labels are the contract.
+
 QUEUE_DEPTH = Gauge(
     "pgqueue_queue_depth",
     "Messages per queue and state (ready, in_flight, delayed, dead) at the last sample.",

@@ -315,3 +315,16 @@ def test_queue_purge_on_a_terminal_says_how_many(pg_dsn: str) -> None:
     code, out = _on_a_terminal(pg_dsn, ["queue", "purge", "orders", "--tenant", "acme"], "yes")
     assert code == 0, out
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 1
+
+
+def test_queue_show_and_purge_take_the_database_from_dsn_as_every_command_does(
+    pg_dsn: str,
+) -> None:
+    """``--dsn`` alone, no PGQUEUE_DSN in the environment (both once lacked the option)."""
+    msg_id = _enqueue(pg_dsn, "a")
+    shown = pgq("queue", "show", "orders", "--json", "--dsn", pg_dsn)
+    assert shown.returncode == 0, shown.stderr
+    assert [m["msg_id"] for m in json.loads(shown.stdout)["messages"]] == [msg_id]
+    purged = pgq("queue", "purge", "orders", "--yes", "--json", "--dsn", pg_dsn)
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout)["purged"] == 1

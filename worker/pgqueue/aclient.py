@@ -248,7 +248,9 @@ class AsyncClient(AsyncReplyWaiting):
             state = Polls()
             try:
                 async with asyncio.timeout_at(hard_stop):
-                    return await self._wait(reply_key, deadline, wait, waiter, state)
+                    return await self._wait(
+                        reply_key, deadline, wait, waiter, state, (str(queue), str(task))
+                    )
             except TimeoutError:
                 # A poll in flight at the deadline: its connection was given up.
                 return state.timed_out(reply_key, wait, "; last poll got no answer")

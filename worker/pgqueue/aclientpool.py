@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import adb, db
 from pgqueue.alistening import AsyncReplyListener
+from pgqueue.replypacing import ReplyTimes
 from pgqueue.settings import ClientSettings
 
 # One logger for the async client, whichever part of it speaks.
@@ -43,6 +44,8 @@ class AsyncClientConnections:
         self._application_name = application_name
         self._pool = self._new_pool()
         self._listener: AsyncReplyListener | None = None
+        # When this client's recent replies were stored: the polls' timing (pgqueue.replypacing).
+        self._reply_times = ReplyTimes(self.settings.poll_initial)
         self._opened = False
         self._closed = False
         self._open_lock = asyncio.Lock()

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import store
+from pgqueue import replypacing, store
 from pgqueue.aclientpool import AsyncClientConnections, AsyncConn
 from pgqueue.alistening import AsyncWaiter
 from pgqueue.replies import CallResult, from_row
@@ -46,20 +46,30 @@ class AsyncReplyWaiting(AsyncClientConnections):
         wait: float,
         waiter: AsyncWaiter | None,
         state: Polls,
+        paced: tuple[str, str] | None = None,
     ) -> CallResult:
-        pause = self.settings.poll_initial
+        s = self.settings
         listener = self._listener if waiter is not None else None
-        # With LISTEN in place the listener hands the reply over (or sweeps it): no polling.
-        skip_poll = listener is not None and listener.live
+        # A caller that only polls times them from when its recent replies came (architecture §4).
+        times = self._reply_times if waiter is None and paced and s.poll_adaptive else None
+        typical = times.typical(paced) if times and paced else None
+        began, last_empty = time.monotonic(), 0.0
+        # With LISTEN in place the listener hands the reply over (or sweeps it): no polling;
+        # with a typical wait, no poll before its first due time.
+        skip_poll = (listener is not None and listener.live) or typical is not None
         while True:
             if waiter is not None and waiter.reply is not None:
                 return from_row(reply_key, *waiter.reply)
             if not skip_poll:
                 state.polls += 1
+                polled = time.monotonic() - began
                 try:
                     result = await self._take(reply_key)
                     if result is not None:
+                        if times and paced:
+                            times.record(paced, replypacing.sample(last_empty, polled))
                         return result
+                    last_empty = polled
                     state.last_error = ""
                 except (psycopg.Error, PoolTimeout, OSError) as exc:
                     # The database is away: keep trying until the deadline; the reply waits.
@@ -70,6 +80,8 @@ class AsyncReplyWaiting(AsyncClientConnections):
             if remaining <= 0:
                 return state.timed_out(reply_key, wait, state.last_error)
             live = listener is not None and listener.live
+            # Flat and fast while the reply is likely, then doubling up to the cap.
+            pause = replypacing.pause(state.polls, typical, s.poll_initial, s.poll_flat, s.poll_max)
             nap = remaining if live else min(pause, remaining)
             woken = False
             if waiter is not None:
@@ -85,9 +97,6 @@ class AsyncReplyWaiting(AsyncClientConnections):
             # While the listener is live a caller reads its row only when woken without its
             # reply (a wake-up, or the listener lost); otherwise the listener's sweep covers it.
             skip_poll = listener is not None and listener.live and not woken
-            if not live and state.polls >= self.settings.poll_flat:
-                # Flat and fast while a short task's reply is likely, then doubling up to the cap.
-                pause = min(pause * 2, self.settings.poll_max)
 
 
 class Polls:

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import db
 from pgqueue.listening import ReplyListener
+from pgqueue.replypacing import ReplyTimes
 from pgqueue.settings import ClientSettings
 
 # One logger for the client, whichever part of it speaks.
@@ -40,6 +41,8 @@ class ClientConnections:
         self._conninfo = db.conninfo(self.settings.dsn, self.settings, pooled=self.settings.pooled)
         self._listener: ReplyListener | None = None
         self._listener_lock = threading.Lock()
+        # When this client's recent replies were stored: the polls' timing (pgqueue.replypacing).
+        self._reply_times = ReplyTimes(self.settings.poll_initial)
         self._pid = os.getpid()
         self._pool_ = self._new_pool()
 
@@ -77,6 +80,8 @@ class ClientConnections:
                 if os.getpid() != self._pid:
                     self._pool_ = self._new_pool()
                     self._listener = None
+                    # Its lock may have been held by a thread the fork did not copy.
+                    self._reply_times = ReplyTimes(self.settings.poll_initial)
                     self._pid = os.getpid()
         return self._pool_
 

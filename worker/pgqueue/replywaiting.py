@@ -1,10 +1,11 @@
 """A call's path: enqueue with a reply key, then poll or wake on the reply's NOTIFY, until the
 reply or the deadline.
 
-Polls with a fast-then-capped backoff clamped to the deadline, taking a pooled connection only
-for each poll; with a live listener (:mod:`pgqueue.listening`) it polls when woken and every
-``poll_max`` as the safety net, and a small reply comes in the NOTIFY itself. Polling stays the
-correctness path: a lost notification costs latency, never a result.
+Polls with a fast-then-capped backoff clamped to the deadline, timed from this client's recent
+replies (:mod:`pgqueue.replypacing`), taking a pooled connection only for each poll; with a live
+listener (:mod:`pgqueue.listening`) it polls when woken and every ``poll_max`` as the safety net,
+and a small reply comes in the NOTIFY itself. Polling stays the correctness path: a lost
+notification costs latency, never a result.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from pgqueue import arguments, db, producing, store
+from pgqueue import arguments, db, producing, replypacing, store
 from pgqueue.clientpool import Conn
 from pgqueue.enqueuing import Enqueuing
 from pgqueue.errors import ConfigurationError, PgQueueError
@@ -77,7 +78,9 @@ class ReplyWaiting(Enqueuing):
                     return CallResult.failure(reply_key, "enqueue_error", str(exc))
                 if unique and listener:
                     waiter = listener.register(reply_key)
-                return self._wait(reply_key, deadline, wait, waiter, poll_first=unique)
+                # A unique call may find its reply stored already: it polls at once, untimed.
+                paced = None if unique else (str(params["queue"]), str(params["task_name"]))
+                return self._wait(reply_key, deadline, wait, waiter, poll_first=unique, paced=paced)
         finally:
             if listener and waiter is not None:
                 listener.unregister(reply_key, waiter)
@@ -105,22 +108,34 @@ class ReplyWaiting(Enqueuing):
         waiter: Waiter | None,
         *,
         poll_first: bool = False,
+        paced: tuple[str, str] | None = None,
     ) -> CallResult:
-        pause = self.settings.poll_initial
+        s = self.settings
         polls = 0
         last_error = ""
         listener = self._listener if waiter is not None else None
-        # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist.
-        skip_poll = listener is not None and listener.live and not poll_first
+        # A caller that only polls times them from when its recent replies came (architecture §4).
+        times = self._reply_times if waiter is None and paced and s.poll_adaptive else None
+        typical = times.typical(paced) if times and paced else None
+        began, last_empty = time.monotonic(), 0.0
+        # With LISTEN in place the reply's NOTIFY wakes us: no poll before it can exist; with
+        # a typical wait, none before its first due time.
+        skip_poll = (listener is not None and listener.live and not poll_first) or (
+            typical is not None
+        )
         while True:
             if waiter is not None and waiter.reply is not None:
                 return from_row(reply_key, *waiter.reply)  # it came in the NOTIFY
             if not skip_poll:
                 polls += 1
+                polled = time.monotonic() - began
                 try:
                     result = self._take(reply_key, deadline)
                     if result is not None:
+                        if times and paced:
+                            times.record(paced, replypacing.sample(last_empty, polled))
                         return result
+                    last_empty = polled
                     last_error = ""
                 except (psycopg.Error, PoolTimeout, OSError) as exc:
                     # The database is away: keep trying until the deadline; the reply waits.
@@ -135,17 +150,16 @@ class ReplyWaiting(Enqueuing):
                 )
             if waiter is not None and listener is not None and listener.live:
                 # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
-                waiter.event.wait(min(self.settings.poll_max, remaining))
+                waiter.event.wait(min(s.poll_max, remaining))
                 waiter.event.clear()
                 skip_poll = False
                 continue
             skip_poll = False
+            # Flat and fast while the reply is likely, then doubling up to the cap.
+            pause = replypacing.pause(polls, typical, s.poll_initial, s.poll_flat, s.poll_max)
             nap = min(pause, remaining)
             if waiter is not None:
                 waiter.event.wait(nap)
                 waiter.event.clear()
             else:
                 time.sleep(nap)
-            # Flat and fast while a short task's reply is likely, then doubling up to the cap.
-            if polls >= self.settings.poll_flat:
-                pause = min(pause * 2, self.settings.poll_max)

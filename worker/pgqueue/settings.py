@@ -57,6 +57,16 @@ class ClientSettings(ConnectionSettings):
         ge=0,
         description="Polls at poll_initial before the backoff starts doubling. Default 6.",
     )
+    poll_adaptive: bool = Field(
+        default=True,
+        description=(
+            "A polling caller times its polls from when its recent replies of the same queue "
+            "and task were stored (a moving average): the first poll at 3/4 of it, then 1/8 of "
+            "it apart before the doubling, about 3 polls a call however long calls wait; every "
+            "gap stays at most poll_max. False: always poll_initial/poll_flat/poll_max. "
+            "Default true."
+        ),
+    )
     async_call_commit: bool = Field(
         default=True,
         description=(
@@ -84,10 +94,11 @@ class ClientSettings(ConnectionSettings):
         description=(
             "How a caller waits for its reply on a direct connection: listen (one LISTEN "
             "session per client, woken by the reply's NOTIFY; polls only as a safety net) or "
-            "poll (no LISTEN session; polls on poll_initial/poll_flat/poll_max). Postgres "
-            "wakes every listening session of a database on every NOTIFY, whatever its "
-            "channel: past ~50 listening clients per database, poll costs the server less "
-            "(docs/operator.md, Large fleets). Always poll behind a pooler. Default listen."
+            "poll (no LISTEN session; polls on poll_initial/poll_flat/poll_max, timed by "
+            "poll_adaptive). Postgres wakes every listening session of a database on every "
+            "NOTIFY, whatever its channel: past ~50 listening clients per database, poll "
+            "costs the server less (docs/operator.md, Large fleets). Always poll behind a "
+            "pooler. Default listen."
         ),
     )
     default_timeout: float = Field(

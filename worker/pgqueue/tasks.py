@@ -232,6 +232,8 @@ class TaskHandle(Generic[P, R]):
         )
 
 
+# The keyword overload and the implementation list the same parameters on purpose: typing.overload
+# wants each signature in full.
 @overload
 def task(func: Callable[P, R], /) -> TaskHandle[P, R]: ...
 @overload
@@ -245,6 +247,7 @@ def task(
     retry_backoff: float | None = None,
     cancel_on_timeout: bool | None = None,
 ) -> Callable[[Callable[P, R]], TaskHandle[P, R]]: ...
+# The same parameters as the keyword overload above, on purpose (see there).
 def task(
     func: Callable[P, R] | None = None,
     /,

@@ -6,11 +6,12 @@ import argparse
 import sys
 
 from pgqueue import cancelling, db
-from pgqueue.cli.common import CliError, add_connection, add_json, connection, print_json, who
+from pgqueue.cli.common import CliError, add_connection, add_json, connection, print_json, via, who
 from pgqueue.cli.parsing import EXIT_FAILURE, EXIT_OK
 from pgqueue.errors import ConfigurationError, UnknownMessage
 
 
+# Shaped like every cli module's register() on purpose: plain argparse, each command's own text.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "cancel",
@@ -43,9 +44,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         raise CliError("ID", f"not a msg_id or a reply key: {exc.problem}") from None
     settings = connection(args)
     try:
-        with db.connect(
-            settings.dsn, pooled=settings.pooled, connect_timeout=settings.connect_timeout
-        ) as conn:
+        with db.connect(settings.dsn, **via(settings)) as conn:
             done = cancelling.cancel(conn, args.id, by=args.by or who())
     except UnknownMessage as exc:
         if args.json:

@@ -13,7 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypedDict, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
@@ -24,6 +24,7 @@ from pgqueue.errors import ConfigurationError
 from pgqueue.settings import ConnectionSettings, check_queue_name
 
 S = TypeVar("S", bound=BaseSettings)
+C = TypeVar("C", bound=ConnectionSettings)
 
 
 class CliError(Exception):
@@ -53,10 +54,27 @@ def add_dsn(parser: argparse.ArgumentParser) -> None:
 
 def connection(args: argparse.Namespace) -> ConnectionSettings:
     """The connection settings of a command: its options over PGQUEUE_* env vars; a DSN given."""
-    settings = build_settings(ConnectionSettings, args)
+    return settings_with_dsn(ConnectionSettings, args)
+
+
+def settings_with_dsn(model: type[C], args: argparse.Namespace) -> C:
+    """A command's settings (``build_settings``) when it needs a database: a DSN given."""
+    settings = build_settings(model, args)
     if not settings.dsn:
         raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
     return settings
+
+
+class Via(TypedDict):
+    """How a command's connections are opened: the keywords every pgqueue entry point takes."""
+
+    pooled: bool
+    connect_timeout: float
+
+
+def via(conn: ConnectionSettings) -> Via:
+    """``**via(conn)``: the command's pooled and connect_timeout, passed on to what it calls."""
+    return Via(pooled=conn.pooled, connect_timeout=conn.connect_timeout)
 
 
 def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:

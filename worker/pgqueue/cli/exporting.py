@@ -30,6 +30,7 @@ def _port(text: str) -> int:
     return value
 
 
+# Shaped like every cli module's register() on purpose: plain argparse, each command's own text.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "exporter",

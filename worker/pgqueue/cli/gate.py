@@ -7,7 +7,7 @@ import json
 
 from pgqueue import admin
 from pgqueue.admin import parse_flag_value
-from pgqueue.cli.common import add_connection, connection, who
+from pgqueue.cli.common import add_connection, connection, via, who
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,9 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_gate(args: argparse.Namespace) -> int:
     conn = connection(args)
     if args.action == "status":
-        state = admin.get_flag(
-            conn.dsn, admin.GATE_FLAG, pooled=conn.pooled, connect_timeout=conn.connect_timeout
-        )
+        state = admin.get_flag(conn.dsn, admin.GATE_FLAG, **via(conn))
         if state is None:
             print(json.dumps(None) if args.json else "gate pg_queue_enabled: never set (off)")
             return 0
@@ -44,8 +42,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             enabled=args.action == "on",
             value=args.action,
             source=args.source or who(),
-            pooled=conn.pooled,
-            connect_timeout=conn.connect_timeout,
+            **via(conn),
         )
     effective = _effective(state)
     record = {

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, TypedDict
 
 from pgqueue.cli.common import (
-    CliError,
     add_dsn,
     add_json,
     add_settings_options,
-    build_settings,
     non_negative_seconds,
     parse_json,
     print_json,
     queue_name,
     seconds,
+    settings_with_dsn,
 )
 from pgqueue.cli.parsing import EXIT_FAILURE, EXIT_OK
 from pgqueue.client import Client
@@ -52,6 +52,7 @@ def _message_options(p: argparse.ArgumentParser) -> None:
     add_settings_options(p, ClientSettings, skip=_CLIENT_SKIP)
 
 
+# Shaped like every cli module's register() on purpose: plain argparse, each command's own text.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "enqueue",
@@ -93,25 +94,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    settings = build_settings(ClientSettings, args)
-    if not settings.dsn:
-        raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
+    settings = settings_with_dsn(ClientSettings, args)
     return Client(settings.dsn, settings)
 
 
+class _Message(TypedDict):
+    """What enqueue and call both send (their shared options, _message_options)."""
+
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    priority: int
+    tenant: str
+
+
+def _message(args: argparse.Namespace) -> _Message:
+    return _Message(
+        task=args.task,
+        args=parse_json("--args", args.args, list),
+        kwargs=parse_json("--kwargs", args.kwargs, dict),
+        queue=args.queue,
+        priority=int(args.priority),
+        tenant=args.tenant,
+    )
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    call_args = parse_json("--args", args.args, list)
-    kwargs = parse_json("--kwargs", args.kwargs, dict)
+    message = _message(args)
     with _client(args) as client:
-        msg_id = client.enqueue(
-            args.task,
-            call_args,
-            kwargs,
-            queue=args.queue,
-            priority=int(args.priority),
-            tenant=args.tenant,
-            delay=args.delay,
-        )
+        msg_id = client.enqueue(**message, delay=args.delay)
     if args.json:
         print_json({"msg_id": msg_id, "queue": args.queue, "task": args.task})
     else:
@@ -120,17 +132,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    call_args = parse_json("--args", args.args, list)
-    kwargs = parse_json("--kwargs", args.kwargs, dict)
+    message = _message(args)
     with _client(args) as client:
         result = client.call(
-            args.task,
-            call_args,
-            kwargs,
-            queue=args.queue,
+            **message,
             timeout=float(args.timeout),
-            priority=int(args.priority),
-            tenant=args.tenant,
             cancel_on_timeout=args.cancel_on_timeout or None,
         )
     print(result.to_json())

@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 
 from pgqueue import pausing
-from pgqueue.cli.common import add_connection, add_json, connection, print_json, queue_name, who
+from pgqueue.cli.common import (
+    add_connection,
+    add_json,
+    connection,
+    print_json,
+    queue_name,
+    via,
+    who,
+)
 from pgqueue.cli.parsing import EXIT_OK
 from pgqueue.errors import ConfigurationError
 from pgqueue.settings import ConnectionSettings
@@ -71,9 +79,7 @@ def register(qsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def pause_of(queue: str, conn: ConnectionSettings) -> pausing.QueuePause | None:
     """The pause of ``queue`` for a listing command, or None."""
-    return pausing.pause_of(
-        conn.dsn, queue, pooled=conn.pooled, connect_timeout=conn.connect_timeout
-    )
+    return pausing.pause_of(conn.dsn, queue, **via(conn))
 
 
 def _print(state: pausing.QueuePause, as_json: bool) -> int:
@@ -91,15 +97,12 @@ def cmd_queue_pause(args: argparse.Namespace) -> int:
         args.name,
         by=who(),
         reason=args.reason,
-        pooled=conn.pooled,
-        connect_timeout=conn.connect_timeout,
+        **via(conn),
     )
     return _print(state, args.json)
 
 
 def cmd_queue_resume(args: argparse.Namespace) -> int:
     conn = connection(args)
-    state = pausing.resume_queue(
-        conn.dsn, args.name, by=who(), pooled=conn.pooled, connect_timeout=conn.connect_timeout
-    )
+    state = pausing.resume_queue(conn.dsn, args.name, by=who(), **via(conn))
     return _print(state, args.json)

@@ -12,6 +12,8 @@ of waiting for its timeout, and messages a worker holds are left to finish.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TypedDict
 
 from pgqueue import admin
 from pgqueue.cli import pauses
@@ -26,6 +28,7 @@ from pgqueue.cli.common import (
     print_rows,
     queue_name,
     table,
+    via,
     who,
 )
 from pgqueue.cli.parsing import EXIT_OK
@@ -49,10 +52,25 @@ def _stats_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_stats)
 
 
-def _filters(p: argparse.ArgumentParser) -> None:
+def _filters(p: argparse.ArgumentParser, states: Sequence[str], states_help: str) -> None:
+    """The options of a _Selection, and where the database is."""
+    add_connection(p)
     p.add_argument("name", type=queue_name, metavar="NAME", help="The queue.")
     p.add_argument("--task", default=None, help="Only messages of this task name.")
     p.add_argument("--tenant", default=None, help="Only messages of this tenant.")
+    p.add_argument("--state", choices=states, default="all", help=states_help)
+
+
+class _Selection(TypedDict):
+    """Which of a queue's messages ``queue show`` lists and ``queue purge`` counts and moves."""
+
+    task: str | None
+    tenant: str | None
+    state: str
+
+
+def _selection(args: argparse.Namespace) -> _Selection:
+    return _Selection(task=args.task, tenant=args.tenant, state=args.state)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,13 +106,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "next_after of a page (printed at its end) as --after to get the next. Times are "
         "seconds: age since enqueued, visible_in until a worker can claim it.",
     )
-    _filters(p)
-    p.add_argument(
-        "--state",
-        choices=admin.MESSAGE_STATES,
-        default="all",
-        help="ready, delayed, in_flight or all (default all).",
-    )
+    _filters(p, admin.MESSAGE_STATES, "ready, delayed, in_flight or all (default all).")
     p.add_argument(
         "--after",
         type=_non_negative_id,
@@ -115,13 +127,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Undo one with `pgqueue dlq replay ID`; delete them for good with `pgqueue dlq purge "
         "--queue NAME`. Asks on a terminal; needs --yes otherwise.",
     )
-    _filters(p)
-    p.add_argument(
-        "--state",
-        choices=admin.PURGE_STATES,
-        default="all",
-        help="ready, delayed or all waiting messages (default all).",
-    )
+    _filters(p, admin.PURGE_STATES, "ready, delayed or all waiting messages (default all).")
     add_yes(p)
     add_json(p, "the counts")
     p.set_defaults(handler=cmd_queue_purge)
@@ -131,12 +137,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     conn = connection(args)
-    stats = [
-        s.as_dict()
-        for s in admin.queue_stats(
-            conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout
-        )
-    ]
+    stats = [s.as_dict() for s in admin.queue_stats(conn.dsn, **via(conn))]
     if not args.json:
         for row in stats:
             row["paused"] = "yes" if row["paused"] else "-"
@@ -149,15 +150,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_queue_show(args: argparse.Namespace) -> int:
     conn = connection(args)
     page, next_after = admin.queue_messages(
-        conn.dsn,
-        args.name,
-        task=args.task,
-        tenant=args.tenant,
-        state=args.state,
-        after=args.after,
-        limit=args.limit,
-        pooled=conn.pooled,
-        connect_timeout=conn.connect_timeout,
+        conn.dsn, args.name, **_selection(args), after=args.after, limit=args.limit, **via(conn)
     )
     rows = [m.as_dict() for m in page]
     pause = pauses.pause_of(args.name, conn)
@@ -201,28 +194,11 @@ def cmd_queue_purge(args: argparse.Namespace) -> int:
     what = f"{states} messages of queue {args.name!r}" + (f" ({scope})" if scope else "")
 
     def counted() -> str:
-        n = admin.count_purgeable(
-            conn.dsn,
-            args.name,
-            task=args.task,
-            tenant=args.tenant,
-            state=args.state,
-            pooled=conn.pooled,
-            connect_timeout=conn.connect_timeout,
-        )
+        n = admin.count_purgeable(conn.dsn, args.name, **_selection(args), **via(conn))
         return f"Move the {n} {what} to the dead-letter table?"
 
     confirm(args, f"Move the {what} to the dead-letter table?", counted)
-    report = admin.purge_queue(
-        conn.dsn,
-        args.name,
-        task=args.task,
-        tenant=args.tenant,
-        state=args.state,
-        source=who(),
-        pooled=conn.pooled,
-        connect_timeout=conn.connect_timeout,
-    )
+    report = admin.purge_queue(conn.dsn, args.name, **_selection(args), source=who(), **via(conn))
     if args.json:
         print_json({"queue": args.name, **report.as_dict()})
     else:

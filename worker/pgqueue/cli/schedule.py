@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgqueue import ticking
-from pgqueue.cli.common import CliError, add_connection, add_json, connection, print_json, table
+from pgqueue.cli.common import (
+    CliError,
+    add_connection,
+    add_json,
+    connection,
+    print_json,
+    table,
+    via,
+)
 from pgqueue.cli.parsing import EXIT_OK
 from pgqueue.cron import Cron
 from pgqueue.errors import PgQueueError, TaskRegistrationError
@@ -70,7 +78,7 @@ def cmd_schedule_list(args: argparse.Namespace) -> int:
         import_task_modules(args.tasks)
     except TaskRegistrationError as exc:
         raise CliError("--tasks", str(exc)) from None
-    fired = ticking.last_ticks(conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout)
+    fired = ticking.last_ticks(conn.dsn, **via(conn))
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for key, known in sorted(schedules().items()):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from pgqueue import migrating
-from pgqueue.cli.common import CliError, add_connection, add_json, connection, print_json
+from pgqueue.cli.common import CliError, add_connection, add_json, connection, print_json, via
 from pgqueue.cli.parsing import EXIT_FAILURE, EXIT_OK
 
 
+# Shaped like every cli module's register() on purpose: plain argparse, each command's own text.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "migrate",
@@ -76,7 +77,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return _print_sql(args)
     conn = connection(args)
     if args.check:
-        state = migrating.status(conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout)
+        state = migrating.status(conn.dsn, **via(conn))
         if args.json:
             print_json(state.as_dict())
         elif state.up_to_date:
@@ -85,9 +86,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             names = ", ".join(m.label for m in state.pending)
             print(f"schema is behind: version {state.current}, pending {names}")
         return EXIT_OK if state.up_to_date else EXIT_FAILURE
-    applied = migrating.migrate(conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout)
+    applied = migrating.migrate(conn.dsn, **via(conn))
     if args.json:
-        state = migrating.status(conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout)
+        state = migrating.status(conn.dsn, **via(conn))
         print_json({"applied": applied, "current": state.current})
     else:
         print(f"applied migrations {applied}" if applied else "schema is up to date")
@@ -99,7 +100,7 @@ def _print_sql(args: argparse.Namespace) -> int:
         pending = [m for m in migrating.known() if m.version > args.from_version]
     else:
         conn = connection(args)
-        state = migrating.status(conn.dsn, pooled=conn.pooled, connect_timeout=conn.connect_timeout)
+        state = migrating.status(conn.dsn, **via(conn))
         pending = state.pending
     if args.json:
         print_json(

@@ -6,17 +6,18 @@ import argparse
 
 from pgqueue import admin
 from pgqueue.cli.common import (
-    CliError,
     add_dsn,
     add_json,
     add_settings_options,
-    build_settings,
     print_json,
+    settings_with_dsn,
+    via,
 )
 from pgqueue.cli.parsing import EXIT_OK
 from pgqueue.settings import SweepSettings
 
 
+# Shaped like every cli module's register() on purpose: plain argparse, each command's own text.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sweep",
@@ -38,16 +39,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    settings = build_settings(SweepSettings, args)
-    if not settings.dsn:
-        raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
+    settings = settings_with_dsn(SweepSettings, args)
     report = admin.sweep(
         settings.dsn,
         batch_size=settings.batch_size,
         dead_letter_retention=settings.dead_letter_retention,
         orphan_margin=settings.orphan_margin,
-        pooled=settings.pooled,
-        connect_timeout=settings.connect_timeout,
+        **via(settings),
     )
     if args.json:
         print_json(report.as_dict())

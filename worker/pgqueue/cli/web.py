@@ -19,6 +19,7 @@ DEFAULT_PORT = 8080
 MIN_TOKEN = 16
 
 
+# Shaped like every cli module's register() on purpose: plain argparse, each command's own text.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "web",

@@ -6,12 +6,13 @@ import argparse
 import threading
 
 from pgqueue import pausing
-from pgqueue.cli.common import CliError, add_dsn, add_settings_options, build_settings
+from pgqueue.cli.common import CliError, add_dsn, add_settings_options, settings_with_dsn, via
 from pgqueue.errors import TaskRegistrationError
 from pgqueue.settings import WorkerSettings
 from pgqueue.supervisor import Worker
 
 
+# Shaped like every cli module's register() on purpose: plain argparse, each command's own text.
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "worker",
@@ -36,9 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = build_settings(WorkerSettings, args)
-    if not settings.dsn:
-        raise CliError("--dsn", "no database given (set PGQUEUE_DSN or pass --dsn)")
+    settings = settings_with_dsn(WorkerSettings, args)
     if not settings.tasks:
         raise CliError("--tasks", "name at least one module whose @task functions to run")
     try:
@@ -49,7 +48,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     threading.Thread(
         target=pausing.warn_if_paused,
         args=(settings.dsn, list(settings.queues)),
-        kwargs={"pooled": settings.pooled, "connect_timeout": settings.connect_timeout},
+        kwargs=via(settings),
         name="pgqueue-paused-check",
         daemon=True,
     ).start()

@@ -1,6 +1,8 @@
 -- Every query pgqueue runs, one named entry each ("-- name: NAME" opens an entry). Parameters are
 -- psycopg named placeholders; nothing here is ever formatted with user input.
 -- tests/unit/test_sql_and_settings.py checks that every entry is used and every use exists.
+-- queue_purge and sweep_orphans share their move-to-dead-letter CTEs on purpose: an entry is one
+-- whole statement, and SQL files have no include.
 
 -- name: enqueue
 -- One message. delay and deadline are seconds from now (deadline null: none). One waiting worker

@@ -2,6 +2,8 @@
 -- tests/integration/test_schema.py compares the two catalogs. The migrations repeat parts of this
 -- file (each CREATE OR REPLACE of a function as it was then) on purpose: they are history, applied
 -- in order and never edited, and this file is the schema read in one place.
+-- The GRANT blocks of unique_hold and waiting_worker read alike on purpose: each is its
+-- migration's (0009, 0012) as it ran, and a shared helper function would be a new schema object.
 CREATE SCHEMA IF NOT EXISTS pgqueue;
 
 CREATE TABLE pgqueue.schema_version (

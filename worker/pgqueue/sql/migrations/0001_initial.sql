@@ -1,5 +1,6 @@
 -- 0001: the first schema: message, result, dead_letter, flag.
 -- (pgqueue.schema_version itself is created by the migrator before any migration runs.)
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 CREATE TABLE pgqueue.message (
     msg_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     queue        text NOT NULL,

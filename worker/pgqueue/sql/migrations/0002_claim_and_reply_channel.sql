@@ -1,6 +1,7 @@
 -- 0002: the claim becomes the function pgqueue.claim, so its plan is kept per session (a
 -- worker behind PgBouncer in transaction mode planned the statement on every poll), and each
 -- listening client gets its own reply channel (pgqueue.reply_channel).
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 
 -- The claim (architecture §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of

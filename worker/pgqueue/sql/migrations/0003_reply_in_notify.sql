@@ -1,5 +1,6 @@
 -- 0003: a small reply travels in its NOTIFY (pgqueue.reply_note), so a listening caller has it
 -- the moment it wakes, without a round trip to read the row.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 
 -- The NOTIFY payload of a stored reply. A client that reads replies from the payload names its
 -- keys "<16 hex>.i.<uuid>"; for such a key the payload is the reply row as JSON (k: key,

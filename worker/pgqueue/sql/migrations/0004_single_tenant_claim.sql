@@ -2,6 +2,7 @@
 -- skips the interleaving of tenants, whose plan cost ~0.15 ms of executor start-up on every
 -- claim however few rows it returned; an empty claim is one index probe. Same signature and
 -- result, so workers of any version use it.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 
 -- The claim (architecture §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of

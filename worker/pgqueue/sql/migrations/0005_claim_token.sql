@@ -5,6 +5,7 @@
 -- synchronously, and renew, ack, retry, dead letter and release are fenced by
 -- (msg_id, claim_token). Workers before 0005 still fence by read_ct, which the claim keeps
 -- bumping: a mixed fleet stays safe.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 
 ALTER TABLE pgqueue.message ADD COLUMN claim_token bigint;
 

@@ -5,6 +5,7 @@
 -- result table), and the client LISTENs through pgqueue.listen_replies, so the channel's name
 -- is never in a query text. The shared channel carries a hash of the key, a wake-up only:
 -- neither a reply nor a key travels where any role that can connect may LISTEN.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 CREATE TABLE pgqueue.reply_secret (
     id      boolean PRIMARY KEY DEFAULT true CHECK (id),
     secret  text NOT NULL DEFAULT md5(gen_random_uuid()::text) || md5(gen_random_uuid()::text)

@@ -2,6 +2,7 @@
 -- the operator's ConfigMap sync, the console, a hand-written UPDATE) is recorded, and a registry
 -- of live workers that each worker's heartbeat keeps fresh. Both are small: one row per flip,
 -- one row per worker process.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 
 -- One row per change of a flag's value (not per rewrite of the same value).
 CREATE TABLE pgqueue.flag_history (

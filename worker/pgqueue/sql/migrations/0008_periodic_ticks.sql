@@ -1,5 +1,6 @@
 -- 0008: periodic tasks. One row per (schedule, tick) fired: its primary key is what makes a tick
 -- fire exactly once however many workers' schedulers race for it (see the periodic_fire query).
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 
 -- Ticks of periodic schedules (@pgqueue.periodic), one row per tick fired; the message it enqueued
 -- is msg_id. The scheduler inserts the row and the message in one statement, ON CONFLICT DO

@@ -1,6 +1,7 @@
 -- Unique jobs (issue 18): at most one message per unique key while it waits or runs, enforced
 -- by a partial unique index (the worker deletes a message when it settles, which frees the
 -- key), and optionally for a window after its first enqueue (pgqueue.unique_hold).
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 ALTER TABLE pgqueue.message ADD COLUMN unique_key text;
 CREATE UNIQUE INDEX message_unique_idx ON pgqueue.message (unique_key)
     WHERE unique_key IS NOT NULL;

@@ -2,6 +2,7 @@
 -- moves to the dead-letter table (reason "cancelled ..."), a waiting caller gets a reply with the
 -- status 'cancelled' (CallResult.kind "cancelled") and its NOTIFY at once, and a worker running it
 -- is told on the channel pgqueue_cancel (and at its next lease renewal) to kill the run.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 ALTER TYPE pgqueue.result_status ADD VALUE 'cancelled';
 
 -- "Already done" answers look a msg_id up among the dead letters.

@@ -1,6 +1,7 @@
 -- 0011: pause and resume a queue (issue 19). A paused queue keeps taking messages; no worker
 -- claims from it until it is resumed. The claim itself skips it (below), so there is no window
 -- between a check and a claim: a pause that returned has no claim in flight behind it.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 
 -- Paused queues (issue 19): one row per queue no worker claims from, with who paused it, when
 -- and why; resuming deletes the row. A pause takes the advisory lock (1886482547 = 'pqps',

@@ -9,6 +9,7 @@
 -- worker died is taken by the next enqueue like any other: that message then waits for a poll
 -- (poll_interval), nothing more; a worker that (re)connects deletes its own row and the rows of
 -- workers whose heartbeat (pgqueue.worker) stopped a minute ago.
+-- Frozen history: repeats what schema.sql (the current state) and other migrations say, on purpose.
 CREATE UNLOGGED TABLE pgqueue.waiting_worker (
     worker_id  text PRIMARY KEY,
     channel    text NOT NULL,
