@@ -1,0 +1,66 @@
+"""Paired A/B of sequential RPC latency: several trees take turns on one Postgres.
+
+    python hack/rpc_pair.py PGPORT NAME=TREE[|WORKER ARGS] [NAME=TREE ...]
+
+Each TREE is a checkout (a `git worktree` of another commit); its ``worker/`` goes first on
+PYTHONPATH, so one venv (this one's) serves every tree. Each tree gets its own database (migrated
+by its own code), one ``pgqueue worker --pool inline --concurrency 1`` and one caller process
+(hack/rpc_pair_driver.py). The callers then take turns: BLOCKS rounds of SIZE sequential calls
+each, the order flipped every round, so the machine's load falls on every tree alike; printed:
+the median of each tree's per-block p50, and the median of the per-block ratios to the first
+tree. Postgres: any server on 127.0.0.1:PGPORT with a trusting ``postgres`` superuser (e.g.
+``pgqueue.embedded.EmbeddedPostgres``, fsync and synchronous_commit on).
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+port = sys.argv[1]
+trees = [arg.split("=", 1) for arg in sys.argv[2:]]
+blocks = int(os.environ.get("BLOCKS", "15"))
+size = int(os.environ.get("SIZE", "200"))
+workers, callers = [], {}
+for n, (name, spec) in enumerate(trees):
+    tree, _, extra = spec.partition("|")
+    db = f"pair_{name}"
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {db}")
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/{db}"
+    env = dict(os.environ, PYTHONPATH=f"{tree}/worker")
+    cli = [sys.executable, "-m", "pgqueue.cli"]
+    subprocess.run([*cli, "migrate", "--dsn", dsn], env=env, check=True, capture_output=True)
+    workers.append(subprocess.Popen(
+        [*cli, "--log-level", "WARNING", "worker", "--dsn", dsn, "--pool", "inline",
+         "--tasks", "pgqueue.demo_tasks", "--concurrency", "1", "--metrics-port", str(19100 + n),
+         *extra.split()], env=env))  # fmt: skip
+    caller = subprocess.Popen(
+        [sys.executable, str(HERE / "rpc_pair_driver.py"), dsn],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert caller.stdout is not None and caller.stdout.readline().strip() == "ready"
+    callers[name] = caller
+p50s: dict[str, list[float]] = {name: [] for name, _ in trees}
+for b in range(blocks):
+    order = list(callers.items())
+    for name, caller in order if b % 2 == 0 else reversed(order):
+        assert caller.stdin is not None and caller.stdout is not None
+        caller.stdin.write(f"{size}\n")
+        caller.stdin.flush()
+        p50s[name].append(json.loads(caller.stdout.readline())["p50"])
+for name, values in p50s.items():
+    print(f"{name}: median of block p50s {statistics.median(values):.3f} ms "
+          f"[{min(values):.2f}-{max(values):.2f}]")  # fmt: skip
+base = trees[0][0]
+for name, _ in trees[1:]:
+    ratios = [a / b for a, b in zip(p50s[name], p50s[base], strict=True)]
+    print(f"{name}/{base}: median ratio {statistics.median(ratios):.3f}")
+for proc in [*workers, *callers.values()]:
+    proc.terminate()
