@@ -119,18 +119,23 @@ class Dispatching(DatabaseLink):
     def _steal_after(self) -> float:
         return max(5 * self.s.slot_backlog_seconds, 0.05)
 
-    def _unblock(self, slot: Slot, running: outcomes.Claimed, ran: float) -> None:
-        """A task expected short runs long: give what queued behind it to a free slot."""
-        if not any(s.free for s in self.slots) or not slot.queued():
-            return
-        self._learn(running.task_name, ran)  # and stop queueing behind this task
-        taken = [self._take(m) for m in slot.withdraw()]
+    def _requeue_front(self, taken: list[outcomes.Claimed]) -> None:
+        """Jobs taken back from a slot before they started go to the front of the buffer, in
+        their order (pgqueue.halting takes them back too, for a cancel)."""
         for msg in reversed(taken):
             verdict = outcomes.admit(msg, self.known, self.s.max_attempts)
             if isinstance(verdict, outcomes.Work):
                 self.buffer.appendleft((msg, verdict))
             else:  # admitted once already; kept for the decision table's sake
                 self._dead_letter(msg, verdict)
+
+    def _unblock(self, slot: Slot, running: outcomes.Claimed, ran: float) -> None:
+        """A task expected short runs long: give what queued behind it to a free slot."""
+        if not any(s.free for s in self.slots) or not slot.queued():
+            return
+        self._learn(running.task_name, ran)  # and stop queueing behind this task
+        taken = [self._take(m) for m in slot.withdraw()]
+        self._requeue_front(taken)
         if taken:
             log.info(
                 "msg_id=%d task=%s runs %.3fs, longer than measured: %d queued behind it "

@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pgqueue import dberrors, metrics, outcomes
+from pgqueue import metrics, outcomes
 from pgqueue.replies import ReplyStatus
 from pgqueue.store import control
 
@@ -98,11 +98,7 @@ def _gone(worker: Worker, ids: set[int]) -> set[int]:
     try:
         rows = control.held_gone(conn, sorted(ids))
     except Exception as exc:  # the policy decides; the loop never dies here
-        if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
-            worker._db_down("cancel", exc)
-        else:
-            metrics.DB_ERRORS.labels("cancel").inc()
-            log.error("cancel check failed: %s; asked again later", dberrors.describe(exc))
+        worker._failed("cancel", exc, "cancel check failed: %s; asked again later")
         return set()
     return {int(r["msg_id"]) for r in rows}
 
@@ -175,12 +171,7 @@ def _stop_in_slot(worker: Worker, slot: Slot, gone: set[int]) -> bool:
                 _stopped(worker, msg, "before it started")
             else:
                 back.append(msg)
-        for msg in reversed(back):
-            verdict = outcomes.admit(msg, worker.known, worker.s.max_attempts)
-            if isinstance(verdict, outcomes.Work):
-                worker.buffer.appendleft((msg, verdict))
-            else:  # admitted once already; kept for the decision table's sake
-                worker._dead_letter(msg, verdict)
+        worker._requeue_front(back)
     if gone & slot.outstanding.keys():  # running, or it started while being taken back
         _kill(worker, slot, gone, {})
     return bool(back)

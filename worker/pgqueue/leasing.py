@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from pgqueue import claiming, dberrors, metrics, outcomes
+from pgqueue import claiming, metrics, outcomes
 from pgqueue.finishing import Finishing
 from pgqueue.slots import Slot
 from pgqueue.store import leases
@@ -33,11 +33,7 @@ class Leasing(Finishing):
         try:
             rows = leases.renew(self._conn, self.s.lease, claiming.fence(held))
         except Exception as exc:  # the policy decides; the loop never dies here
-            if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
-                self._db_down("renew", exc)
-            else:
-                metrics.DB_ERRORS.labels("renew").inc()
-                log.error("lease renewal failed: %s; retried next turn", dberrors.describe(exc))
+            if not self._failed("renew", exc, "lease renewal failed: %s; retried next turn"):
                 self._next_renew = time.monotonic() + 1.0
             return
         self._db_up()

@@ -46,6 +46,16 @@ def _seconds(value: object) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def _seconds_of(headers: dict[str, object], name: str, problems: list[str]) -> float | None:
+    """A header of seconds; its problem said when it is not one."""
+    seconds = _seconds(headers[name])
+    if seconds is None:
+        problems.append(
+            f"{name}: must be a finite number of seconds > 0, got {_shown(headers[name])}"
+        )
+    return seconds
+
+
 def requested(payload: object) -> tuple[Requested, list[str]]:
     """The options a payload's headers ask for, and a problem for each one ignored.
 
@@ -63,12 +73,7 @@ def requested(payload: object) -> tuple[Requested, list[str]]:
     time_limit = retry_backoff = None
     max_attempts = None
     if "time_limit" in headers:
-        time_limit = _seconds(headers["time_limit"])
-        if time_limit is None:
-            problems.append(
-                "time_limit: must be a finite number of seconds > 0, "
-                f"got {_shown(headers['time_limit'])}"
-            )
+        time_limit = _seconds_of(headers, "time_limit", problems)
     if "max_attempts" in headers:
         value = headers["max_attempts"]
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
@@ -76,12 +81,7 @@ def requested(payload: object) -> tuple[Requested, list[str]]:
         else:
             problems.append(f"max_attempts: must be an integer ≥ 1, got {_shown(value)}")
     if "retry_backoff" in headers:
-        retry_backoff = _seconds(headers["retry_backoff"])
-        if retry_backoff is None:
-            problems.append(
-                "retry_backoff: must be a finite number of seconds > 0, "
-                f"got {_shown(headers['retry_backoff'])}"
-            )
+        retry_backoff = _seconds_of(headers, "retry_backoff", problems)
     cancel = False
     if "cancel_on_timeout" in headers:
         value = headers["cancel_on_timeout"]

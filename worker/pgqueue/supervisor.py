@@ -31,7 +31,6 @@ from typing import Any
 from pgqueue import (
     claiming,
     db,
-    dberrors,
     halting,
     metrics,
     outcomes,
@@ -381,11 +380,7 @@ class Worker(Leasing):
                 durable=self.s.durable_claims,
             )
         except Exception as exc:  # the policy decides; the loop never dies here
-            if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
-                self._db_down("claim", exc)
-            else:
-                metrics.DB_ERRORS.labels("claim").inc()
-                log.error("claim on queue %s failed: %s", queue, dberrors.describe(exc))
+            if not self._failed("claim", exc, "claim on queue %s failed: %s", queue):
                 self._next_claim = time.monotonic() + max(self.s.poll_interval, 1.0)
             return None
         self._db_up()

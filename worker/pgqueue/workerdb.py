@@ -58,6 +58,17 @@ class DatabaseLink(WorkerState):
             self._db_ok = True
             self._db_backoff = 0.2
 
+    def _failed(self, op: str, exc: Exception, message: str, *args: object) -> bool:
+        """The error policy at a worker statement (architecture §9). True: an outage, the link
+        is down and reconnecting; False: counted and logged (``message`` ends with a %s for the
+        error), and the caller schedules its own retry."""
+        if dberrors.classify(exc) is dberrors.Kind.OUTAGE:
+            self._db_down(op, exc)
+            return True
+        metrics.DB_ERRORS.labels(op).inc()
+        log.error(message, *args, dberrors.describe(exc))
+        return False
+
     def _db_down(self, op: str, exc: BaseException) -> None:
         """An outage (dberrors.Kind.OUTAGE): keep what is pending, back off, reconnect."""
         metrics.DB_ERRORS.labels(op).inc()
