@@ -154,6 +154,7 @@ def cancel(conn: Conn, target: object, *, by: str | None = None) -> Cancellation
     return from_row(row, target)
 
 
+# Twinned by on_async_pool below (the asyncio client's); a change to one is a change to both.
 def on_pool(
     run: Callable[[Callable[[Conn], Row]], Row],
     scrub: Callable[[str], str],
@@ -169,6 +170,7 @@ def on_pool(
     return from_row(row, target)
 
 
+# The asyncio twin of on_pool, line for line: psycopg's async API needs its own awaiting body.
 async def on_async_pool(
     run: Callable[[Callable[[AsyncConn], Awaitable[Row]]], Awaitable[Row]],
     scrub: Callable[[str], str],
