@@ -131,7 +131,7 @@ def test_bash_completion_sources_registers_and_completes() -> None:
 source /dev/stdin
 complete -p pgqueue
 COMP_WORDS=(pgqueue dlq ''); COMP_CWORD=2; _pgqueue; echo "dlq: ${COMPREPLY[*]}"
-COMP_WORDS=(pgqueue queue purge --st); COMP_CWORD=3; _pgqueue; echo "opt: ${COMPREPLY[*]}"
+COMP_WORDS=(pgqueue queue purge --ten); COMP_CWORD=3; _pgqueue; echo "opt: ${COMPREPLY[*]}"
 COMP_WORDS=(pgqueue queue purge orders --state ''); COMP_CWORD=5; _pgqueue
 echo "state: ${COMPREPLY[*]}"
 COMP_WORDS=(pgqueue --log-level DEBUG sw); COMP_CWORD=3; _pgqueue; echo "cmd: ${COMPREPLY[*]}"
@@ -145,7 +145,7 @@ COMP_WORDS=(pgqueue gate ''); COMP_CWORD=2; _pgqueue; echo "gate: ${COMPREPLY[*]
     lines = done.stdout.splitlines()
     assert lines[0] == "complete -F _pgqueue pgqueue"
     assert "dlq: list replay purge" in lines
-    assert "opt: --state" in lines
+    assert "opt: --tenant" in lines
     assert "state: ready delayed all" in lines
     assert "cmd: sweep" in lines
     assert "gate: on off status" in lines
