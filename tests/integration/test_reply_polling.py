@@ -8,30 +8,14 @@ import asyncio
 import threading
 import time
 
-import psycopg
-
 from pgqueue import AsyncClient, Client
 from pgqueue.client import CALL_MARGIN
 from pgqueue.settings import ClientSettings
+from tests.support import statements
 from tests.support.workers import WorkerFactory
 
-
-def _reply_reads(dsn: str) -> int:
-    """How often a caller read its reply row (take_reply), since the last reset."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s "
-            "JOIN pg_database d ON d.oid = s.dbid "
-            "WHERE d.datname = current_database() AND s.query LIKE 'DELETE FROM pgqueue.result%' "
-            "AND s.query LIKE '%r.reply_key = $%'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _reset_statements(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_statements_reset()")
+# A caller reading its reply row (take_reply, the delete of one key).
+TAKE_REPLY = ("DELETE FROM pgqueue.result%", "%r.reply_key = $%")
 
 
 def test_polling_callers_sharing_clients_get_every_reply_to_their_own_caller(
@@ -86,11 +70,11 @@ def test_a_polling_caller_reads_its_reply_row_a_few_times_a_call_not_a_dozen(
         with Client(settings=settings) as client:
             for _ in range(3):
                 assert client.call("demo.sleep", [0.1], timeout=30).ok
-            _reset_statements(pg_dsn)
+            statements.reset(pg_dsn)
             for _ in range(10):
                 result = client.call("demo.sleep", [0.1], timeout=30)
                 assert result.ok, result
-            reads[adaptive] = _reply_reads(pg_dsn) / 10
+            reads[adaptive] = statements.calls(pg_dsn, *TAKE_REPLY) / 10
     assert reads[True] <= 6, reads
     assert reads[False] >= 10, reads
 
@@ -135,11 +119,11 @@ def test_a_polling_async_client_times_its_polls_too(pg_dsn: str, workers: Worker
         async with AsyncClient(settings=settings) as client:
             for _ in range(3):
                 assert (await client.call("demo.sleep", [0.1], timeout=30)).ok
-            _reset_statements(pg_dsn)
+            statements.reset(pg_dsn)
             for _ in range(6):
                 result = await client.call("demo.sleep", [0.1], timeout=30)
                 assert result.ok, result
             assert client.listener is None
-            return _reply_reads(pg_dsn) / 6
+            return statements.calls(pg_dsn, *TAKE_REPLY) / 6
 
     assert asyncio.run(calls()) <= 6

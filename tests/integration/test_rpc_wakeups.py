@@ -10,26 +10,11 @@ import pytest
 from pgqueue import Client, sqlfiles
 from pgqueue.listening import wake_of
 from pgqueue.settings import ClientSettings
-from tests.support import runs
+from tests.support import runs, statements
 from tests.support.workers import WorkerFactory, wait_until
 
-
-def _reply_reads(dsn: str) -> int:
-    """How often a caller read a reply row (take_reply: the delete that returns the row)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s "
-            "JOIN pg_database d ON d.oid = s.dbid "
-            "WHERE d.datname = current_database() AND s.query LIKE 'DELETE FROM pgqueue.result%' "
-            "AND s.query LIKE '%RETURNING%'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _reset_statements(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_statements_reset()")
+# A caller reading a reply row (take_reply: the delete that returns the row).
+READ_REPLY = ("DELETE FROM pgqueue.result%", "%RETURNING%")
 
 
 def _listening(client: Client) -> bool:
@@ -46,14 +31,14 @@ def test_a_listening_caller_gets_a_small_reply_from_its_notify_and_the_row_is_cl
     with Client(settings=settings) as client:
         assert client.call("demo.echo", ["warm-up"], timeout=20).ok
         wait_until(lambda: _listening(client), 10, "the reply listener to be in place")
-        _reset_statements(pg_dsn)
+        statements.reset(pg_dsn)
         for i in range(20):
             result = client.call("demo.echo", [i], timeout=20)
             assert result.ok, result
             assert result.value == {"args": [i], "kwargs": {}}
         failed = client.call("demo.fail", ["boom"], timeout=20)
         assert (failed.kind, "boom" in failed.error) == ("task_error", True), failed
-        assert _reply_reads(pg_dsn) == 0
+        assert statements.calls(pg_dsn, *READ_REPLY) == 0
         assert client.listener is not None and client.listener.inline >= 21
         # The listener deletes the rows it handed over: nothing is left for the sweep.
         runs.wait_replies_taken(pg_dsn)
@@ -68,11 +53,11 @@ def test_a_reply_too_big_for_a_notify_is_read_from_its_row(
     with Client(settings=settings) as client:
         assert client.call("demo.echo", ["warm-up"], timeout=20).ok
         wait_until(lambda: _listening(client), 10, "the reply listener to be in place")
-        _reset_statements(pg_dsn)
+        statements.reset(pg_dsn)
         result = client.call("demo.echo", [big], timeout=20)
         assert result.ok, result
         assert result.value == {"args": [big], "kwargs": {}}
-        assert _reply_reads(pg_dsn) == 1
+        assert statements.calls(pg_dsn, *READ_REPLY) == 1
 
 
 def test_a_reply_reads_the_same_from_the_notify_as_from_the_row(

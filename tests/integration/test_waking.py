@@ -16,6 +16,7 @@ from pgqueue import AsyncClient, Client, producing, sqlfiles
 from pgqueue.settings import ClientSettings
 from pgqueue.store import calls
 from pgqueue.waking import channel_of
+from tests.support import statements
 from tests.support.workers import WorkerFactory, WorkerProcess, wait_until
 
 # Long: a message picked up at all within these tests was picked up by a wake-up, not a poll.
@@ -28,22 +29,6 @@ def _waiting(dsn: str) -> list[dict[str, Any]]:
             "SELECT worker_id, channel, queues FROM pgqueue.waiting_worker WHERE waiting "
             "ORDER BY since DESC"
         ).fetchall()
-
-
-def _claims(dsn: str) -> int:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s "
-            "JOIN pg_database d ON d.oid = s.dbid "
-            "WHERE d.datname = current_database() AND s.query LIKE '%pgqueue.claim(%'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _reset_statements(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_statements_reset()")
 
 
 def _start_idle(workers: WorkerFactory, dsn: str, n: int, env: dict[str, str]) -> list[Any]:
@@ -69,13 +54,13 @@ def test_sequential_calls_wake_one_of_many_idle_workers(
     _start_idle(workers, pg_dsn, 6, NO_POLL)
     with Client(settings=ClientSettings(dsn=pg_dsn)) as client:
         assert client.call("demo.echo", ["warm-up"], timeout=30).ok
-        _reset_statements(pg_dsn)
+        statements.reset(pg_dsn)
         for i in range(20):
             result = client.call("demo.echo", [i], timeout=30)
             assert result.ok, result
             assert result.value == {"args": [i], "kwargs": {}}
     # Every idle worker used to claim on every enqueue (6 claims a message, 5 of them empty).
-    claims = _claims(pg_dsn)
+    claims = statements.calls(pg_dsn, "%pgqueue.claim(%")
     assert claims <= 30, f"{claims} claim statements for 20 calls"
 
 
