@@ -31,6 +31,7 @@ class LoopWatch:
         self.blocked = 0.0  # worst lateness not explained by waiting for a CPU, seconds
         self.late = 0.0  # worst lateness in wall time, seconds
         self.ticks = 0
+        self.worst_tick = -1  # the tick blocked worst (0: the one the watch began in)
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -40,7 +41,9 @@ class LoopWatch:
             late = time.perf_counter() - before - TICK
             starved = _run_delay() - delay_before
             self.late = max(self.late, late)
-            self.blocked = max(self.blocked, late - starved)
+            if late - starved > self.blocked:
+                self.blocked = late - starved
+                self.worst_tick = self.ticks
             self.ticks += 1
 
     def __enter__(self) -> LoopWatch:
@@ -56,5 +59,6 @@ class LoopWatch:
     def summary(self) -> str:
         return (
             f"event loop: worst blocked {self.blocked * 1000:.1f} ms, worst wall lateness "
-            f"{self.late * 1000:.1f} ms (with CPU waits), {self.ticks} ticks"
+            f"{self.late * 1000:.1f} ms (with CPU waits), {self.ticks} ticks "
+            f"(worst at tick {self.worst_tick})"
         )
