@@ -16,12 +16,14 @@ from pydantic_settings import NoDecode
 from pgqueue.connsettings import ConnectionSettings
 from pgqueue.cron import Cron
 from pgqueue.errors import ConfigurationError
+from pgqueue.sweepsettings import SweepSettings
 
 # Fields are declared one by one, each with its own range, default and description (unit and
 # default, as every setting documents), so many look alike; that is intentional: each declaration
 # is what `--help`, docs/ and the error naming the field show, and a shared helper would hide it.
 
-# ConnectionSettings lives in pgqueue.connsettings; it is imported from here as it always was.
+# ConnectionSettings and SweepSettings live in modules of their own; they are imported from here
+# as they always were.
 __all__ = [
     "QUEUE_NAME",
     "ClientSettings",
@@ -300,6 +302,18 @@ class WorkerSettings(ConnectionSettings):
             "Fire-and-forget claims are always asynchronous (at least once). Default true."
         ),
     )
+    async_acks: bool = Field(
+        default=True,
+        description=(
+            "Commit acks (the reply and the message's delete) without waiting for the WAL "
+            "flush: a call then pays one flush, its claim's. The worker keeps each ack until "
+            "the flush is certain (3 x the server's wal_writer_delay + 1 s) and writes it again "
+            "after an outage, so a Postgres crash loses none while the worker lives; if Postgres "
+            "and the worker crash together, an ack may be lost and its message runs again after "
+            "its lease. Not used with pooled (a pooler hides a server restart from the worker). "
+            "false: each ack batch waits for its flush. Default true."
+        ),
+    )
     max_error_bytes: int = Field(
         default=65_536,
         ge=256,
@@ -367,25 +381,3 @@ class WorkerSettings(ConnectionSettings):
         if self.retry_backoff_max < self.retry_backoff:
             raise ValueError("retry_backoff_max must be ≥ retry_backoff")
         return self
-
-
-class SweepSettings(ConnectionSettings):
-    """Settings of ``pgqueue sweep`` (the retention CronJob)."""
-
-    batch_size: int = Field(
-        default=1000, ge=1, description="Rows deleted per statement. Default 1000."
-    )
-    dead_letter_retention: float = Field(
-        default=7 * 86400.0,
-        gt=0,
-        description="Dead letters older than this are deleted, seconds. Default 7 days.",
-    )
-    orphan_margin: float = Field(
-        default=300.0,
-        ge=0,
-        description=(
-            "A call whose caller's deadline passed more than this many seconds ago and that no "
-            "worker holds is an orphan: the sweep moves it to the dead-letter table. Keep it ≥ "
-            "the workers' lease. Default 300."
-        ),
-    )
