@@ -1,10 +1,11 @@
 """Paired A/B of sequential RPC latency: several trees take turns on one Postgres.
 
-    python hack/rpc_pair.py PGPORT NAME=TREE[|WORKER ARGS] [NAME=TREE ...]
+    python hack/rpc_pair.py PGPORT NAME=TREE[|WORKER ARGS[|DB SETTINGS]] [NAME=TREE ...]
 
 Each TREE is a checkout (a `git worktree` of another commit); its ``worker/`` goes first on
 PYTHONPATH, so one venv (this one's) serves every tree. Each tree gets its own database (migrated
-by its own code), one ``pgqueue worker --pool inline --concurrency 1`` and one caller process
+by its own code; DB SETTINGS, e.g. ``synchronous_commit=off``, are set on it for every
+session), one ``pgqueue worker --pool inline --concurrency 1`` and one caller process
 (hack/rpc_pair_driver.py). The callers then take turns: BLOCKS rounds of SIZE sequential calls
 each, the order flipped every round, so the machine's load falls on every tree alike; printed:
 the median of each tree's per-block p50, and the median of the per-block ratios to the first
@@ -29,10 +30,14 @@ size = int(os.environ.get("SIZE", "200"))
 workers, callers = [], {}
 for n, (name, spec) in enumerate(trees):
     tree, _, extra = spec.partition("|")
+    extra, _, settings = extra.partition("|")
     db = f"pair_{name}"
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {db}")
+        for setting in settings.split():
+            key, value = setting.split("=", 1)
+            c.execute(f"ALTER DATABASE {db} SET {key} = '{value}'")
     dsn = f"postgresql://postgres@127.0.0.1:{port}/{db}"
     env = dict(os.environ, PYTHONPATH=f"{tree}/worker")
     cli = [sys.executable, "-m", "pgqueue.cli"]

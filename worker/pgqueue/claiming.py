@@ -101,6 +101,11 @@ def claim(
     return [claimed_from_row(r, now) for r in rows]
 
 
+def holds_call(msgs: list[outcomes.Claimed]) -> bool:
+    """Whether a claim of these committed synchronously (with durable claims): it holds a call."""
+    return any(m.reply_key is not None for m in msgs)
+
+
 def fence(msgs: list[outcomes.Claimed]) -> dict[str, list[int]]:
     """The (msg_id, claim_token) arrays that fence a batch statement."""
     return {

@@ -92,7 +92,7 @@ class Finishing(Dispatching):
 
     def _flush(self) -> None:
         """Write every settled outcome (see pgqueue.settling); an outage backs off."""
-        if not self.settler.pending or self._conn is None:
+        if not self.settler.unwritten or self._conn is None:
             return
         outage = self.settler.flush(self._conn)
         if outage is not None:

@@ -64,6 +64,12 @@ LEASE_LOST = Counter(
     "Leases found lost (message gone or claimed by another worker) at renewal or ack.",
     registry=WORKER_REGISTRY,
 )
+ACKS_REWRITTEN = Counter(
+    "pgqueue_acks_rewritten",
+    "Acks written again after an outage because their asynchronous commit had been lost "
+    "(a Postgres crash within the WAL writer's window; async_acks).",
+    registry=WORKER_REGISTRY,
+)
 HEARTBEAT_AGE = Gauge(
     "pgqueue_heartbeat_age_seconds",
     "Seconds since the supervisor loop last stamped its heartbeat.",

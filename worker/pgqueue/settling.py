@@ -15,11 +15,22 @@ then each retry and dead letter, each fenced by its claim. Errors follow
   refused even then is left to its lease, logged at ERROR with its msg_id.
 
 Every text written (errors, reasons) is first made :func:`~pgqueue.outcomes.storable`.
+
+Acks commit asynchronously (``async_acks``, architecture §3.4): the caller has its reply without
+waiting for a WAL flush, the one flush a call pays being its claim's. An asynchronous commit may
+be lost if Postgres crashes within 3 × ``wal_writer_delay`` of it, so the settler keeps every ack
+it wrote until the flush is certain (:meth:`Settler.confirm`: a later statement on the same
+session ran after that window, or after a synchronous commit) and writes the uncertain ones again
+after an outage (:meth:`Settler.reconnected`). Writing an ack again is harmless: it is fenced by
+the claim token (a row already deleted, or re-claimed, is not touched) and its reply is
+first-write-wins. Only a Postgres crash together with this worker's death loses an ack; its
+message then runs again after its lease, as after a worker crash (§3.6).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -35,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # A stored text naming a refusal is kept short: it must not fail for its size again.
 _REFUSAL_BYTES = 2048
+# Added to 3 × wal_writer_delay before an asynchronous ack counts as flushed, seconds: the WAL
+# writer is a process like any other and may be late on a loaded machine.
+FLUSH_MARGIN_S = 1.0
 
 
 @dataclass
@@ -46,6 +60,7 @@ class Pending:
     finished: float  # monotonic
     attempts: int = 0  # outages met so far
     fallback: int = 0  # 0: as decided; 1, 2: a refused row's replacement (see _refused)
+    again: bool = False  # an ack written before, written again (its commit may be lost)
 
 
 class Settler:
@@ -58,14 +73,46 @@ class Settler:
         notify: bool,
         max_error_bytes: int,
         known: frozenset[str],
+        async_acks: bool = False,
     ) -> None:
         self.result_ttl = result_ttl
         self.notify = notify
         self.max_error_bytes = max_error_bytes
         self.known = known
+        self.async_acks = async_acks
         self.pending: list[Pending] = []
         self.settled = 0
         self.lost = 0
+        # Acks committed asynchronously and not yet known flushed, oldest first: (when each
+        # group's commit returned, monotonic; the group). Written again after an outage.
+        self.unflushed: collections.deque[tuple[float, list[Pending]]] = collections.deque()
+        self.again: list[Pending] = []
+        self.rewritten = 0  # acks written again that had indeed been lost
+        self.flush_window = 3 * 0.2 + FLUSH_MARGIN_S  # PostgreSQL's default wal_writer_delay
+
+    @property
+    def unwritten(self) -> bool:
+        """Whether a write waits: a pending settle, or an ack to write again."""
+        return bool(self.pending or self.again)
+
+    def server_flushes_within(self, wal_writer_delay: float) -> None:
+        """The server's ``wal_writer_delay`` (seconds), read at each connect."""
+        self.flush_window = 3 * wal_writer_delay + FLUSH_MARGIN_S
+
+    def confirm(self, began: float, *, flushed: bool = False) -> None:
+        """A statement that began at ``began`` (monotonic) succeeded on the session the
+        unflushed acks were written on, so Postgres did not crash before it: an ack that
+        committed ``flush_window`` before it is on disk; with ``flushed`` (the statement itself
+        committed synchronously, which flushes all earlier WAL), every ack before it is."""
+        horizon = began if flushed else began - self.flush_window
+        while self.unflushed and self.unflushed[0][0] <= horizon:
+            self.unflushed.popleft()
+
+    def reconnected(self) -> None:
+        """The session was lost: the acks not known flushed are written again (see above)."""
+        for _, group in self.unflushed:
+            self.again += [dataclasses.replace(p, again=True, attempts=0) for p in group]
+        self.unflushed.clear()
 
     def add(self, msg: outcomes.Claimed, action: outcomes.Action) -> None:
         self.pending.append(Pending(msg, action, time.monotonic()))
@@ -75,11 +122,16 @@ class Settler:
 
     def flush(self, conn: psycopg.Connection[dict[str, Any]]) -> BaseException | None:
         """Write every pending settle; returns the outage that stopped it (all unwritten kept)."""
-        if not self.pending:
+        if not self.pending and not self.again:
             return None
+        began = time.monotonic()
         batch, self.pending = self.pending, []
+        again, self.again = self.again, []
+        rewritten_before = self.rewritten
         acks = [p for p in batch if isinstance(p.action, outcomes.Ack)]
         work: collections.deque[tuple[list[Pending], bool]] = collections.deque()
+        if again:
+            work.append((again, self.notify))
         if acks:
             work.append((acks, self.notify))
         work.extend(([p], self.notify) for p in batch if not isinstance(p.action, outcomes.Ack))
@@ -115,12 +167,26 @@ class Settler:
                         work.appendleft(([replacement], notify))
                 continue
             work.popleft()
+            if self.async_acks and isinstance(group[0].action, outcomes.Ack):
+                mine = [p for p in group if p.msg.msg_id in kept]
+                self.unflushed.append((time.monotonic(), mine))
             self._landed(group, kept)
         if any(p.attempts for p in batch):
             log.info("database back: pending replies and acks written")
+        if again:
+            rewritten = self.rewritten - rewritten_before
+            log.warning(
+                "wrote again %d acks committed just before the connection was lost: %d of them "
+                "had been lost with it (their messages were still there)",
+                len(again),
+                rewritten,
+            )
+        self.confirm(began)
         return None
 
     def _keep(self, unwritten: list[Pending]) -> None:
+        self.again = [p for p in unwritten if p.again] + self.again
+        unwritten = [p for p in unwritten if not p.again]
         self.pending = unwritten + self.pending
         for item in unwritten:
             item.attempts += 1
@@ -154,6 +220,7 @@ class Settler:
                     "errors": [self._text(a.error) for a in acks],  # type: ignore[union-attr]
                     "result_ttl": self.result_ttl,
                     "notify": notify,
+                    "async_commit": self.async_acks,
                 },
             )
             return {r["msg_id"] for r in rows}
@@ -228,12 +295,20 @@ class Settler:
                 why,
             )
             return None
-        return Pending(msg, replacement, item.finished, item.attempts, item.fallback + 1)
+        return Pending(
+            msg, replacement, item.finished, item.attempts, item.fallback + 1, item.again
+        )
 
     def _landed(self, items: list[Pending], kept: set[int]) -> None:
         """Count what was written; a row that was not ours any more is a lost lease."""
         for item in items:
             msg, action = item.msg, item.action
+            if item.again:
+                # Counted when first written; a row still there had lost that first commit.
+                if msg.msg_id in kept:
+                    self.rewritten += 1
+                    metrics.ACKS_REWRITTEN.inc()
+                continue
             task = outcomes.metric_task(msg.task_name, self.known)
             self.settled += 1
             if msg.msg_id not in kept:

@@ -173,7 +173,7 @@ class Worker(Leasing):
                     unstarted += slot.withdraw()
                 self._release(unstarted)
                 busy = [s for s in self.slots if s.busy]
-            if self._stopping and not busy and not self.settler.pending:
+            if self._stopping and not busy and not self.settler.unwritten:
                 return
             if self._stopping and now >= self._stop_deadline:
                 self._abandon(busy)
@@ -205,7 +205,7 @@ class Worker(Leasing):
             wake_at.append(self._next_claim)
         else:
             wake_at.append(self._stop_deadline)
-        if self.settler.pending or self._conn is None:
+        if self.settler.unwritten or self._conn is None:
             wake_at.append(self._db_retry_at)
         for slot in self.slots:
             if slot.respawn_at is not None:
@@ -369,6 +369,7 @@ class Worker(Leasing):
         """One claim statement; None when it failed (an outage, or a claim error backed off)."""
         assert self._conn is not None
         cursor = self.stats.cursors.setdefault(queue, claiming.Cursor())
+        began = time.monotonic()
         try:
             got = claiming.claim(
                 self._conn,
@@ -384,6 +385,8 @@ class Worker(Leasing):
                 self._next_claim = time.monotonic() + max(self.s.poll_interval, 1.0)
             return None
         self._db_up()
+        # A claim that holds a call committed synchronously: every ack before it is on disk.
+        self.settler.confirm(began, flushed=self.s.durable_claims and claiming.holds_call(got))
         return got
 
     def _release(self, msgs: list[outcomes.Claimed]) -> None:

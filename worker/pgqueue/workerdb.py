@@ -16,6 +16,7 @@ import psycopg
 
 from pgqueue import db, dberrors, metrics, registry
 from pgqueue.cancelling import CHANNEL as CANCEL_CHANNEL
+from pgqueue.store import leases
 from pgqueue.workerstate import WorkerState
 
 # One logger for the whole worker loop, whichever part of it speaks.
@@ -49,6 +50,8 @@ class DatabaseLink(WorkerState):
             self._next_claim = now
             log.info("connected to %s", db.redact(self.s.dsn))
             registry.register(self._conn, self._me)
+            if self.settler.async_acks:
+                self.settler.server_flushes_within(leases.wal_writer_delay(self._conn))
         except psycopg.Error as exc:
             self._db_down("connect", exc)
 
@@ -72,6 +75,8 @@ class DatabaseLink(WorkerState):
     def _db_down(self, op: str, exc: BaseException) -> None:
         """An outage (dberrors.Kind.OUTAGE): keep what is pending, back off, reconnect."""
         metrics.DB_ERRORS.labels(op).inc()
+        # The acks this session committed asynchronously may have died with the server.
+        self.settler.reconnected()
         if self._conn is not None or self._db_backoff <= 0.2:
             log.warning(
                 "database unavailable during %s (%s); retrying in %.1fs",

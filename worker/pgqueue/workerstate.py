@@ -49,6 +49,8 @@ class WorkerState:
             notify=settings.notify,
             max_error_bytes=settings.max_error_bytes,
             known=self.known,
+            # Behind a pooler the worker cannot tell a server restart (settling: written again).
+            async_acks=settings.async_acks and not settings.pooled,
         )
         self.buffer: collections.deque[tuple[outcomes.Claimed, outcomes.Work]] = collections.deque()
         self.stats = WorkerStats()

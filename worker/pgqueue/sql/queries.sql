@@ -102,7 +102,15 @@ SELECT r.msg_id, (SELECT coalesce(sum(n), 0) FROM woken) AS woken FROM released 
 -- takes < 8000 bytes) is notified by its hash (pgqueue.reply_wake), nothing is notified while
 -- the NOTIFY queue is over half full, and %(notify)s false (the worker's answer to a NOTIFY
 -- that failed anyway) writes without it; the caller's poll finds the reply either way.
-WITH done AS (
+-- %(async_commit)s (the worker's async_acks) commits it without waiting for the WAL flush: the
+-- worker keeps what it wrote until the flush is certain and writes it again after a reconnect
+-- (pgqueue.settling, architecture §3.4), so a Postgres crash loses no ack while the worker lives.
+WITH cfg AS (
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN %(async_commit)s THEN 'off'
+                           ELSE current_setting('synchronous_commit') END, true) AS mode
+),
+done AS (
     SELECT * FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[], %(statuses)s::text[],
                          %(results)s::text[], %(errors)s::text[])
         AS d(msg_id, claim_token, status, result, error)
@@ -130,7 +138,12 @@ SELECT a.msg_id,
             THEN pg_notify(pgqueue.reply_channel(a.reply_key),
                            coalesce(pgqueue.reply_note(s.reply_key, s.status, s.result, s.error),
                                     pgqueue.reply_wake(a.reply_key))) END AS notified
-FROM acked a LEFT JOIN stored s ON s.reply_key = a.reply_key;
+FROM acked a LEFT JOIN stored s ON s.reply_key = a.reply_key CROSS JOIN cfg;
+
+-- name: wal_writer_delay
+-- How long an asynchronous commit may wait for its WAL flush: at most three times this
+-- (PostgreSQL's docs, "Asynchronous Commit"). The worker keeps its asynchronous acks that long.
+SELECT setting::float8 / 1000 AS seconds FROM pg_settings WHERE name = 'wal_writer_delay';
 
 -- name: retry
 -- Fire-and-forget failure with attempts left: push the message out by the backoff.

@@ -44,3 +44,9 @@ def dead_letter(conn: Conn, params: dict[str, Any]) -> Row | None:
     """Move one fenced message to the dead-letter table, a reply if it had a caller
     (``dead_letter``)."""
     return conn.execute(sqlfiles.query("dead_letter"), params).fetchone()
+
+
+def wal_writer_delay(conn: Conn) -> float:
+    """The server's ``wal_writer_delay``, seconds (``wal_writer_delay``)."""
+    row = conn.execute(sqlfiles.query("wal_writer_delay")).fetchone()
+    return float(row["seconds"]) if row is not None else 0.2
