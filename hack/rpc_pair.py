@@ -9,8 +9,9 @@ session), one ``pgqueue worker --pool inline --concurrency 1`` and one caller pr
 (hack/rpc_pair_driver.py). The callers then take turns: BLOCKS rounds of SIZE sequential calls
 each, the order flipped every round, so the machine's load falls on every tree alike; printed:
 the median of each tree's per-block p50, and the median of the per-block ratios to the first
-tree. Postgres: any server on 127.0.0.1:PGPORT with a trusting ``postgres`` superuser (e.g.
-``pgqueue.embedded.EmbeddedPostgres``, fsync and synchronous_commit on).
+tree. THREADS (default 1) callers share each tree's client, and WORKERS (default 1) inline
+workers serve it. Postgres: any server on 127.0.0.1:PGPORT with a trusting ``postgres``
+superuser (e.g. ``pgqueue.embedded.EmbeddedPostgres``, fsync and synchronous_commit on).
 """
 
 import json
@@ -42,10 +43,11 @@ for n, (name, spec) in enumerate(trees):
     env = dict(os.environ, PYTHONPATH=f"{tree}/worker")
     cli = [sys.executable, "-m", "pgqueue.cli"]
     subprocess.run([*cli, "migrate", "--dsn", dsn], env=env, check=True, capture_output=True)
-    workers.append(subprocess.Popen(
-        [*cli, "--log-level", "WARNING", "worker", "--dsn", dsn, "--pool", "inline",
-         "--tasks", "pgqueue.demo_tasks", "--concurrency", "1", "--metrics-port", str(19100 + n),
-         *extra.split()], env=env))  # fmt: skip
+    for w in range(int(os.environ.get("WORKERS", "1"))):
+        workers.append(subprocess.Popen(
+            [*cli, "--log-level", "WARNING", "worker", "--dsn", dsn, "--pool", "inline",
+             "--tasks", "pgqueue.demo_tasks", "--concurrency", "1",
+             "--metrics-port", str(19100 + 10 * n + w), *extra.split()], env=env))  # fmt: skip
     caller = subprocess.Popen(
         [sys.executable, str(HERE / "rpc_pair_driver.py"), dsn],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -53,16 +55,19 @@ for n, (name, spec) in enumerate(trees):
     assert caller.stdout is not None and caller.stdout.readline().strip() == "ready"
     callers[name] = caller
 p50s: dict[str, list[float]] = {name: [] for name, _ in trees}
+rates: dict[str, list[float]] = {name: [] for name, _ in trees}
 for b in range(blocks):
     order = list(callers.items())
     for name, caller in order if b % 2 == 0 else reversed(order):
         assert caller.stdin is not None and caller.stdout is not None
         caller.stdin.write(f"{size}\n")
         caller.stdin.flush()
-        p50s[name].append(json.loads(caller.stdout.readline())["p50"])
+        block = json.loads(caller.stdout.readline())
+        p50s[name].append(block["p50"])
+        rates[name].append(block.get("rate", 0.0))
 for name, values in p50s.items():
     print(f"{name}: median of block p50s {statistics.median(values):.3f} ms "
-          f"[{min(values):.2f}-{max(values):.2f}]")  # fmt: skip
+          f"[{min(values):.2f}-{max(values):.2f}]; calls/s {statistics.median(rates[name]):.0f}")  # fmt: skip
 base = trees[0][0]
 for name, _ in trees[1:]:
     ratios = [a / b for a, b in zip(p50s[name], p50s[base], strict=True)]

@@ -119,6 +119,7 @@ def test_a_reply_that_lost_to_an_earlier_one_is_notified_by_key_alone(pg_dsn: st
                 "errors": [""] * 3,
                 "result_ttl": 60.0,
                 "notify": True,
+                "async_commit": True,
             },
         )
         notes = {n.channel + " " + n.payload for n in listen.notifies(timeout=2, stop_after=3)}

@@ -61,7 +61,9 @@ class WorkerProcess:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    # A start-up bound, not a speed check: three workers spawning their slots took over 30 s
+    # at load average 32 (helpers' benchmarks on the 2-core machine).
+    def wait_ready(self, timeout: float = 90.0) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
