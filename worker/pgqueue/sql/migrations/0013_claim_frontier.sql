@@ -71,6 +71,9 @@ DECLARE
     fr_moves bigint;
     fr_walked_at timestamptz;
     from_frontier boolean;
+    -- A full claim's last row (priority, msg_id, whether it walked from the head).
+    got bigint;
+    stop text[];
     -- The commit mode of a claim that holds a call: never 'off' (see above).
     durable text := CASE WHEN NOT p_durable THEN 'off'
                          WHEN current_setting('synchronous_commit') = 'off' THEN 'local'
@@ -129,29 +132,14 @@ BEGIN
     PERFORM FROM pgqueue.message m
      WHERE m.queue = p_queue AND m.tenant > first_tenant AND m.vt <= now()
      ORDER BY m.tenant LIMIT 1;
-    IF NOT FOUND THEN
+    IF NOT FOUND AND p_limit = 1 THEN
         RETURN QUERY
         WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
-        -- From the frontier on, in the claim's order, within the frontier's priority: the rows
-        -- the other workers hold lie behind it, and the claims in flight lock the first ones.
-        ahead AS (
-            SELECT m.msg_id FROM pgqueue.message m
-            WHERE from_frontier AND m.queue = p_queue AND m.tenant = first_tenant
-              AND m.priority = fr_priority AND m.msg_id > fr_msg_id AND m.vt <= now()
-            ORDER BY m.msg_id
-            LIMIT p_limit
-            FOR UPDATE OF m SKIP LOCKED
-        ),
-        -- From the head for what the frontier's walk could not fill (all of it without a
-        -- frontier): rows behind the frontier visible again (a retry's backoff passed, a lease
-        -- lapsed, a release, a claim rolled back), higher or lower priorities. Not run at all
-        -- when the frontier's walk filled the claim (LIMIT 0).
-        behind AS (
+        picked AS (
             SELECT m.msg_id FROM pgqueue.message m
             WHERE m.queue = p_queue AND m.tenant = first_tenant AND m.vt <= now()
-              AND m.msg_id NOT IN (SELECT a.msg_id FROM ahead a)
             ORDER BY m.priority DESC, m.msg_id
-            LIMIT (SELECT p_limit - count(*) FROM ahead)
+            LIMIT p_limit
             FOR UPDATE OF m SKIP LOCKED
         ),
         claimed AS (
@@ -161,12 +149,8 @@ BEGIN
                 claimed_by = p_worker_id,
                 claimed_at = now(),
                 claim_token = pgqueue.new_claim_token()
-            -- By primary key from an array: a join with the CTEs (estimated at 1,500 rows
-            -- each) planned a scan of the table.
-            FROM (SELECT ARRAY(SELECT a.msg_id FROM ahead a)
-                         || ARRAY(SELECT b.msg_id FROM behind b) AS ids) picked,
-                 async
-            WHERE m.msg_id = ANY (picked.ids)
+            FROM picked, async
+            WHERE m.msg_id = picked.msg_id
             RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority,
                       m.tenant, m.read_ct, m.enqueued_at,
                       extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
@@ -175,43 +159,135 @@ BEGIN
                       -- A call's claim commits synchronously (see above).
                       CASE WHEN m.reply_key IS NOT NULL
                            THEN set_config('synchronous_commit', durable, true) END AS durable
-        ),
-        -- Only a full claim of a batch (more is likely waiting) moves the frontier, to its last
-        -- row in the index's order: one call at a time on an idle queue writes nothing more.
-        last AS (
-            SELECT c.priority, c.msg_id, (SELECT count(*) FROM ahead) < p_limit AS walked_head
-            FROM claimed c
-            WHERE p_limit > 1 AND (SELECT count(*) FROM claimed) = p_limit
-            ORDER BY c.priority, c.msg_id DESC
-            LIMIT 1
-        ),
-        -- Never waited for: a claim that cannot lock the frontier at once leaves it to the
-        -- claim holding it. A walk from the head places it wherever it stopped (back too, to
-        -- rows visible again) and counts a move; a walk from the frontier only moves it forward
-        -- and only if no walk from the head moved it since this claim read it.
-        moved AS (
-            UPDATE pgqueue.claim_frontier f
-            SET tenant = first_tenant, priority = l.priority, msg_id = l.msg_id,
-                moves = f.moves + CASE WHEN l.walked_head THEN 1 ELSE 0 END,
-                walked_at = CASE WHEN l.walked_head THEN now() ELSE f.walked_at END
-            FROM last l
-            WHERE f.queue = (SELECT k.queue FROM pgqueue.claim_frontier k
-                              WHERE k.queue = p_queue FOR UPDATE SKIP LOCKED)
-              AND (l.walked_head
-                   OR (f.moves = fr_moves AND f.tenant = first_tenant
-                       AND (f.priority > l.priority
-                            OR (f.priority = l.priority AND f.msg_id < l.msg_id))))
-        ),
-        born AS (
-            INSERT INTO pgqueue.claim_frontier (queue, tenant, priority, msg_id)
-            SELECT p_queue, first_tenant, l.priority, l.msg_id FROM last l WHERE NOT fr_found
-            ON CONFLICT DO NOTHING
         )
         SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
                c.read_ct, c.enqueued_at, c.deadline_in, c.waited, 1::bigint AS walked,
                first_tenant AS last_tenant, c.claim_token
         FROM claimed c
         ORDER BY c.priority DESC, c.msg_id;
+        RETURN;
+    ELSIF NOT FOUND THEN
+        IF from_frontier THEN
+            RETURN QUERY
+            WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+            -- From the frontier on, in the claim's order, within the frontier's priority: the
+            -- rows the other workers hold lie behind it.
+            ahead AS (
+                SELECT m.msg_id FROM pgqueue.message m
+                WHERE m.queue = p_queue AND m.tenant = first_tenant
+                  AND m.priority = fr_priority AND m.msg_id > fr_msg_id AND m.vt <= now()
+                ORDER BY m.msg_id
+                LIMIT p_limit
+                FOR UPDATE OF m SKIP LOCKED
+            ),
+            -- From the head for what that could not fill: rows behind the frontier visible
+            -- again (a retry's backoff passed, a lease lapsed, a release, a claim rolled back),
+            -- other priorities. Not run at all when the frontier's walk filled it (LIMIT 0).
+            behind AS (
+                SELECT m.msg_id FROM pgqueue.message m
+                WHERE m.queue = p_queue AND m.tenant = first_tenant AND m.vt <= now()
+                  AND m.msg_id NOT IN (SELECT a.msg_id FROM ahead a)
+                ORDER BY m.priority DESC, m.msg_id
+                LIMIT (SELECT p_limit - count(*) FROM ahead)
+                FOR UPDATE OF m SKIP LOCKED
+            ),
+            claimed AS (
+                UPDATE pgqueue.message m
+                SET vt = now() + make_interval(secs => p_lease),
+                    read_ct = m.read_ct + 1,
+                    claimed_by = p_worker_id,
+                    claimed_at = now(),
+                    claim_token = pgqueue.new_claim_token()
+                -- By primary key from an array: a join with the CTEs (estimated at 1,500 rows
+                -- each) planned a scan of the table.
+                FROM (SELECT ARRAY(SELECT a.msg_id FROM ahead a)
+                             || ARRAY(SELECT b.msg_id FROM behind b) AS ids) picked,
+                     async
+                WHERE m.msg_id = ANY (picked.ids)
+                RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority,
+                          m.tenant, m.read_ct, m.enqueued_at,
+                          extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
+                          extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
+                          m.claim_token,
+                          -- A call's claim commits synchronously (see above).
+                          CASE WHEN m.reply_key IS NOT NULL
+                               THEN set_config('synchronous_commit', durable, true) END AS durable
+            )
+            SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
+                   c.read_ct, c.enqueued_at, c.deadline_in, c.waited, 1::bigint AS walked,
+                   first_tenant AS last_tenant, c.claim_token
+            FROM claimed c
+            -- Where this claim stopped, for the frontier (an InitPlan: computed once).
+            WHERE (SELECT set_config('pgqueue.claim_stop',
+                                     s.priority || ' ' || s.msg_id || ' '
+                                     || ((SELECT count(*) FROM ahead) < p_limit), true)
+                   FROM claimed s ORDER BY s.priority, s.msg_id DESC LIMIT 1) IS NOT NULL
+            ORDER BY c.priority DESC, c.msg_id;
+        ELSE
+            RETURN QUERY
+            WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+            picked AS (
+                SELECT m.msg_id FROM pgqueue.message m
+                WHERE m.queue = p_queue AND m.tenant = first_tenant AND m.vt <= now()
+                ORDER BY m.priority DESC, m.msg_id
+                LIMIT p_limit
+                FOR UPDATE OF m SKIP LOCKED
+            ),
+            claimed AS (
+                UPDATE pgqueue.message m
+                SET vt = now() + make_interval(secs => p_lease),
+                    read_ct = m.read_ct + 1,
+                    claimed_by = p_worker_id,
+                    claimed_at = now(),
+                    claim_token = pgqueue.new_claim_token()
+                FROM picked, async
+                WHERE m.msg_id = picked.msg_id
+                RETURNING m.msg_id, m.queue, m.task_name, m.payload, m.reply_key, m.priority,
+                          m.tenant, m.read_ct, m.enqueued_at,
+                          extract(epoch FROM m.deadline - now())::float8 AS deadline_in,
+                          extract(epoch FROM now() - m.enqueued_at)::float8 AS waited,
+                          m.claim_token,
+                          -- A call's claim commits synchronously (see above).
+                          CASE WHEN m.reply_key IS NOT NULL
+                               THEN set_config('synchronous_commit', durable, true) END AS durable
+            )
+            SELECT c.msg_id, c.queue, c.task_name, c.payload, c.reply_key, c.priority, c.tenant,
+                   c.read_ct, c.enqueued_at, c.deadline_in, c.waited, 1::bigint AS walked,
+                   first_tenant AS last_tenant, c.claim_token
+            FROM claimed c
+            -- Where this claim stopped, for the frontier (an InitPlan: computed once).
+            WHERE (SELECT set_config('pgqueue.claim_stop',
+                                     s.priority || ' ' || s.msg_id || ' ' || true, true)
+                   FROM claimed s ORDER BY s.priority, s.msg_id DESC LIMIT 1) IS NOT NULL
+            ORDER BY c.priority DESC, c.msg_id;
+        END IF;
+        -- Only a full claim of a batch (more is likely waiting) moves the frontier, to its
+        -- last row in the index's order: one call at a time on an idle queue writes nothing.
+        -- Never waited for: a claim that cannot lock the frontier at once leaves it to the
+        -- claim holding it. A walk from the head places it where it stopped (back too, to
+        -- rows visible again) and counts a move; a walk from the frontier moves it forward
+        -- only, and only if no walk from the head moved it since this claim read it.
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF p_limit > 1 AND got = p_limit THEN
+            stop := string_to_array(current_setting('pgqueue.claim_stop'), ' ');
+            IF fr_found THEN
+                UPDATE pgqueue.claim_frontier f
+                SET tenant = first_tenant, priority = stop[1]::smallint, msg_id = stop[2]::bigint,
+                    moves = f.moves + CASE WHEN stop[3]::boolean THEN 1 ELSE 0 END,
+                    walked_at = CASE WHEN stop[3]::boolean THEN now() ELSE f.walked_at END
+                WHERE f.queue = (SELECT k.queue FROM pgqueue.claim_frontier k
+                                  WHERE k.queue = p_queue FOR UPDATE SKIP LOCKED)
+                  AND (stop[3]::boolean
+                       OR (f.moves = fr_moves AND f.tenant = first_tenant
+                           AND (f.priority > stop[1]::smallint
+                                OR (f.priority = stop[1]::smallint
+                                    AND f.msg_id < stop[2]::bigint))));
+            ELSE
+                INSERT INTO pgqueue.claim_frontier (queue, tenant, priority, msg_id)
+                VALUES (p_queue, first_tenant, stop[1]::smallint, stop[2]::bigint)
+                ON CONFLICT DO NOTHING;
+            END IF;
+        END IF;
         RETURN;
     END IF;
     RETURN QUERY
