@@ -234,10 +234,11 @@ $grant_frontier$;
 -- fenced by (msg_id, claim_token), a pair no re-claim repeats, even after a crash lost the claim
 -- (read_ct repeats then, and after a release). A paused queue (pgqueue.queue_pause) is never
 -- claimed from.
--- The single-tenant claim starts its walk at the queue's frontier (pgqueue.claim_frontier,
--- migration 0013) rather than at the head, and walks from the head as well when the frontier's
--- walk comes back short, when the frontier is more than 100 ms old, and without one: a row
--- behind the frontier that is visible again waits at most that long.
+-- A batch claim of one tenant starts its walk at the queue's frontier (pgqueue.claim_frontier,
+-- migration 0013) rather than at the head, and walks from the head as well for what the
+-- frontier's walk could not fill, without a frontier, and (one claim of the queue at a time)
+-- once the frontier is 100 ms old: a row behind it that is visible again waits at most that
+-- long and one claim more. A claim of one row walks from the head, as before.
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
     p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text,
