@@ -86,17 +86,20 @@ def _fence(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
 
 def test_a_full_batch_claim_places_the_frontier_and_a_claim_of_one_leaves_it(pg_dsn: str) -> None:
     with _connect(pg_dsn) as conn:
-        ids = _fill(conn, 12)
+        ids = _fill(conn, 16)
         assert _claim(conn, 1) and _frontier(conn) is None  # a claim of one: as before
+        # The session's first full batch runs as before too; the next one places the frontier.
         assert _ids(_claim(conn)) == ids[1:5]
-        assert _frontier(conn) == {"tenant": "", "priority": 5, "msg_id": ids[4], "moves": 0}
-        _pin(conn, fresh=True)
+        assert _frontier(conn) is None
         assert _ids(_claim(conn)) == ids[5:9]
+        assert _frontier(conn) == {"tenant": "", "priority": 5, "msg_id": ids[8], "moves": 0}
+        _pin(conn, fresh=True)
+        assert _ids(_claim(conn)) == ids[9:13]
         # Moved forward by the frontier's walk: no walk from the head counted.
-        assert _frontier(conn) == {"tenant": "", "priority": 5, "msg_id": ids[8], "moves": 0}
+        assert _frontier(conn) == {"tenant": "", "priority": 5, "msg_id": ids[12], "moves": 0}
         # Short of the batch: everything left, and the frontier stays where it was.
-        assert _ids(_claim(conn, 8)) == ids[9:12]
-        assert _frontier(conn) == {"tenant": "", "priority": 5, "msg_id": ids[8], "moves": 0}
+        assert _ids(_claim(conn, 8)) == ids[13:16]
+        assert _frontier(conn) == {"tenant": "", "priority": 5, "msg_id": ids[12], "moves": 0}
 
 
 def test_a_fresh_frontier_walks_past_a_row_behind_it_until_it_is_stale(pg_dsn: str) -> None:
@@ -104,8 +107,8 @@ def test_a_fresh_frontier_walks_past_a_row_behind_it_until_it_is_stale(pg_dsn: s
     with _connect(pg_dsn) as conn:
         ids = _fill(conn, 40)
         first = _claim(conn)
-        _pin(conn, fresh=True)
         assert _ids(_claim(conn)) == ids[4:8]
+        _pin(conn, fresh=True)
         leases.release(conn, _fence(first[:1]))
         assert _ids(_claim(conn)) == ids[8:12]  # from the frontier: the released row waits
         _pin(conn, fresh=False)
@@ -121,11 +124,25 @@ def test_a_short_walk_from_the_frontier_takes_rows_behind_it_in_the_same_claim(
     with _connect(pg_dsn) as conn:
         ids = _fill(conn, 10)
         first = _claim(conn)
-        _pin(conn, fresh=True)
         assert _ids(_claim(conn)) == ids[4:8]
+        _pin(conn, fresh=True)
         leases.release(conn, _fence(first[1:3]))
         # Two rows ahead of the frontier, then the two released ones from the head, in order.
         assert _ids(_claim(conn)) == [ids[1], ids[2], ids[8], ids[9]]
+
+
+def test_an_idle_queue_claims_as_before_and_a_short_claim_drops_the_hint(pg_dsn: str) -> None:
+    """One call at a time on an idle queue: no frontier read, none written."""
+    with _connect(pg_dsn) as conn:
+        ids = _fill(conn, 12)
+        assert [_ids(_claim(conn)) for _ in range(3)] == [ids[0:4], ids[4:8], ids[8:12]]
+        placed = _frontier(conn)
+        assert placed is not None
+        assert _claim(conn) == []  # empty: the session stops reading the frontier
+        (one,) = _fill(conn, 1)
+        _pin(conn, fresh=True)
+        assert _ids(_claim(conn)) == [one]
+        assert _frontier(conn) == placed
 
 
 def test_a_retry_whose_backoff_passed_is_claimed_first_in_its_batch(pg_dsn: str) -> None:
@@ -191,13 +208,14 @@ def test_another_tenants_row_takes_the_tenant_path_at_once(pg_dsn: str) -> None:
     with _connect(pg_dsn) as conn:
         ids = _fill(conn, 100)
         _claim(conn)
+        _claim(conn)
         _pin(conn, fresh=True)
         (other,) = _fill(conn, 1, tenant="tenant-x")
         rows = _claim(conn)
         assert {r["walked"] for r in rows} == {2}
-        assert sorted(_ids(rows)[:2]) == sorted([ids[4], other])
+        assert sorted(_ids(rows)[:2]) == sorted([ids[8], other])
         # The frontier's tenant ('') still starts at its frontier once tenant-x is done.
-        assert _ids(_claim(conn)) == ids[7:11]
+        assert _ids(_claim(conn)) == ids[11:15]
 
 
 def test_frontier_plans_never_scan_the_table_at_a_big_backlog(pg_dsn: str) -> None:

@@ -254,6 +254,7 @@ DECLARE
     first_tenant text;
     -- The queue's frontier as this claim found it (pgqueue.claim_frontier), and whether the
     -- single-tenant walk starts there.
+    batched boolean;
     fr_found boolean;
     fr_tenant text;
     fr_priority smallint;
@@ -275,9 +276,12 @@ BEGIN
     -- first; the others keep to the frontier meanwhile): the rows it skips (see below) wait
     -- no longer than that and that claim. Its tenant is the first with work when none between
     -- the cursor and it has any (the usual single tenant: an empty range, one index probe).
-    -- A claim of one row neither reads nor moves it: it steps over one row per worker at most.
+    -- Only a session whose last claim of this queue was a full batch reads it (the session's
+    -- hint pgqueue.claim_full): a claim of one row, or of an idle queue, runs as it did, at the
+    -- cost it had (a claim of one steps over one row per worker at most).
+    batched := p_limit > 1 AND coalesce(current_setting('pgqueue.claim_full', true) = p_queue, false);
     fr_found := false;
-    IF p_limit > 1 THEN
+    IF batched THEN
         SELECT f.tenant, f.priority, f.msg_id, f.moves, f.walked_at
           INTO fr_tenant, fr_priority, fr_msg_id, fr_moves, fr_walked_at
           FROM pgqueue.claim_frontier f WHERE f.queue = p_queue;
@@ -305,6 +309,9 @@ BEGIN
          WHERE m.queue = p_queue AND m.tenant >= p_tenant_cursor AND m.vt <= now()
          ORDER BY m.tenant LIMIT 1;
         IF NOT FOUND THEN
+            IF batched THEN
+                PERFORM set_config('pgqueue.claim_full', '', false);
+            END IF;
             RETURN;
         END IF;
     END IF;
@@ -322,7 +329,7 @@ BEGIN
     PERFORM FROM pgqueue.message m
      WHERE m.queue = p_queue AND m.tenant > first_tenant AND m.vt <= now()
      ORDER BY m.tenant LIMIT 1;
-    IF NOT FOUND AND p_limit = 1 THEN
+    IF NOT FOUND AND NOT batched THEN
         RETURN QUERY
         WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
         picked AS (
@@ -355,6 +362,10 @@ BEGIN
                first_tenant AS last_tenant, c.claim_token
         FROM claimed c
         ORDER BY c.priority DESC, c.msg_id;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF p_limit > 1 AND got = p_limit THEN
+            PERFORM set_config('pgqueue.claim_full', p_queue, false);
+        END IF;
         RETURN;
     ELSIF NOT FOUND THEN
         IF from_frontier THEN
@@ -458,7 +469,9 @@ BEGIN
         -- rows visible again) and counts a move; a walk from the frontier moves it forward
         -- only, and only if no walk from the head moved it since this claim read it.
         GET DIAGNOSTICS got = ROW_COUNT;
-        IF p_limit > 1 AND got = p_limit THEN
+        IF got < p_limit THEN
+            PERFORM set_config('pgqueue.claim_full', '', false);
+        ELSE
             stop := string_to_array(current_setting('pgqueue.claim_stop'), ' ');
             IF fr_found THEN
                 UPDATE pgqueue.claim_frontier f
