@@ -239,6 +239,10 @@ $grant_frontier$;
 -- frontier's walk could not fill, without a frontier, and (one claim of the queue at a time)
 -- once the frontier is 100 ms old: a row behind it that is visible again waits at most that
 -- long and one claim more. A claim of one row walks from the head, as before.
+-- Its four RETURN QUERY branches (from the head; from the frontier; a batch from the head; many
+-- tenants) each spell out the same claimed CTE on purpose: a CTE cannot be shared between
+-- statements, and a function per step would cost a call and a plan per claim. A change to that
+-- CTE is a change to all four.
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
     p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text,
