@@ -93,6 +93,14 @@ async def test_a_reply_whose_notify_never_came_is_found_by_the_listeners_sweep(
 ) -> None:
     # No worker: the test stores the reply itself, without any NOTIFY.
     async with AsyncClient(pg_dsn, application_name=APP) as client:
+        listener = client.listener
+        assert listener is not None
+        # Until its LISTEN is in place a caller polls on its own (and would take the reply
+        # itself): the row under test is the listener's sweep, so the call starts after it.
+        deadline = time.monotonic() + 30
+        while not listener.live:
+            assert time.monotonic() < deadline, "the reply listener never started listening"
+            await asyncio.sleep(0.01)
         pending = asyncio.ensure_future(client.call("demo.echo", ["x"], timeout=60))
 
         def store_reply() -> None:
@@ -114,7 +122,7 @@ async def test_a_reply_whose_notify_never_came_is_found_by_the_listeners_sweep(
         result = await pending
         assert result.ok, result
         assert result.value == "by hand"
-        assert client.listener is not None and client.listener.swept == 1
+        assert listener.swept == 1
 
 
 @pytest.mark.asyncio
