@@ -190,12 +190,6 @@ def test_network_partition_of_the_worker(
     )
 
 
-def _counter(worker: object, name: str) -> float:
-    _, text = http_get(worker.url("/metrics"))  # type: ignore[attr-defined]
-    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
-    return float(lines[0].split()[1]) if lines else 0.0
-
-
 @pytest.mark.timeout(300)
 def test_postgres_crash_right_after_the_replies_loses_no_ack(
     pg_server: PgServer, pg_dsn: str, workers: WorkerFactory, tmp_path: Path
@@ -238,7 +232,7 @@ def test_postgres_crash_right_after_the_replies_loses_no_ack(
             runs.wait_queue_empty(pg_dsn, 20, "the lost acks written again (the lease is 60 s)")
             settled_in = time.monotonic() - crashed_at
             wait_until(lambda: _readyz(worker) == 200, 30, "the worker to be ready again")
-            rewritten = _counter(worker, "pgqueue_acks_rewritten_total")
+            rewritten = worker.metric("pgqueue_acks_rewritten_total")
             rounds += 1
         assert rewritten >= 1, f"no round lost an ack in {rounds} rounds\n{worker.log()[-3000:]}"
         started = marks.starts(log)

@@ -4,7 +4,6 @@ claiming from it within a poll while running tasks finish, and a resume drains i
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pgqueue import (
 from pgqueue.claiming import claim_params
 from tests.integration.test_cli import pgq
 from tests.support.exporters import ExporterFactory, value
-from tests.support.workers import WorkerFactory, WorkerProcess, http_get, wait_until
+from tests.support.workers import WorkerFactory, wait_until
 
 
 def _connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
@@ -171,13 +170,6 @@ def test_an_unreachable_database_is_a_pgqueue_error_without_the_password() -> No
 # -- real workers ------------------------------------------------------------------------------
 
 
-def _counter(worker: WorkerProcess, name: str, queue: str) -> float:
-    status, text = http_get(worker.url("/metrics"))
-    assert status == 200, text
-    found = re.search(rf'^{name}{{queue="{re.escape(queue)}"}} (\S+)$', text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
 def _state(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, int]:
     row = conn.execute(
         "SELECT count(*) FILTER (WHERE read_ct = 0) AS unclaimed,"
@@ -217,13 +209,13 @@ def test_three_workers_stop_claiming_a_paused_queue_and_drain_it_on_resume(
         # The pause returned: no claim of the queue is in flight, so what is claimed now is all
         # that will ever be claimed until the resume.
         at_pause = _state(conn)
-        polls = [_counter(w, "pgqueue_worker_claims_total", "pq") for w in fleet]
+        polls = [w.metric("pgqueue_worker_claims_total", queue="pq") for w in fleet]
         assert at_pause["unclaimed"] > 0, at_pause
 
         # Every worker polls the queue twice more (a full poll interval after the pause, each
         # claim returning nothing) and every task it held runs to its end.
         def polled_and_settled() -> bool:
-            after = [_counter(w, "pgqueue_worker_claims_total", "pq") for w in fleet]
+            after = [w.metric("pgqueue_worker_claims_total", queue="pq") for w in fleet]
             state = _state(conn)
             return all(a >= p + 2 for a, p in zip(after, polls, strict=True)) and (
                 state["claimed"] == 0
@@ -234,10 +226,10 @@ def test_three_workers_stop_claiming_a_paused_queue_and_drain_it_on_resume(
         assert later["unclaimed"] == at_pause["unclaimed"], (at_pause, later)
         assert later["started"] == later["ended"] == total - at_pause["unclaimed"]
         # One more poll interval each, measured by the workers' own counters: still nothing.
-        polls = [_counter(w, "pgqueue_worker_claims_total", "pq") for w in fleet]
+        polls = [w.metric("pgqueue_worker_claims_total", queue="pq") for w in fleet]
         wait_until(
             lambda: all(
-                _counter(w, "pgqueue_worker_claims_total", "pq") >= p + 1
+                w.metric("pgqueue_worker_claims_total", queue="pq") >= p + 1
                 for w, p in zip(fleet, polls, strict=True)
             ),
             60,
@@ -270,7 +262,7 @@ def test_resume_wakes_idle_workers_at_once(pg_dsn: str, workers: WorkerFactory) 
         worker = workers.start(pg_dsn, queues="pq", extra=["--poll-interval", "600"])
         client.enqueue("demo.noop", queue="pq")  # its NOTIFY wakes the worker: a claim, empty
         wait_until(
-            lambda: _counter(worker, "pgqueue_worker_claims_total", "pq") >= 1,
+            lambda: worker.metric("pgqueue_worker_claims_total", queue="pq") >= 1,
             60,
             "the worker's claim after the enqueue's wake-up",
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pgqueue.embedded import free_port
 
@@ -73,6 +74,16 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def metric(self, sample: str, **labels: str) -> float:
+        """One sample of the worker's /metrics (``name_total`` for a counter); 0 if absent."""
+        status, text = http_get(self.url("/metrics"))
+        assert status == 200, f"/metrics answered {status}:\n{self.log()}"
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == sample and s.labels == labels:
+                    return float(s.value)
+        return 0.0
 
     def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM (graceful drain) and wait for the exit code."""
