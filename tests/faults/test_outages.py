@@ -13,7 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.faults.callers import start_calls
+from pgqueue import Client
+from tests.faults.callers import Calls, start_calls
 from tests.support import marks, runs
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgServer
@@ -24,6 +25,36 @@ TASKS = "tests.support.fault_tasks"
 
 def _readyz(worker: object) -> int:
     return http_get(worker.url("/readyz"))[0]  # type: ignore[attr-defined]
+
+
+def _start_calls_enqueued_durably(
+    dsn: str, keys: list[str], seconds: float, timeout: float
+) -> Calls:
+    """Calls whose enqueues are on disk and whose claims are not. An enqueue commits
+    asynchronously too (one lost in a crash is its caller's timeout, another row): the queue is
+    paused while they land, and the resume's synchronous commit flushes them; the claims come
+    after it."""
+    with Client(dsn) as admin:
+        admin.pause_queue("default", reason="test: enqueues first")
+        calls = start_calls(dsn, keys, seconds, timeout=timeout)
+        wait_until(
+            lambda: runs.scalar(dsn, "SELECT count(*) FROM pgqueue.message") >= len(keys),
+            30,
+            "the calls to be enqueued",
+        )
+        admin.resume_queue("default")
+    return calls
+
+
+def _wal_writer_delay(dsn: str, value: str | None) -> None:
+    """The WAL writer's delay (None: the default), which bounds how long an asynchronous
+    commit can stay in the WAL buffers, where a crash loses it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if value is None:
+            conn.execute("ALTER SYSTEM RESET wal_writer_delay")
+        else:
+            conn.execute(f"ALTER SYSTEM SET wal_writer_delay = '{value}'")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 @pytest.mark.timeout(240)
@@ -196,16 +227,12 @@ def test_postgres_crash_right_after_the_replies_loses_no_ack(
 ) -> None:
     # Acks commit asynchronously (async_acks): a crash loses those still in Postgres's WAL
     # buffers, for up to 3 x wal_writer_delay (200 ms by default). Here the WAL writer waits its
-    # longest (10 s), so a round's last acks are still in the buffers when the server dies right
-    # after its callers got their replies; the worker must write them again when it reconnects,
-    # or their messages (claimed, lease 60 s) would wait a lease and run a second time.
+    # longest (10 s), so a round's last acks (and the claims before them) are still in the
+    # buffers when the server dies right after its callers got their replies; the worker must
+    # take the claims back and write the acks again when it reconnects, or their messages
+    # would run a second time after the restart quarantine.
     def wal_writer_delay(value: str | None) -> None:
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            if value is None:
-                conn.execute("ALTER SYSTEM RESET wal_writer_delay")
-            else:
-                conn.execute(f"ALTER SYSTEM SET wal_writer_delay = '{value}'")
-            conn.execute("SELECT pg_reload_conf()")
+        _wal_writer_delay(pg_dsn, value)
 
     wal_writer_delay("10s")
     try:
@@ -223,7 +250,7 @@ def test_postgres_crash_right_after_the_replies_loses_no_ack(
         while rewritten == 0 and rounds < 4:
             round_keys = [f"ack{rounds}-{i}" for i in range(8)]
             keys += round_keys
-            calls = start_calls(pg_dsn, round_keys, 0.3, timeout=60)
+            calls = _start_calls_enqueued_durably(pg_dsn, round_keys, 0.3, timeout=60)
             calls.join()
             pg_server.stop("immediate")
             crashed_at = time.monotonic()
@@ -246,3 +273,63 @@ def test_postgres_crash_right_after_the_replies_loses_no_ack(
         )
     finally:
         wal_writer_delay(None)
+
+
+@pytest.mark.timeout(420)
+def test_postgres_crash_right_after_the_claims_runs_each_call_once(
+    pg_server: PgServer, pg_dsn: str, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    # Claims commit asynchronously (durable_claims off, the default), so a crash can lose the
+    # claim of a call whose task already runs; its row is then waiting again as if never
+    # claimed. With the WAL writer at its longest delay (10 s) the claims of a round are still
+    # in the WAL buffers when the server dies 1 s into their 3 s tasks. The first claim after
+    # the restart holds the waiting calls back (restart quarantine, 10 s); each worker takes
+    # its lost claims back when it reconnects, and its runs go on: one run per call.
+    _wal_writer_delay(pg_dsn, "10s")
+    try:
+        log = tmp_path / "marks"
+        started = [
+            workers.start(
+                pg_dsn,
+                tasks=TASKS,
+                concurrency=3,
+                extra=["--lease", "60"],
+                env={"PGQUEUE_TEST_MARKS": str(log)},
+            )
+            for _ in range(2)
+        ]
+        rounds, taken_back, keys = 0, 0.0, []
+        while taken_back == 0 and rounds < 4:
+            round_keys = [f"claim{rounds}-{i}" for i in range(6)]
+            keys += round_keys
+            want = len(marks.starts(log)) + len(round_keys)
+            calls = _start_calls_enqueued_durably(pg_dsn, round_keys, 3.0, timeout=90)
+            wait_until(
+                lambda want=want: len(marks.starts(log)) >= want,
+                60,
+                "every call of the round to start",
+            )
+            pg_server.stop("immediate")
+            crashed_at = time.monotonic()
+            pg_server.start()
+            calls.join()
+            calls.check(round_keys)
+            answered_in = max(calls.answered_at.values()) - crashed_at
+            runs.wait_queue_empty(pg_dsn, 30, "every message settled")
+            held = runs.scalar(pg_dsn, "SELECT held FROM pgqueue.server_epoch")
+            taken_back = sum(w.metric("pgqueue_claims_reasserted_total") for w in started)
+            rounds += 1
+        assert taken_back >= 1, f"no round lost a claim in {rounds} rounds\n{started[0].log()}"
+        runs_per_call = marks.starts(log)
+        assert sorted(runs_per_call) == sorted(keys)
+        assert max(runs_per_call.values()) == 1, runs_per_call  # zero doubled
+        assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.dead_letter") == 0
+        for w in started:
+            assert w.proc.poll() is None, w.log()
+        print(
+            f"FIGURE crash after claims: {taken_back:.0f} lost claims taken back by their "
+            f"workers in round {rounds}; {held} waiting calls held back; last caller "
+            f"answered {answered_in:.1f}s after the crash; runs per call max 1"
+        )
+    finally:
+        _wal_writer_delay(pg_dsn, None)

@@ -1,11 +1,11 @@
 """The claim side of the worker: the claim's parameters, its tenant cursor, the row → claim
 mapping, and the release of claims never started.
 
-A claim is one statement (``pgqueue.claim``, architecture §3.1) that commits synchronously when it
-holds a call and stamps each row with a fresh ``claim_token``; a :class:`~pgqueue.outcomes.Claimed`
-carries that token, and every later write of this worker about the message (renew, ack, retry, dead
-letter, release) is fenced by ``(msg_id, claim_token)``. Errors are raised to the caller, which
-applies the one error policy of :mod:`pgqueue.dberrors`.
+A claim is one statement (``pgqueue.claim``, architecture §3.1) that commits asynchronously (a
+call's synchronously with durable claims) and stamps each row with a fresh ``claim_token``; a
+:class:`~pgqueue.outcomes.Claimed` carries that token, and every later write of this worker about
+the message (renew, ack, retry, dead letter, release) is fenced by ``(msg_id, claim_token)``.
+Errors are raised to the caller, which applies the one error policy of :mod:`pgqueue.dberrors`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def claim_params(
     tenant_cursor: str = "",
     *,
     durable: bool = True,
+    quarantine: float = 10.0,
 ) -> dict[str, Any]:
     """Parameters of the named query ``claim`` (the benchmark times the statement with them)."""
     return {
@@ -52,6 +53,8 @@ def claim_params(
         "salt": os.urandom(4).hex(),
         # A claim holding a call commits synchronously (WorkerSettings.durable_claims).
         "durable": durable,
+        # The first claim after a crash holds waiting calls back (pgqueue.after_recovery).
+        "quarantine": quarantine,
     }
 
 
@@ -77,6 +80,7 @@ def claimed_from_row(row: dict[str, Any], now: float) -> outcomes.Claimed:
         deadline_in=row["deadline_in"],
         claimed_at=now,
         claim_token=row["claim_token"],
+        enqueued_at=row.get("enqueued_at"),
         requested=asked,
         ignored=tuple(ignored),
     )
@@ -91,9 +95,12 @@ def claim(
     worker_id: str,
     cursor: Cursor,
     durable: bool = True,
+    quarantine: float = 10.0,
 ) -> list[outcomes.Claimed]:
     """Claim up to ``limit`` messages of ``queue``, in order; moves the tenant cursor."""
-    params = claim_params(queue, limit, lease, worker_id, cursor.tenant, durable=durable)
+    params = claim_params(
+        queue, limit, lease, worker_id, cursor.tenant, durable=durable, quarantine=quarantine
+    )
     rows = leases.claim(conn, params)
     metrics.CLAIMS.labels(queue).inc()
     now = time.monotonic()
@@ -111,6 +118,16 @@ def fence(msgs: list[outcomes.Claimed]) -> dict[str, list[int]]:
     return {
         "msg_ids": [m.msg_id for m in msgs],
         "claim_tokens": [m.claim_token for m in msgs],
+    }
+
+
+def held_fence(msgs: list[outcomes.Claimed]) -> dict[str, list[Any]]:
+    """The renew statement's arrays: the fence, and what takes a lost claim back (read_ct and
+    enqueue time of the row as this worker's claim left it)."""
+    return {
+        **fence(msgs),
+        "read_cts": [m.read_ct for m in msgs],
+        "enqueued": [m.enqueued_at for m in msgs],
     }
 
 

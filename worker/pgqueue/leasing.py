@@ -1,7 +1,9 @@
 """Leases: renew what the worker holds every lease/3, and hand it all back when the grace ends.
 
 Renewal is fenced like every write (architecture §3.2): a message re-claimed by another worker
-or removed is not renewed, and is counted as a lease lost.
+or removed is not renewed, and is counted as a lease lost. It also takes back a claim a Postgres
+crash lost (claims commit asynchronously; architecture §3.4): the worker renews at once after
+every reconnect, inside the restart quarantine that keeps other workers off those calls.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ class Leasing(Finishing):
 
     def _renew(self) -> None:
         self._next_renew = time.monotonic() + self.s.lease / 3
-        held = self._held()
+        # An ack to write again (its commit may have died with the server) may have lost its
+        # claim too: taken back here, before the flush writes the ack, or the ack's fence
+        # would refuse it and the call would run again after the quarantine.
+        rewrites = [p.msg for p in self.settler.again]
+        held = self._held() + rewrites
         if not held or self._conn is None:
             return
         try:
-            rows = leases.renew(self._conn, self.s.lease, claiming.fence(held))
+            rows = leases.renew(self._conn, self.s.lease, self.worker_id, claiming.held_fence(held))
         except Exception as exc:  # the policy decides; the loop never dies here
             if not self._failed("renew", exc, "lease renewal failed: %s; retried next turn"):
                 self._next_renew = time.monotonic() + 1.0
@@ -39,6 +45,17 @@ class Leasing(Finishing):
         self._db_up()
         metrics.LEASE_RENEWALS.inc(len(rows))
         kept = {r["msg_id"] for r in rows}
+        back = [r["msg_id"] for r in rows if r["reasserted"]]
+        if back:
+            metrics.CLAIMS_REASSERTED.inc(len(back))
+            log.warning(
+                "took back %d claims a database crash had lost (msg_ids %s): their runs go on "
+                "here, once",
+                len(back),
+                ",".join(map(str, back[:20])),
+            )
+        # An ack written again whose row is gone had landed: nothing was lost there.
+        held = held[: len(held) - len(rewrites)]
         for m in held:
             if m.msg_id not in kept:
                 metrics.LEASE_LOST.inc()

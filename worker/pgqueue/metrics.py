@@ -64,6 +64,12 @@ LEASE_LOST = Counter(
     "Leases found lost (message gone or claimed by another worker) at renewal or ack.",
     registry=WORKER_REGISTRY,
 )
+CLAIMS_REASSERTED = Counter(
+    "pgqueue_claims_reasserted",
+    "Claims a Postgres crash had lost (claims commit asynchronously) taken back by the worker "
+    "that held them, at its first lease renewal after reconnecting (restart_quarantine).",
+    registry=WORKER_REGISTRY,
+)
 ACKS_REWRITTEN = Counter(
     "pgqueue_acks_rewritten",
     "Acks written again after an outage because their asynchronous commit had been lost "

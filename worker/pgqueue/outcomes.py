@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pgqueue import limits
@@ -32,6 +33,9 @@ class Claimed:
     deadline_in: float | None
     claimed_at: float = 0.0  # monotonic clock of the worker when the claim returned
     claim_token: int = 0  # the claim's fence (with msg_id): no re-claim repeats it
+    # The row's enqueue time: with msg_id, what a crash cannot hand to another message (the
+    # renew statement takes back a lost claim only of the very row it was).
+    enqueued_at: datetime | None = None
     # Its per-task options (payload headers, see pgqueue.limits) and the ones it got wrong,
     # which are ignored: the worker's settings apply to those.
     requested: limits.Requested = limits.DEFAULT

@@ -292,14 +292,25 @@ class WorkerSettings(ConnectionSettings):
         description="Largest JSON reply stored, bytes; larger is a failed reply. Default 1 MiB.",
     )
     durable_claims: bool = Field(
-        default=True,
+        default=False,
         description=(
-            "Commit a claim that holds a call (a reply-keyed message) synchronously, so a claim "
-            "this worker was told of survives a Postgres crash and the call never runs twice. "
-            "Costs one WAL flush per call (RPC p50 1.2-1.9x measured on a loaded 2-core VM, see "
-            "docs/reliability.md). false: asynchronous; after a crash a call whose claim was "
-            "lost may run twice (its reply stays single: the claim token fences it). "
-            "Fire-and-forget claims are always asynchronous (at least once). Default true."
+            "Commit a claim that holds a call (a reply-keyed message) synchronously: one WAL "
+            "flush per call (RPC p50 ~1.2x on the quiet 2-core machine, docs/benchmarks). "
+            "false: asynchronous; a claim a Postgres crash lost is taken back by this worker "
+            "when it reconnects, and restart_quarantine keeps other workers off the waiting "
+            "calls meanwhile, so a call still runs once. Always true with pooled (a pooler "
+            "hides a server restart from the worker). Default false."
+        ),
+    )
+    restart_quarantine: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "After a Postgres crash or failover, seconds the calls that were waiting stay "
+            "unclaimable, so that workers whose claims the crash lost take them back first "
+            "(they reconnect within 5 s of the server; an inline task must end first). The "
+            "first claim after the recovery applies it, whichever worker makes it. 0: none "
+            "(then set durable_claims). Default 10."
         ),
     )
     async_acks: bool = Field(

@@ -378,7 +378,8 @@ class Worker(Leasing):
                 lease=self.s.lease,
                 worker_id=self.worker_id,
                 cursor=cursor,
-                durable=self.s.durable_claims,
+                durable=self._durable,
+                quarantine=self.s.restart_quarantine,
             )
         except Exception as exc:  # the policy decides; the loop never dies here
             if not self._failed("claim", exc, "claim on queue %s failed: %s", queue):
@@ -386,7 +387,7 @@ class Worker(Leasing):
             return None
         self._db_up()
         # A claim that holds a call committed synchronously: every ack before it is on disk.
-        self.settler.confirm(began, flushed=self.s.durable_claims and claiming.holds_call(got))
+        self.settler.confirm(began, flushed=self._durable and claiming.holds_call(got))
         return got
 
     def _release(self, msgs: list[outcomes.Claimed]) -> None:

@@ -1,5 +1,8 @@
 """The worker's database connections: connect, LISTEN for enqueues, back off through an outage.
 
+Every connect renews the leases at once: a Postgres crash may have lost claims (they commit
+asynchronously), and the restart quarantine gives their worker only so long to take them back.
+
 An outage (:mod:`pgqueue.dberrors`, Kind.OUTAGE) closes both connections and keeps every pending
 write; the loop reconnects after a doubling back-off (0.2 s up to 5 s). Readiness needs a write
 that succeeded since the last connect, not only a connection: a read-only database connects, then
@@ -54,6 +57,10 @@ class DatabaseLink(WorkerState):
                 self.settler.server_flushes_within(leases.wal_writer_delay(self._conn))
         except psycopg.Error as exc:
             self._db_down("connect", exc)
+            return
+        # Before anything else is written: the claims a crash lost come back to this worker
+        # while the restart quarantine keeps them from the others (pgqueue.leasing).
+        self._renew()
 
     def _db_up(self) -> None:
         """A write succeeded: the database is usable again."""

@@ -52,6 +52,8 @@ class WorkerState:
             # Behind a pooler the worker cannot tell a server restart (settling: written again).
             async_acks=settings.async_acks and not settings.pooled,
         )
+        # Behind a pooler a server restart goes unseen: no reconnect, no claim taken back.
+        self._durable = settings.durable_claims or settings.pooled
         self.buffer: collections.deque[tuple[outcomes.Claimed, outcomes.Work]] = collections.deque()
         self.stats = WorkerStats()
         self.health = serving.Health(settings.heartbeat_staleness)
@@ -94,6 +96,10 @@ class WorkerState:
         raise NotImplementedError
 
     def _release(self, msgs: list[outcomes.Claimed]) -> None:
+        raise NotImplementedError
+
+    def _renew(self) -> None:
+        """Renew the leases held, taking back claims a crash lost (pgqueue.leasing)."""
         raise NotImplementedError
 
     def _reported(self, reports: list[tuple[outcomes.Claimed, jobs.Report]]) -> None:

@@ -64,19 +64,45 @@ SELECT msg_id, (SELECT count(*) FROM woken) AS notified FROM ins ORDER BY msg_id
 -- name: claim
 -- The claim, one statement (architecture §3.1): see pgqueue.claim in schema.sql for how it walks
 -- tenants and locks with SKIP LOCKED, stamps each row's claim_token and commits a claim that
--- holds a call synchronously (unless %(durable)s is false). Returns the rows in the claim's order.
+-- holds a call synchronously when %(durable)s, and after a crash holds waiting calls back for
+-- %(quarantine)s seconds (pgqueue.after_recovery). Returns the rows in the claim's order.
 SELECT * FROM pgqueue.claim(%(queue)s, %(limit)s, %(candidates)s, %(lease)s, %(worker_id)s,
-                            %(tenant_cursor)s, %(tenant_span)s, %(salt)s, %(durable)s);
+                            %(tenant_cursor)s, %(tenant_span)s, %(salt)s, %(durable)s,
+                            %(quarantine)s);
 
 -- name: renew
 -- Extends the leases a worker still holds; rows not returned were lost (gone or re-claimed).
 -- Every write of a claim's holder is fenced by (msg_id, claim_token): a re-claim stamps a new
 -- token, so a worker that lost its lease can never act on another worker's claim.
-UPDATE pgqueue.message m
-SET vt = now() + make_interval(secs => %(lease)s)
-FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[]) AS held(msg_id, claim_token)
-WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
-RETURNING m.msg_id;
+-- It also takes back a claim a Postgres crash lost (claims commit asynchronously, see
+-- pgqueue.after_recovery): a row exactly as it was before this worker's claim (read_ct one
+-- less, and the same enqueued_at: a msg_id can be handed out again after a crash) gets the
+-- claim again, token and all. No other claim came between: it would have counted read_ct up.
+-- reasserted: the row's claim had been lost.
+WITH held AS (
+    SELECT * FROM unnest(%(msg_ids)s::bigint[], %(claim_tokens)s::bigint[],
+                         %(read_cts)s::integer[], %(enqueued)s::timestamptz[])
+        AS h(msg_id, claim_token, read_ct, enqueued_at)
+),
+renewed AS (
+    UPDATE pgqueue.message m
+    SET vt = now() + make_interval(secs => %(lease)s)
+    FROM held
+    WHERE m.msg_id = held.msg_id AND m.claim_token = held.claim_token
+    RETURNING m.msg_id
+),
+reasserted AS (
+    UPDATE pgqueue.message m
+    SET vt = now() + make_interval(secs => %(lease)s), read_ct = held.read_ct,
+        claim_token = held.claim_token, claimed_by = %(worker_id)s, claimed_at = now()
+    FROM held
+    WHERE m.msg_id = held.msg_id AND m.claim_token IS DISTINCT FROM held.claim_token
+      AND m.read_ct = held.read_ct - 1 AND m.enqueued_at = held.enqueued_at
+    RETURNING m.msg_id
+)
+SELECT msg_id, false AS reasserted FROM renewed
+UNION ALL
+SELECT msg_id, true FROM reasserted;
 
 -- name: release
 -- Hands claimed messages back at once (graceful shutdown): the attempt is not counted. Wakes
@@ -550,8 +576,11 @@ SET host = excluded.host, pid = excluded.pid, queues = excluded.queues, slots = 
 -- name: registry_beat
 -- A heartbeat: how many slots are busy now. Re-creates a row that was pruned meanwhile (a worker
 -- that was paused for longer than the prune age), so a live worker never drops off the list.
+-- Commits asynchronously: a beat lost in a crash is the next beat's to write, and a worker
+-- that turns busy beats at once, which would cost its loop a WAL flush per claim.
 INSERT INTO pgqueue.worker AS w (worker_id, host, pid, queues, slots, busy, version)
-VALUES (%(worker_id)s, %(host)s, %(pid)s, %(queues)s, %(slots)s, %(busy)s, %(version)s)
+SELECT %(worker_id)s, %(host)s, %(pid)s, %(queues)s, %(slots)s, %(busy)s, %(version)s
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async
 ON CONFLICT (worker_id) DO UPDATE
 SET busy = excluded.busy, heartbeat_at = now();
 

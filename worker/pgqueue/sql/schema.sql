@@ -217,6 +217,68 @@ BEGIN
 END
 $grant_frontier$;
 
+-- Whether this server has come back from a crash (or been promoted) since pgqueue last looked
+-- (migration 0014): unlogged, so crash recovery and a promoted standby start it empty, while a
+-- clean restart (which flushes every asynchronous commit first) keeps it. The first claim of a
+-- server that finds it empty writes its row and holds back the calls that were waiting
+-- (pgqueue.after_recovery). held counts them, held_until is when they are visible again.
+CREATE UNLOGGED TABLE pgqueue.server_epoch (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    held        bigint NOT NULL DEFAULT 0,
+    held_until  timestamptz
+);
+
+-- Whoever claims writes it (the claim runs with its caller's rights): as pgqueue.claim_frontier.
+DO $grant_epoch$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT rolname FROM pg_roles
+             WHERE NOT rolsuper AND rolname !~ '^pg_'
+               AND has_table_privilege(oid, 'pgqueue.message', 'UPDATE')
+               AND oid <> (SELECT relowner FROM pg_class WHERE oid = 'pgqueue.message'::regclass)
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT ON pgqueue.server_epoch TO %I', r.rolname);
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a
+               WHERE c.oid = 'pgqueue.message'::regclass AND a.grantee = 0
+                 AND a.privilege_type = 'UPDATE') THEN
+        GRANT SELECT, INSERT ON pgqueue.server_epoch TO PUBLIC;
+    END IF;
+END
+$grant_epoch$;
+
+-- The restart quarantine (architecture §3.4, migration 0014). A claim of a call commits
+-- asynchronously, so a crash can lose a claim whose worker already runs the task: its row is
+-- then waiting again as if never claimed. So that no other worker claims it and runs the call
+-- a second time, the first claim after a crash or a promotion (pgqueue.server_epoch empty)
+-- makes every call then visible wait p_quarantine seconds more; meanwhile the workers that
+-- lost claims reconnect and take them back (the renew statement re-asserts a claim whose row
+-- is exactly as it was before that claim). Fire-and-forget messages are not held back: they
+-- are at least once. Returns how many calls it held back (0 when the server had been seen).
+CREATE FUNCTION pgqueue.after_recovery(p_quarantine double precision) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $recovery$
+DECLARE
+    n bigint := 0;
+BEGIN
+    INSERT INTO pgqueue.server_epoch (one) VALUES (true) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    IF p_quarantine > 0 THEN
+        UPDATE pgqueue.message m SET vt = now() + make_interval(secs => p_quarantine)
+        WHERE m.reply_key IS NOT NULL AND m.vt <= now();
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    UPDATE pgqueue.server_epoch e
+    SET held = n, held_until = now() + make_interval(secs => greatest(p_quarantine, 0));
+    RAISE LOG 'pgqueue: first claim since a crash or promotion: % calls held back for % s',
+        n, p_quarantine;
+    RETURN n;
+END
+$recovery$;
+
 -- The claim (architecture §3.1) as a function: PL/pgSQL keeps its plan per session, so a worker
 -- behind a transaction pooler (which cannot keep prepared statements) does not pay ~1 ms of
 -- planning on every poll. It walks up to p_tenant_span tenants with visible work (from
@@ -225,11 +287,13 @@ $grant_frontier$;
 -- shuffled by p_salt), and locks what is free with SKIP LOCKED, returning rows in that order.
 -- With one tenant waiting (no tenant keys: the usual request-reply queue) that order is simply
 -- priority, then FIFO, and a plain ordered SKIP LOCKED claim gives it at half the server time.
--- A claim that holds a call (a reply-keyed message) commits synchronously (never weaker than
--- 'local', whatever the session says) unless p_durable is false (the worker's durable_claims):
--- a claim a worker was told of cannot vanish in a crash, so no second worker re-claims the call
--- and runs it again. A claim of fire-and-forget messages
--- only commits asynchronously: lost in a crash, its rows become claimable again (at least once).
+-- A claim commits asynchronously. One that holds a call (a reply-keyed message) commits
+-- synchronously instead (never weaker than 'local', whatever the session says) when p_durable
+-- (the worker's durable_claims, and always behind a pooler): a claim a worker was told of then
+-- cannot vanish in a crash. Without it, a lost claim is taken back by its worker (the renew
+-- statement) while the restart quarantine (p_quarantine seconds, pgqueue.after_recovery) keeps
+-- the other workers off the calls that were waiting; a claim of fire-and-forget messages lost
+-- in a crash makes its rows claimable again (at least once).
 -- Each claim stamps a fresh random claim_token (pgqueue.new_claim_token); every later write is
 -- fenced by (msg_id, claim_token), a pair no re-claim repeats, even after a crash lost the claim
 -- (read_ct repeats then, and after a release). A paused queue (pgqueue.queue_pause) is never
@@ -246,7 +310,7 @@ $grant_frontier$;
 CREATE FUNCTION pgqueue.claim(
     p_queue text, p_limit integer, p_candidates integer, p_lease double precision,
     p_worker_id text, p_tenant_cursor text, p_tenant_span integer, p_salt text,
-    p_durable boolean DEFAULT true
+    p_durable boolean DEFAULT true, p_quarantine double precision DEFAULT 10
 ) RETURNS TABLE (
     msg_id bigint, queue text, task_name text, payload jsonb, reply_key text,
     priority smallint, tenant text, read_ct integer, enqueued_at timestamptz,
@@ -274,6 +338,13 @@ DECLARE
                          WHEN current_setting('synchronous_commit') = 'off' THEN 'local'
                          ELSE current_setting('synchronous_commit') END;
 BEGIN
+    -- A server back from a crash or a promotion: the first claim holds back the calls that
+    -- were waiting (pgqueue.after_recovery, migration 0014). A crash ends every session and a
+    -- standby's sessions could not claim, so one look per session is enough: ~1 us a claim.
+    IF current_setting('pgqueue.recovery_seen', true) IS DISTINCT FROM 'on' THEN
+        PERFORM pgqueue.after_recovery(p_quarantine);
+        PERFORM set_config('pgqueue.recovery_seen', 'on', false);
+    END IF;
     -- Where the last full claims stopped (pgqueue.claim_frontier), read without a lock. Once
     -- a walk from the head placed it 100 ms ago or more, one claim of the queue walks from the
     -- head again (the one that takes the advisory lock 1886479986 = 'pqfr', hashtext(queue)

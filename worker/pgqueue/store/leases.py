@@ -20,9 +20,11 @@ def claim(conn: Conn, params: dict[str, Any]) -> list[Row]:
     return conn.execute(sqlfiles.query("claim"), params).fetchall()
 
 
-def renew(conn: Conn, lease: float, fence: dict[str, list[int]]) -> list[Row]:
-    """Push the fenced leases out by ``lease`` seconds; the rows still held (``renew``)."""
-    return conn.execute(sqlfiles.query("renew"), {"lease": lease, **fence}).fetchall()
+def renew(conn: Conn, lease: float, worker_id: str, fence: dict[str, list[Any]]) -> list[Row]:
+    """Push the fenced leases out by ``lease`` seconds and take back the claims a crash lost;
+    the rows held now, each with ``reasserted`` (``renew``)."""
+    params = {"lease": lease, "worker_id": worker_id, **fence}
+    return conn.execute(sqlfiles.query("renew"), params).fetchall()
 
 
 def release(conn: Conn, fence: dict[str, list[int]]) -> None:
