@@ -90,8 +90,7 @@ class Worker(Leasing):
             server = serving.serve(self.health, self.s.metrics_host, self.s.metrics_port)
             self.http_port = server.server_address[1]
         if self.s.pool == "inline":
-            limit = min(self.s.task_time_limit, self.s.lease / 3, self.s.heartbeat_staleness / 2)
-            self._inline = InlineRunner(limit)
+            self._inline = InlineRunner(self.inline_limit)
         else:
             self.slots = [
                 Slot(i, self.s.tasks, self.s.task_time_limit) for i in range(self.s.concurrency)

@@ -20,7 +20,7 @@ import psycopg
 from pgqueue import db, dberrors, metrics, registry
 from pgqueue.cancelling import CHANNEL as CANCEL_CHANNEL
 from pgqueue.store import leases
-from pgqueue.workerstate import WorkerState
+from pgqueue.workerstate import RECONNECT_CAP_S, WorkerState
 
 # One logger for the whole worker loop, whichever part of it speaks.
 log = logging.getLogger("pgqueue.supervisor")
@@ -94,7 +94,7 @@ class DatabaseLink(WorkerState):
         self._db_ok = False
         self._close_db()
         self._db_retry_at = time.monotonic() + self._db_backoff
-        self._db_backoff = min(self._db_backoff * 2, 5.0)
+        self._db_backoff = min(self._db_backoff * 2, RECONNECT_CAP_S)
         self.health.ready = False
 
     def _close_db(self) -> None:

@@ -11,6 +11,7 @@ this state: :mod:`pgqueue.workerdb` (the connections, LISTEN, the outage back-of
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -23,6 +24,11 @@ from pgqueue.inline import InlineRunner
 from pgqueue.settings import WorkerSettings
 from pgqueue.slots import Slot
 from pgqueue.tasks import import_task_modules
+
+log = logging.getLogger("pgqueue.supervisor")
+
+# The outage back-off's cap (pgqueue.workerdb): a worker reconnects within this of the server.
+RECONNECT_CAP_S = 5.0
 
 
 @dataclass
@@ -54,6 +60,24 @@ class WorkerState:
         )
         # Behind a pooler a server restart goes unseen: no reconnect, no claim taken back.
         self._durable = settings.durable_claims or settings.pooled
+        # The inline pool's time limit (architecture §3.3): while a task runs the loop neither
+        # renews nor beats, nor takes back a claim a crash lost (§3.2).
+        self.inline_limit = min(
+            settings.task_time_limit, settings.lease / 3, settings.heartbeat_staleness / 2
+        )
+        if (
+            settings.pool == "inline"
+            and not self._durable
+            and self.inline_limit + RECONNECT_CAP_S > settings.restart_quarantine
+        ):
+            log.warning(
+                "restart_quarantine %gs is shorter than this inline worker's time limit %gs + "
+                "%gs to reconnect: after a Postgres crash a call it runs could run again "
+                "elsewhere; raise restart_quarantine or set durable_claims",
+                settings.restart_quarantine,
+                self.inline_limit,
+                RECONNECT_CAP_S,
+            )
         self.buffer: collections.deque[tuple[outcomes.Claimed, outcomes.Work]] = collections.deque()
         self.stats = WorkerStats()
         self.health = serving.Health(settings.heartbeat_staleness)
