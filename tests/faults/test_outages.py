@@ -282,9 +282,10 @@ def test_postgres_crash_right_after_the_claims_runs_each_call_once(
     # Claims commit asynchronously (durable_claims off, the default), so a crash can lose the
     # claim of a call whose task already runs; its row is then waiting again as if never
     # claimed. With the WAL writer at its longest delay (10 s) the claims of a round are still
-    # in the WAL buffers when the server dies 1 s into their 3 s tasks. The first claim after
-    # the restart holds the waiting calls back (restart quarantine, 10 s); each worker takes
-    # its lost claims back when it reconnects, and its runs go on: one run per call.
+    # in the WAL buffers when the server dies, as soon as their 3 s tasks have started. The
+    # first claim after the restart holds the waiting calls back (restart quarantine, 10 s);
+    # each worker takes its lost claims back when it reconnects, and its runs go on: one run
+    # per call.
     _wal_writer_delay(pg_dsn, "10s")
     try:
         log = tmp_path / "marks"
