@@ -61,8 +61,8 @@ def routes(pg_dsn: str, workers: WorkerFactory, legacy_worker: LegacyWorker) -> 
 
 
 # Every row written into a pgqueue table (but the flag the test sets, its history, the worker
-# registry, an idle worker's waiting mark and the schema version) is noted by a trigger, so even
-# a message enqueued and acked at once, or a reply taken, is seen.
+# registry, an idle worker's waiting mark, the schema version and the server epoch) is noted by a
+# trigger, so even a message enqueued and acked at once, or a reply taken, is seen.
 _NOTE_WRITES = """
 CREATE TABLE public.pgqueue_writes (tbl text NOT NULL, op text NOT NULL);
 CREATE FUNCTION public.note_pgqueue_write() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -76,7 +76,7 @@ BEGIN
     FOR t IN SELECT table_name FROM information_schema.tables
              WHERE table_schema = 'pgqueue' AND table_type = 'BASE TABLE'
                AND table_name NOT IN ('flag', 'flag_history', 'worker', 'waiting_worker',
-                                      'schema_version')
+                                      'schema_version', 'server_epoch')
     LOOP
         EXECUTE format('CREATE TRIGGER note_write AFTER INSERT OR UPDATE ON pgqueue.%I '
                        'FOR EACH ROW EXECUTE FUNCTION public.note_pgqueue_write()', t);

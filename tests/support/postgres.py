@@ -55,6 +55,11 @@ class PgServer:
                     sql.Identifier(name), sql.Identifier(TEMPLATE)
                 )
             )
+        # A copy of a database leaves its unlogged tables empty, which pgqueue reads as a
+        # server back from a crash (the restart quarantine, migration 0014); a test database
+        # starts as one of a running server, like the template it was migrated as.
+        with psycopg.connect(self.dsn_for(name), autocommit=True) as conn:
+            conn.execute("INSERT INTO pgqueue.server_epoch DEFAULT VALUES ON CONFLICT DO NOTHING")
         return self.dsn_for(name)
 
     def drop_database(self, name: str) -> None:

@@ -2,8 +2,9 @@
 -- tests/integration/test_schema.py compares the two catalogs. The migrations repeat parts of this
 -- file (each CREATE OR REPLACE of a function as it was then) on purpose: they are history, applied
 -- in order and never edited, and this file is the schema read in one place.
--- The GRANT blocks of unique_hold and waiting_worker read alike on purpose: each is its
--- migration's (0009, 0012) as it ran, and a shared helper function would be a new schema object.
+-- The GRANT blocks of unique_hold, waiting_worker, claim_frontier and server_epoch read alike on
+-- purpose: each is its migration's (0009, 0012, 0013, 0014) as it ran, and a shared helper
+-- function would be a new schema object.
 CREATE SCHEMA IF NOT EXISTS pgqueue;
 
 CREATE TABLE pgqueue.schema_version (
@@ -262,6 +263,10 @@ LANGUAGE plpgsql VOLATILE AS $recovery$
 DECLARE
     n bigint := 0;
 BEGIN
+    -- Seen already (the usual case: a new session of a running server): no write at all.
+    IF EXISTS (SELECT FROM pgqueue.server_epoch) THEN
+        RETURN 0;
+    END IF;
     INSERT INTO pgqueue.server_epoch (one) VALUES (true) ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RETURN 0;

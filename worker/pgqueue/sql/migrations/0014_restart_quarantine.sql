@@ -51,6 +51,10 @@ LANGUAGE plpgsql VOLATILE AS $recovery$
 DECLARE
     n bigint := 0;
 BEGIN
+    -- Seen already (the usual case: a new session of a running server): no write at all.
+    IF EXISTS (SELECT FROM pgqueue.server_epoch) THEN
+        RETURN 0;
+    END IF;
     INSERT INTO pgqueue.server_epoch (one) VALUES (true) ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RETURN 0;
