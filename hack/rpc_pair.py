@@ -8,10 +8,13 @@ by its own code; DB SETTINGS, e.g. ``synchronous_commit=off``, are set on it for
 session), one ``pgqueue worker --pool inline --concurrency 1`` and one caller process
 (hack/rpc_pair_driver.py). The callers then take turns: BLOCKS rounds of SIZE sequential calls
 each, the order flipped every round, so the machine's load falls on every tree alike; printed:
-the median of each tree's per-block p50, and the median of the per-block ratios to the first
-tree. THREADS (default 1) callers share each tree's client, and WORKERS (default 1) inline
-workers serve it. Postgres: any server on 127.0.0.1:PGPORT with a trusting ``postgres``
-superuser (e.g. ``pgqueue.embedded.EmbeddedPostgres``, fsync and synchronous_commit on).
+the median of each tree's per-block p50, calls/s and caller CPU per call, and the median of
+the per-block ratios to the first tree. THREADS (default 1) callers share each tree's client,
+PROCS (default 1) such caller processes run at once (each with its own client; a block's
+calls/s is then all their calls over its wall time), and WORKERS (default 1) inline workers
+serve it (WORKER ARGS ``--pool process --concurrency 2`` make each a process-pool worker).
+Postgres: any server on 127.0.0.1:PGPORT with a trusting ``postgres`` superuser (e.g.
+``pgqueue.embedded.EmbeddedPostgres``, fsync and synchronous_commit on).
 """
 
 import json
@@ -19,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -48,29 +52,44 @@ for n, (name, spec) in enumerate(trees):
             [*cli, "--log-level", "WARNING", "worker", "--dsn", dsn, "--pool", "inline",
              "--tasks", "pgqueue.demo_tasks", "--concurrency", "1",
              "--metrics-port", str(19100 + 10 * n + w), *extra.split()], env=env))  # fmt: skip
-    caller = subprocess.Popen(
-        [sys.executable, str(HERE / "rpc_pair_driver.py"), dsn],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert caller.stdout is not None and caller.stdout.readline().strip() == "ready"
-    callers[name] = caller
+    callers[name] = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "rpc_pair_driver.py"), dsn],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(int(os.environ.get("PROCS", "1")))
+    ]
+    for caller in callers[name]:
+        assert caller.stdout is not None
+        assert caller.stdout.readline().strip() == "ready"
 p50s: dict[str, list[float]] = {name: [] for name, _ in trees}
 rates: dict[str, list[float]] = {name: [] for name, _ in trees}
+cpus: dict[str, list[float]] = {name: [] for name, _ in trees}
 for b in range(blocks):
     order = list(callers.items())
-    for name, caller in order if b % 2 == 0 else reversed(order):
-        assert caller.stdin is not None and caller.stdout is not None
-        caller.stdin.write(f"{size}\n")
-        caller.stdin.flush()
-        block = json.loads(caller.stdout.readline())
-        p50s[name].append(block["p50"])
-        rates[name].append(block.get("rate", 0.0))
+    for name, procs in order if b % 2 == 0 else reversed(order):
+        started = time.perf_counter()
+        for caller in procs:
+            assert caller.stdin is not None
+            caller.stdin.write(f"{size}\n")
+            caller.stdin.flush()
+        got = [json.loads(caller.stdout.readline()) for caller in procs if caller.stdout]
+        elapsed = time.perf_counter() - started
+        p50s[name].append(statistics.median(block["p50"] for block in got))
+        rates[name].append(sum(block["calls"] for block in got) / elapsed)
+        cpus[name].append(statistics.median(block["cpu_us"] for block in got))
 for name, values in p50s.items():
     print(f"{name}: median of block p50s {statistics.median(values):.3f} ms "
-          f"[{min(values):.2f}-{max(values):.2f}]; calls/s {statistics.median(rates[name]):.0f}")  # fmt: skip
+          f"[{min(values):.2f}-{max(values):.2f}]; calls/s {statistics.median(rates[name]):.0f}; "
+          f"caller CPU {statistics.median(cpus[name]):.0f} µs/call")  # fmt: skip
 base = trees[0][0]
 for name, _ in trees[1:]:
     ratios = [a / b for a, b in zip(p50s[name], p50s[base], strict=True)]
-    print(f"{name}/{base}: median ratio {statistics.median(ratios):.3f}")
-for proc in [*workers, *callers.values()]:
+    per_s = [a / b for a, b in zip(rates[name], rates[base], strict=True)]
+    print(f"{name}/{base}: median ratio {statistics.median(ratios):.3f} (p50), "
+          f"{statistics.median(per_s):.3f} (calls/s)")  # fmt: skip
+for proc in [*workers, *(c for procs in callers.values() for c in procs)]:
     proc.terminate()

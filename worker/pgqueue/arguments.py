@@ -103,7 +103,7 @@ def payload(
         raise ConfigurationError(
             "args", "arguments must be valid Unicode (a lone surrogate cannot be stored)"
         ) from None
-    if _NUL.search(text):
+    if "\\u0000" in text and _NUL.search(text):  # the substring test first: no regex per call
         # jsonb cannot store a NUL character: the insert would fail with a DataError.
         raise ConfigurationError("args", "arguments must not contain NUL (\\x00) characters")
     if len(encoded) > max_bytes:

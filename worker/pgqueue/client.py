@@ -72,8 +72,14 @@ def unexpected(logger: logging.Logger, scrub: Callable[[str], str], exc: Excepti
 
 
 def observed(task: object, started: float, result: CallResult) -> CallResult:
-    """A call's result, its duration observed under the task's name (``<invalid>``: a bad one)."""
-    label = task if isinstance(task, str) and arguments.valid_task(task) else "<invalid>"
+    """A call's result, its duration observed under the task's name (``<invalid>``: a bad one).
+
+    Only an ``enqueue_error`` can come from a bad name: any other result had its name checked
+    when its message was built, so the check runs again only then.
+    """
+    checked = result.kind != "enqueue_error" and isinstance(task, str)
+    valid = checked or (isinstance(task, str) and arguments.valid_task(task))
+    label = task if valid else "<invalid>"
     metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
     return result
 

@@ -122,6 +122,9 @@ class ClientConnections:
     def _reply_listener(self) -> ReplyListener | None:
         if self.settings.pooled or self.settings.reply_wait == "poll":
             return None  # LISTEN does not survive a transaction pooler; or polls cost less
+        listener = self._listener
+        if listener is not None:
+            return listener
         with self._listener_lock:
             if self._listener is None:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)

@@ -19,7 +19,6 @@ import re
 import select
 import time
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -95,17 +94,23 @@ def redact(dsn: str) -> str:
     return " ".join(f"{k}={v}" for k, v in info.items() if k in {"host", "port", "dbname", "user"})
 
 
-@contextlib.contextmanager
-def deadline(at: float) -> Iterator[None]:
+class deadline:
     """No wait for the server inside this block (in this thread) outlasts ``at`` (monotonic).
 
-    A wait cut short closes its connection and raises :class:`NoAnswer`.
+    A wait cut short closes its connection and raises :class:`NoAnswer`. A class rather than
+    a generator under ``contextlib``: it is on every call's path.
     """
-    token = _DEADLINE.set(at)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
+
+    __slots__ = ("_at", "_token")
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def __enter__(self) -> None:
+        self._token = _DEADLINE.set(self._at)
+
+    def __exit__(self, *exc: object) -> None:
+        _DEADLINE.reset(self._token)
 
 
 class BoundedConnection(psycopg.Connection[Any]):

@@ -12,12 +12,13 @@ reply), and whatever arrives there only makes a caller read its row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import random
 import secrets
 import threading
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,35 @@ def wake_of(reply_key: str) -> str:
     return "w:" + hashlib.sha256(reply_key.encode()).hexdigest()[:32]
 
 
+class Wake:
+    """A wake-up that waits for its caller: ``set`` any number of times, ``wait`` takes it.
+
+    One lock held while nobody woke it: ``wait`` is one acquire in C where
+    :class:`threading.Event` runs a Condition in Python (a fresh lock, a waiter list and two
+    more acquires per wait), which eight threads sharing a client paid on every call. A ``set``
+    between two waits is kept for the next one, never lost.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # woken already: it waits for the next wait()
+            self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether it was woken within ``timeout`` seconds (and takes that wake-up)."""
+        return self._lock.acquire(timeout=max(timeout, 0.0))
+
+
 @dataclass(slots=True)
 class Waiter:
     """One waiting call: woken by its NOTIFY, which may carry the reply itself."""
 
-    event: threading.Event = field(default_factory=threading.Event)
+    event: Wake = field(default_factory=Wake)
     reply: tuple[object, object, object] | None = None  # status, result, error
 
 
@@ -94,6 +119,10 @@ class ReplyListener:
         self._handed: list[str] = []  # reply keys whose rows are to be deleted
         self.live = False
         self.prefix = secrets.token_hex(8)
+        # Keys need to be unique, not secret (the private channel's name is the secret, and
+        # a role that may read keys may read the messages): a generator seeded once from the
+        # OS makes them without os.urandom, a syscall that hands the GIL to another thread.
+        self._rng = random.Random(secrets.randbits(128))  # noqa: S311 - unique, not secret
         self.channel = ""  # the private channel, once LISTEN is in place
         self.delivered = 0  # notifications received (all keys), for tests and debugging
         self.inline = 0  # of them, replies read from the payload
@@ -105,7 +134,7 @@ class ReplyListener:
 
     def new_key(self) -> str:
         """A reply key routed to this listener whose reply may come in the payload."""
-        return f"{self.prefix}.i.{uuid.uuid4().hex}"
+        return f"{self.prefix}.i.{self._rng.getrandbits(128):032x}"
 
     def register(self, reply_key: str) -> Waiter:
         waiter = Waiter()

@@ -151,7 +151,6 @@ class ReplyWaiting(Enqueuing):
             if waiter is not None and listener is not None and listener.live:
                 # Trusting NOTIFY: poll when woken, and every poll_max as the safety net.
                 waiter.event.wait(min(s.poll_max, remaining))
-                waiter.event.clear()
                 skip_poll = False
                 continue
             skip_poll = False
@@ -160,6 +159,5 @@ class ReplyWaiting(Enqueuing):
             nap = min(pause, remaining)
             if waiter is not None:
                 waiter.event.wait(nap)
-                waiter.event.clear()
             else:
                 time.sleep(nap)
