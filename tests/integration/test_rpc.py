@@ -146,6 +146,33 @@ def test_drop_branches_dead_letter_and_fail_the_caller_fast(
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 0
 
 
+def test_a_call_right_after_a_fork_is_answered_on_the_childs_own_listener(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    """A client that called before a fork (its listener running) makes its first call in the
+    child on a listener of the child's, not on the parent's (whose thread the child has not:
+    the reply would wait for a safety-net poll, and the child would be left without one)."""
+    import os
+
+    workers.start(pg_dsn, concurrency=1)
+    with Client(pg_dsn) as c:
+        assert c.call("demo.add", [1, 2], timeout=30).value == 3
+        parent = c.listener
+        assert parent is not None
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                result = c.call("demo.add", [2, 3], timeout=30)
+                child = c.listener
+                code = 0 if result.value == 5 and child is not None and child is not parent else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert c.call("demo.add", [3, 4], timeout=30).value == 7
+
+
 def test_a_client_created_before_a_fork_works_in_both_processes(pg_dsn: str) -> None:
     import os
 

@@ -76,14 +76,19 @@ class ClientConnections:
         """The pool of this process: a client created before a fork (gunicorn --preload, Celery
         prefork) must not share the parent's sockets and pool threads, so a child opens its own."""
         if os.getpid() != self._pid:
-            with self._listener_lock:
-                if os.getpid() != self._pid:
-                    self._pool_ = self._new_pool()
-                    self._listener = None
-                    # Its lock may have been held by a thread the fork did not copy.
-                    self._reply_times = ReplyTimes(self.settings.poll_initial)
-                    self._pid = os.getpid()
+            self._forked()
         return self._pool_
+
+    def _forked(self) -> None:
+        """In a child after a fork: a pool and a listener of its own (the parent's sockets and
+        threads are not this process's)."""
+        with self._listener_lock:
+            if os.getpid() != self._pid:
+                self._pool_ = self._new_pool()
+                self._listener = None
+                # Its lock may have been held by a thread the fork did not copy.
+                self._reply_times = ReplyTimes(self.settings.poll_initial)
+                self._pid = os.getpid()
 
     def _scrub(self, text: str) -> str:
         return db.scrub(text, self.settings.dsn)
@@ -123,8 +128,10 @@ class ClientConnections:
         if self.settings.pooled or self.settings.reply_wait == "poll":
             return None  # LISTEN does not survive a transaction pooler; or polls cost less
         listener = self._listener
-        if listener is not None:
-            return listener
+        if listener is not None and self._pid == os.getpid():
+            return listener  # every call after the first: no lock
+        if os.getpid() != self._pid:
+            self._forked()  # a call's key comes before its pool: not the parent's listener
         with self._listener_lock:
             if self._listener is None:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)
