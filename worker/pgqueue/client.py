@@ -77,8 +77,7 @@ def observed(task: object, started: float, result: CallResult) -> CallResult:
     Only an ``enqueue_error`` can come from a bad name: any other result had its name checked
     when its message was built, so the check runs again only then.
     """
-    checked = result.kind != "enqueue_error" and isinstance(task, str)
-    valid = checked or (isinstance(task, str) and arguments.valid_task(task))
+    valid = isinstance(task, str) and (result.kind != "enqueue_error" or arguments.valid_task(task))
     label = task if valid else "<invalid>"
     metrics.CALL_DURATION.labels(label, result.kind).observe(time.monotonic() - started)
     return result

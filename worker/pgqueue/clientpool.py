@@ -127,11 +127,10 @@ class ClientConnections:
     def _reply_listener(self) -> ReplyListener | None:
         if self.settings.pooled or self.settings.reply_wait == "poll":
             return None  # LISTEN does not survive a transaction pooler; or polls cost less
-        listener = self._listener
-        if listener is not None and self._pid == os.getpid():
-            return listener  # every call after the first: no lock
         if os.getpid() != self._pid:
             self._forked()  # a call's key comes before its pool: not the parent's listener
+        elif self._listener is not None:
+            return self._listener  # every call after the first: no lock
         with self._listener_lock:
             if self._listener is None:
                 self._listener = ReplyListener(self.settings.dsn, self.settings)
