@@ -13,6 +13,8 @@ the per-block ratios to the first tree. THREADS (default 1) callers share each t
 PROCS (default 1) such caller processes run at once (each with its own client; a block's
 calls/s is then all their calls over its wall time), and WORKERS (default 1) inline workers
 serve it (WORKER ARGS ``--pool process --concurrency 2`` make each a process-pool worker).
+PROFILE=1 also prints each tree's costliest statements over the rounds (pg_stat_statements:
+calls and mean server time), e.g. to compare claims and waiting marks per call.
 Postgres: any server on 127.0.0.1:PGPORT with a trusting ``postgres`` superuser (e.g.
 ``pgqueue.embedded.EmbeddedPostgres``, fsync and synchronous_commit on).
 """
@@ -68,6 +70,25 @@ for n, (name, spec) in enumerate(trees):
 p50s: dict[str, list[float]] = {name: [] for name, _ in trees}
 rates: dict[str, list[float]] = {name: [] for name, _ in trees}
 cpus: dict[str, list[float]] = {name: [] for name, _ in trees}
+def _statements(db: str, reset: bool) -> None:
+    """PROFILE=1: each tree's statements per call from pg_stat_statements (server time)."""
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/{db}", autocommit=True) as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if reset:
+            c.execute("SELECT pg_stat_statements_reset()")
+            return
+        rows = c.execute(
+            "SELECT calls, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)"
+            " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT 6"
+        ).fetchall()
+    for calls, mean, query in rows:
+        print(f"  {db}: {calls:>7} x {mean * 1000:6.1f} us  {query}")
+
+
+profile = bool(os.environ.get("PROFILE"))
+for name, _ in trees if profile else ():
+    _statements(f"pair_{name}", reset=True)
 for b in range(blocks):
     order = list(callers.items())
     for name, procs in order if b % 2 == 0 else reversed(order):
@@ -85,6 +106,8 @@ for name, values in p50s.items():
     print(f"{name}: median of block p50s {statistics.median(values):.3f} ms "
           f"[{min(values):.2f}-{max(values):.2f}]; calls/s {statistics.median(rates[name]):.0f}; "
           f"caller CPU {statistics.median(cpus[name]):.0f} µs/call")  # fmt: skip
+for name, _ in trees if profile else ():
+    _statements(f"pair_{name}", reset=False)
 base = trees[0][0]
 for name, _ in trees[1:]:
     ratios = [a / b for a, b in zip(p50s[name], p50s[base], strict=True)]
