@@ -15,7 +15,7 @@ import psycopg
 from pgqueue import AsyncClient, Client, producing, sqlfiles
 from pgqueue.settings import ClientSettings
 from pgqueue.store import calls
-from pgqueue.waking import channel_of
+from pgqueue.waking import Waiter, channel_of
 from tests.support import statements
 from tests.support.workers import WorkerFactory, WorkerProcess, wait_until
 
@@ -140,6 +140,37 @@ def test_a_worker_marking_itself_waiting_right_now_still_hears_the_enqueue(pg_ds
         notes = list(listen.notifies(timeout=10, stop_after=1))
         assert [(n.channel, n.payload) for n in notes] == [(me["channel"], "default")]
         assert _waiting(pg_dsn) == []
+
+
+def test_a_loaded_worker_claims_again_without_a_mark_and_an_empty_claim_marks(
+    pg_dsn: str,
+) -> None:
+    """Under load nobody waits, so every enqueue NOTIFYs the shared channel: a worker whose
+    short claim found work and that heard such a NOTIFY since claims again at once instead of
+    writing a mark an enqueue would then have to take (a statement and a targeted NOTIFY per
+    message). An empty claim marks all the same, or idle workers that heard one NOTIFY
+    together would go on claiming together."""
+    waiter = Waiter("w3", ("default",), enabled=True)
+    with psycopg.connect(pg_dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        waiter.claiming()
+        waiter.heard("pgqueue_enqueue")  # an enqueue found nobody waiting while it claimed
+        waiter.claimed(conn, 4, 1)
+        assert _waiting(pg_dsn) == []
+        assert not waiter.holds_off(0.0, 60.0)  # it claims at once
+        waiter.claiming()
+        waiter.heard("pgqueue_enqueue")
+        waiter.claimed(conn, 4, 0)
+        assert [w["worker_id"] for w in _waiting(pg_dsn)] == ["w3"]
+        assert not waiter.holds_off(0.0, 60.0)  # what it heard is served by one more claim
+        waiter.claiming()
+        waiter.claimed(conn, 4, 0)
+        assert waiter.holds_off(0.0, 60.0)  # now it waits for its own wake-up
+        with psycopg.connect(pg_dsn, autocommit=True) as enqueuer:
+            assert _enqueue(enqueuer) == 1
+        waiter.heard(channel_of("w3"))
+        waiter.claiming()
+        waiter.claimed(conn, 4, 1)  # short, and nothing heard since: marked as before
+        assert [w["worker_id"] for w in _waiting(pg_dsn)] == ["w3"]
 
 
 def test_a_worker_waits_on_all_its_queues(pg_dsn: str) -> None:

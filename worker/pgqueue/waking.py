@@ -129,14 +129,22 @@ class Waiter:
 
     def claimed(self, conn: psycopg.Connection[dict[str, Any]], asked: int, got: int) -> None:
         """After a claim: a short one marks the worker waiting, a full one (no room left now;
-        it claims again when a task settles) takes the mark back."""
+        it claims again when a task settles) takes the mark back.
+
+        A short claim that found work, after which a wake-up was already heard, writes no
+        mark: the worker claims again at once and that claim decides. Under load this is the
+        steady state (nobody waits, so every enqueue NOTIFYs the shared channel and each worker
+        claims again as it hears one), and it saves a mark and a targeted wake-up per message.
+        An empty claim always marks: otherwise idle workers that all heard one shared NOTIFY
+        would go on claiming together on every next one (the herd this module ends).
+        """
         if not self.enabled:
             return
         if got >= asked:
             if self.waiting:
                 self.waiting = False
                 fleet.stop_waiting(conn, self.worker_id)
-        elif not self.waiting:
+        elif not self.waiting and not (self.due and got > 0):
             fleet.wait_for_work(conn, self.worker_id, self.channel, list(self.queues))
             self.waiting = True
 
