@@ -70,8 +70,10 @@ for n, (name, spec) in enumerate(trees):
 p50s: dict[str, list[float]] = {name: [] for name, _ in trees}
 rates: dict[str, list[float]] = {name: [] for name, _ in trees}
 cpus: dict[str, list[float]] = {name: [] for name, _ in trees}
+
+
 def _statements(db: str, reset: bool) -> None:
-    """PROFILE=1: each tree's statements per call from pg_stat_statements (server time)."""
+    """PROFILE=1: each tree's costliest statements (calls, mean server time) since the reset."""
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/{db}", autocommit=True) as c:
         c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         if reset:
