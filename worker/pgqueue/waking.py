@@ -5,7 +5,8 @@ waiting (``wait_for_work``, table ``pgqueue.waiting_worker``, migration 0012) an
 on its own: an enqueue takes as many waiting workers as it has messages (``pgqueue.wake``, the
 most recently idle first) and NOTIFYs each one's own channel, so a message costs about one claim
 statement however many workers idle. A worker that is not waiting (busy) claims again as its
-tasks settle. An enqueue that finds fewer waiting workers than messages NOTIFYs the shared
+tasks settle, and so does one whose short claim found work and that has heard of more since
+(a loaded fleet: ``Waiter.claimed``). An enqueue that finds fewer waiting workers than messages NOTIFYs the shared
 channel once, which every worker hears: that covers a worker marking itself waiting at that very
 moment (its claim could not see the uncommitted message, the enqueue cannot see its uncommitted
 row), so the race loses no wake-up.
