@@ -6,10 +6,10 @@ on its own: an enqueue takes as many waiting workers as it has messages (``pgque
 most recently idle first) and NOTIFYs each one's own channel, so a message costs about one claim
 statement however many workers idle. A worker that is not waiting (busy) claims again as its
 tasks settle, and so does one whose short claim found work and that has heard of more since
-(a loaded fleet: ``Waiter.claimed``). An enqueue that finds fewer waiting workers than messages NOTIFYs the shared
-channel once, which every worker hears: that covers a worker marking itself waiting at that very
-moment (its claim could not see the uncommitted message, the enqueue cannot see its uncommitted
-row), so the race loses no wake-up.
+(a loaded fleet: ``Waiter.claimed``). An enqueue that finds fewer waiting workers than
+messages NOTIFYs the shared channel once, which every worker hears: that covers a worker
+marking itself waiting at that very moment (its claim could not see the uncommitted message,
+the enqueue cannot see its uncommitted row), so the race loses no wake-up.
 
 What can still go unannounced costs a poll (``poll_interval``, jittered by ``poll_jitter`` so
 that an idle fleet does not poll in step), never a message: a row whose worker died (its
