@@ -14,7 +14,8 @@ PROCS (default 1) such caller processes run at once (each with its own client; a
 calls/s is then all their calls over its wall time), and WORKERS (default 1) inline workers
 serve it (WORKER ARGS ``--pool process --concurrency 2`` make each a process-pool worker).
 PROFILE=1 also prints each tree's costliest statements over the rounds (pg_stat_statements:
-calls and mean server time), e.g. to compare claims and waiting marks per call.
+calls and mean server time; the PROFILE_TOP costliest, default 6; nested statements too when
+the server tracks them), e.g. to compare claims and waiting marks per call.
 Postgres: any server on 127.0.0.1:PGPORT with a trusting ``postgres`` superuser (e.g.
 ``pgqueue.embedded.EmbeddedPostgres``, fsync and synchronous_commit on).
 """
@@ -82,7 +83,8 @@ def _statements(db: str, reset: bool) -> None:
         rows = c.execute(
             "SELECT calls, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)"
             " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
-            " WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT 6"
+            " WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT %s",
+            (int(os.environ.get("PROFILE_TOP", "6")),),
         ).fetchall()
     for calls, mean, query in rows:
         print(f"  {db}: {calls:>7} x {mean * 1000:6.1f} us  {query}")
