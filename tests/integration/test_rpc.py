@@ -190,3 +190,25 @@ def test_a_client_created_before_a_fork_works_in_both_processes(pg_dsn: str) -> 
         assert os.waitstatus_to_exitcode(status) == 0
         assert c.enqueue("demo.noop") > first
     assert runs.scalar(pg_dsn, "SELECT count(*) FROM pgqueue.message") == 3
+
+
+def test_an_idle_clients_listener_does_not_spin(pg_dsn: str, workers: WorkerFactory) -> None:
+    """A client whose listener runs and that makes no call costs next to no CPU. Its wait is
+    its own poll(2) on the socket: psycopg's timed wait (``notifies(timeout=...)``) spins
+    through its last millisecond each time it expires, ~4 ms of CPU a second in rounds of
+    0.2 s (0.8 of a core for 200 idle web processes; 0.3 ms a second now)."""
+    import time
+
+    workers.start(pg_dsn, concurrency=1)
+    with Client(pg_dsn) as c:
+        assert c.call("demo.add", [1, 2], timeout=30).value == 3
+        assert c.listener is not None
+        wait_until(lambda: c.listener is not None and c.listener.live, 10, "listener live")
+        cpu = time.process_time()
+        time.sleep(3.0)
+        idle = time.process_time() - cpu
+        assert idle < 0.005, f"{idle * 1000:.1f} ms of CPU in 3 s of an idle client"
+        # And it still hears its replies at once after the quiet spell.
+        delivered = c.listener.delivered
+        assert c.call("demo.add", [2, 3], timeout=30).value == 5
+        assert c.listener.delivered > delivered

@@ -20,6 +20,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -31,6 +32,25 @@ from pgqueue.store import calls
 log = logging.getLogger(__name__)
 
 Reply = tuple[object, object, object]  # status, result, error
+
+
+async def readable(conn: psycopg.AsyncConnection[Any], within: float) -> None:
+    """Return once ``conn``'s socket is readable, or after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    fd = conn.fileno()
+    loop.add_reader(fd, wake)
+    timer = loop.call_later(max(within, 0.0), wake)
+    try:
+        await ready
+    finally:
+        timer.cancel()
+        loop.remove_reader(fd)
 
 
 @dataclass(slots=True)
@@ -156,12 +176,17 @@ class AsyncReplyListener:
             await self._sweep(conn)
             next_sweep = time.monotonic() + self._settings.poll_max
             while True:
-                # Rounds of poll_max: a reply whose NOTIFY never came is swept within two.
-                async for note in conn.notifies(timeout=self._settings.poll_max):
+                # What is there now, and what psycopg set aside while the sweep ran; then a wait
+                # for the socket of our own (readable): psycopg's timed wait wakes every 0.1 s,
+                # ~4 ms of CPU a second for a client that does nothing.
+                async for note in conn.notifies(timeout=0):
                     self._deliver(note.channel, note.payload)
-                if self._handed or time.monotonic() >= next_sweep:
+                # Every poll_max: a reply whose NOTIFY never came is swept within two.
+                if time.monotonic() >= next_sweep:
                     await self._sweep(conn)
                     next_sweep = time.monotonic() + self._settings.poll_max
+                    continue
+                await readable(conn, next_sweep - time.monotonic())
         finally:
             self.live = False
             await conn.close()
