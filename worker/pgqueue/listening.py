@@ -144,6 +144,12 @@ class ReplyListener:
         )
         self._thread.start()
 
+    @property
+    def ident(self) -> int | None:
+        """The listener thread's identifier (``threading.get_ident``), e.g. for its CPU clock
+        (``time.pthread_getcpuclockid``)."""
+        return self._thread.ident
+
     def new_key(self) -> str:
         """A reply key routed to this listener whose reply may come in the payload."""
         return f"{self.prefix}.i.{self._rng.getrandbits(128):032x}"
