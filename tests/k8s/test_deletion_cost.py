@@ -10,12 +10,12 @@ scale-in is the cost alone. Real worker pods on a real kubelet: tests/k8s/test_n
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import yaml
+from tests.support.pods import worker_pods
 from tests.support.polling import eventually
 
 from pgqueue import registry
@@ -34,13 +34,9 @@ NAME = "minimal"
 
 def costs(kube: KubeCluster, ns: str) -> dict[str, str | None]:
     """Each live worker pod's deletion cost (None: not annotated)."""
-    out = kube.kubectl(
-        "-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={NAME}", "-o", "json"
-    )
     return {
         p["metadata"]["name"]: (p["metadata"].get("annotations") or {}).get(ANNOTATION)
-        for p in json.loads(out.stdout)["items"]
-        if not p["metadata"].get("deletionTimestamp")
+        for p in worker_pods(kube, ns, NAME)
     }
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 import yaml
+from tests.support.pods import describe, pods_left, ready_workers, worker_pods
 from tests.support.polling import eventually
 
 from pgqueue import Client
@@ -46,37 +47,10 @@ NAME = "minimal"
 DEPLOYMENT = f"{NAME}-worker"
 
 
-def pods(kube: KubeCluster, ns: str) -> list[dict[str, Any]]:
-    out = kube.kubectl(
-        "-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={NAME}", "-o", "json"
-    )
-    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
-    return [p for p in items if p["metadata"].get("deletionTimestamp") is None]
-
-
 def restrict(kube: KubeCluster, ns: str) -> None:
     """Pod Security admission at ``restricted``: a pod the chart or the builder renders with a
     weaker context is refused by the API server before any kubelet sees it."""
     kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-
-
-def pods_left(kube: KubeCluster, ns: str) -> int:
-    """Pods still running or about to (finished Job pods stay until their Job goes)."""
-    out = kube.kubectl(
-        "-n", ns, "get", "pods", "-o", "name",
-        "--field-selector", "status.phase!=Succeeded,status.phase!=Failed", check=False,
-    )  # fmt: skip
-    return len(out.stdout.split())
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def ready_pods(kube: KubeCluster, ns: str, count: int) -> list[dict[str, Any]] | None:
-    found = [p for p in pods(kube, ns) if is_ready(p)]
-    return found if len(found) == count else None
 
 
 @dataclass
@@ -115,7 +89,12 @@ def fleet(
     )
     t0 = time.monotonic()
     kube.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(body))
-    eventually("2 worker pods Ready by the kubelet's probes", lambda: ready_pods(kube, ns, 2), 180)
+    eventually(
+        "2 worker pods Ready by the kubelet's probes",
+        lambda: ready_workers(kube, ns, NAME, 2),
+        180,
+        explain=lambda: describe(kube, ns),
+    )
     elapsed = time.monotonic() - t0
     print(f"\nworker pods Ready {elapsed:.1f}s after kubectl apply (node Ready in "
           f"{kube_node.ready_seconds:.1f}s, images imported in "
@@ -130,7 +109,7 @@ def fleet(
 
 def test_worker_pods_run_on_the_node_with_the_restricted_security_context(fleet: Fleet) -> None:
     kube, ns = fleet.kube, fleet.namespace
-    running = pods(kube, ns)
+    running = worker_pods(kube, ns, NAME)
     assert len(running) == 2
     for pod in running:
         assert pod["spec"]["nodeName"] == fleet.node.name
@@ -226,7 +205,11 @@ def test_deleting_a_busy_worker_pod_still_answers_every_caller(fleet: Fleet) -> 
     assert "received SIGTERM: no new claims" in logs, logs
     assert f"worker {busy} stopped:" in logs, logs
 
-    replaced = eventually("the Deployment back at 2 Ready pods", lambda: ready_pods(kube, ns, 2))
+    replaced = eventually(
+        "the Deployment back at 2 Ready pods",
+        lambda: ready_workers(kube, ns, NAME, 2),
+        explain=lambda: describe(kube, ns),
+    )
     assert busy not in [p["metadata"]["name"] for p in replaced]
 
 
@@ -272,7 +255,12 @@ def test_the_charts_operator_pod_reconciles_worker_pods_on_the_node(
         )
         t1 = time.monotonic()
         kube.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(body))
-        eventually("the worker pod Ready", lambda: ready_pods(kube, ns, 1), 180)
+        eventually(
+            "the worker pod Ready",
+            lambda: ready_workers(kube, ns, NAME, 1),
+            180,
+            explain=lambda: describe(kube, ns),
+        )
         print(f"worker pod Ready {time.monotonic() - t1:.1f}s after kubectl apply")
 
         table = kube.kubectl("-n", ns, "get", "pods", "-o", "wide").stdout

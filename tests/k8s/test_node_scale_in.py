@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 import yaml
+from tests.support.pods import describe, pods_left, ready_workers, worker_pods
 from tests.support.polling import eventually
 
 from pgqueue import Client
@@ -42,32 +43,11 @@ NAME = "minimal"
 LONG_TASK = 45.0
 
 
-def live_pods(kube: KubeCluster, ns: str) -> list[dict[str, Any]]:
-    out = kube.kubectl(
-        "-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={NAME}", "-o", "json"
-    )
-    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
-    return [p for p in items if p["metadata"].get("deletionTimestamp") is None]
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
 def costs(kube: KubeCluster, ns: str) -> dict[str, str | None]:
     return {
         p["metadata"]["name"]: (p["metadata"].get("annotations") or {}).get(ANNOTATION)
-        for p in live_pods(kube, ns)
+        for p in worker_pods(kube, ns, NAME)
     }
-
-
-def pods_left(kube: KubeCluster, ns: str) -> int:
-    out = kube.kubectl(
-        "-n", ns, "get", "pods", "-o", "name",
-        "--field-selector", "status.phase!=Succeeded,status.phase!=Failed", check=False,
-    )  # fmt: skip
-    return len(out.stdout.split())
 
 
 class Claims:
@@ -126,12 +106,21 @@ def four_workers(
         taskTimeLimitSeconds=120,
     )
     kube.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(body))
-
-    def four_ready() -> bool:
-        pods = live_pods(kube, ns)
-        return len(pods) == 4 and all(is_ready(p) for p in pods)
-
-    eventually("4 worker pods Ready", four_ready, 300)
+    # A sweep runs beside the workers, as its CronJob makes one every few minutes: its pod
+    # carries the instance label too, and must count neither as a worker nor in a scale-in.
+    eventually(
+        "the sweep CronJob",
+        lambda: (
+            kube.kubectl("-n", ns, "get", "cronjob", f"{NAME}-sweep", check=False).returncode == 0
+        ),
+    )
+    kube.kubectl("-n", ns, "create", "job", "sweep-now", f"--from=cronjob/{NAME}-sweep")
+    eventually(
+        "4 worker pods Ready",
+        lambda: ready_workers(kube, ns, NAME, 4),
+        300,
+        explain=lambda: describe(kube, ns),
+    )
     try:
         yield ns
     finally:
@@ -167,10 +156,10 @@ def test_scale_in_removes_the_idle_pods_and_the_long_tasks_finish_first_time(
         kube.kubectl("-n", ns, "scale", "pqw", NAME, "--replicas=2")
 
         def two_left() -> list[str] | None:
-            names = sorted(p["metadata"]["name"] for p in live_pods(kube, ns))
+            names = sorted(p["metadata"]["name"] for p in worker_pods(kube, ns, NAME))
             return names if len(names) == 2 else None
 
-        survivors = eventually("2 pods left", two_left, 120)
+        survivors = eventually("2 pods left", two_left, 120, explain=lambda: describe(kube, ns))
         assert survivors == busy, (survivors, busy, idle)
         left = time.monotonic() - t0
         assert not any(f.done() for f in futures), "the calls ended before the scale-in"
@@ -186,4 +175,9 @@ def test_scale_in_removes_the_idle_pods_and_the_long_tasks_finish_first_time(
     for pod in busy:
         logs = kube.kubectl("-n", ns, "logs", pod, "-c", "worker").stdout
         assert "received SIGTERM" not in logs, logs
+    sweep = json.loads(
+        kube.kubectl("-n", ns, "get", "pods", "-l", "job-name=sweep-now", "-o", "json").stdout
+    )["items"]
+    assert [p["status"]["phase"] for p in sweep] == ["Succeeded"], describe(kube, ns)
+    assert ANNOTATION not in (sweep[0]["metadata"].get("annotations") or {})
     print(f"scaled 4 -> 2: removed {idle}, kept {busy} (busy); {left:.1f}s from the calls")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from tests.support.pods import selector
 from tests.support.polling import eventually
 
 from pgqueue_operator.kube import Kube
@@ -75,7 +76,7 @@ def test_ready_follows_the_pods_within_a_watch_event(
     name = body["metadata"]["name"]
 
     def pods() -> list[str] | None:
-        out = kube.kubectl("-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={name}",
+        out = kube.kubectl("-n", ns, "get", "pods", "-l", selector(name),
                            "-o", "jsonpath={.items[*].metadata.name}")  # fmt: skip
         found = out.stdout.split()
         return found if len(found) == 2 else None
