@@ -338,7 +338,11 @@ def test_timing_change_and_secret_rotation_roll_the_pods(
 
 
 def test_gate_flip_reaches_postgres_within_two_seconds(
-    kube: KubeCluster, kube_namespace: str, pg_dsn: str, operator_process: OperatorProcess
+    kube: KubeCluster,
+    kube_namespace: str,
+    pg_dsn: str,
+    operator_process: OperatorProcess,
+    request: pytest.FixtureRequest,
 ) -> None:
     ns = kube_namespace
     setup_database(kube, ns, pg_dsn, gate="false")
@@ -346,10 +350,17 @@ def test_gate_flip_reaches_postgres_within_two_seconds(
     eventually("the initial gate (off) in the flag table", lambda: flag(pg_dsn), 10)
     assert flag(pg_dsn)[0] is False  # type: ignore[index]
 
+    api = kube.api_client()
+    request.addfinalizer(api.close)
+    gate_path = f"/api/v1/namespaces/{ns}/configmaps/pgqueue-gate"
     for value, enabled, reason in (("true", True, "GateOn"), ("off", False, "GateOff")):
-        t0 = time.monotonic()
-        kube.kubectl("-n", ns, "patch", "configmap", "pgqueue-gate", "-p",
-                     json.dumps({"data": {"pg_queue_enabled": value}}))  # fmt: skip
+        t0 = time.monotonic()  # in-process edit: kubectl's own start-up is not the operator's
+        Kube(api).request(
+            "PATCH",
+            gate_path,
+            body={"data": {"pg_queue_enabled": value}},
+            content_type="application/merge-patch+json",
+        )
         row = eventually(
             f"flag {value}", lambda e=enabled: (r := flag(pg_dsn)) and r[0] is e and r, 10
         )
@@ -458,11 +469,12 @@ def test_depth_status_metrics_and_autoscaling(
         conn.execute("DELETE FROM pgqueue.message")
     drained = time.monotonic()
     eventually("status.backlog == 0", lambda: backlog() == 0, 10)
-    assert replicas() == 4, "scaled down before the delay"
     eventually("scale down to minReplicas", lambda: replicas() == 1, delay + 15)
+    # Not "still 4 right after backlog 0": a slow kubectl could read it after the delay ran out.
+    # The drain-to-scale-down time says it: an early scale-down would come within a sample.
     waited = time.monotonic() - drained
     print(f"\nscale-down came {waited:.2f}s after the drain (delay {delay}s)")
-    assert waited >= delay
+    assert waited >= delay, "scaled down before the delay"
     eventually("a ScaledDown Event", lambda: events(kube, ns, "ScaledDown"), 10)
 
 
