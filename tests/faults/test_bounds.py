@@ -114,10 +114,12 @@ def test_slot_import_failure_backs_off(pg_dsn: str, workers: WorkerFactory) -> N
         return len(line.findall(worker.log_path.read_text()))
 
     wait_until(lambda: attempts() >= 1, 60, "the import failure's log line")
+    wait_until(lambda: attempts() >= 2, 30, "a respawn after the import failure")
     time.sleep(8)  # a window to count respawns in (the thing measured, not a synchronisation)
     count = attempts()
     window = time.monotonic() - began
-    # 0.5 s doubling: 0.5 + 1 + 2 + 4 = 7.5 s; a tight loop would log hundreds of lines.
+    # 0.5 s doubling: respawns 0.5, 1.5, 3.5, 7.5, 15.5 s after the first; a tight loop would
+    # log hundreds of lines in the same window.
     assert 2 <= count <= 6, (count, worker.log())
     assert worker.proc.poll() is None
     assert http_get(worker.url("/readyz"))[0] != 200

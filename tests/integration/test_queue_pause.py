@@ -191,8 +191,6 @@ def test_three_workers_stop_claiming_a_paused_queue_and_drain_it_on_resume(
     total = 90
     with _connect(pg_dsn) as conn, Client(pg_dsn) as client:
         conn.execute(core_tasks.DDL)
-        for i in range(total):
-            client.enqueue("t.record", [f"k{i}", 0.3], queue="pq")
         fleet = [
             workers.start(
                 pg_dsn,
@@ -200,9 +198,16 @@ def test_three_workers_stop_claiming_a_paused_queue_and_drain_it_on_resume(
                 queues="pq",
                 concurrency=2,
                 extra=["--poll-interval", "0.5"],
+                wait=False,
             )
             for _ in range(3)
         ]
+        # The whole fleet up before the work: a first worker alone could drain the 90 before
+        # a slow start of the others, and leave nothing unclaimed for the pause to hold.
+        for worker in fleet:
+            worker.wait_ready()
+        for i in range(total):
+            client.enqueue("t.record", [f"k{i}", 0.3], queue="pq")
         wait_until(lambda: _state(conn)["started"] >= 6, 60, "the fleet to start tasks")
 
         client.pause_queue("pq", reason="acceptance", by="test")

@@ -92,7 +92,9 @@ def test_a_reply_faster_than_the_record_is_seen_within_poll_max(
         started = time.monotonic()
         assert client.call("demo.sleep", [0], timeout=30).ok
         took = time.monotonic() - started
-    assert took < 0.3, took
+    # An uncapped first wait alone is 0.45 s; everything under it is the cap at work, with
+    # room for a busy machine's round trips.
+    assert took < 0.42, took
 
 
 def test_a_polling_caller_with_a_record_still_returns_by_its_deadline(
