@@ -291,3 +291,41 @@ async def test_a_cancelled_call_leaves_no_waiter_and_the_client_works_on(
         workers.start(pg_dsn, concurrency=2)
         after = await client.call("demo.echo", ["after"], timeout=60)
         assert after.ok and after.value == {"args": ["after"], "kwargs": {}}, after
+
+
+@pytest.mark.asyncio
+async def test_a_call_keeps_its_callers_deadline_behind_a_busy_pool(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    """The message's deadline is the caller's, however long the call waited for the pool's one
+    connection (held here by an enqueue stuck behind a table lock for 0.6 s): resumed as the
+    call returns, the queue's worker dead-letters the call's message instead of running it."""
+    async with AsyncClient(settings=ClientSettings(dsn=pg_dsn, pool_size=1)) as client:
+        await client.pause_queue("pq")
+        workers.start(pg_dsn, queues="pq", extra=["--poll-interval", "0.1"])
+        with psycopg.connect(pg_dsn) as locker, psycopg.connect(pg_dsn, autocommit=True) as look:
+            locker.execute("LOCK TABLE pgqueue.message IN EXCLUSIVE MODE")
+            first = asyncio.ensure_future(client.enqueue("demo.pid", queue="pq"))
+
+            def blocked() -> bool:
+                row = look.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                ).fetchone()
+                return row is not None and row[0] == 1
+
+            # The enqueue holds the pool's connection, waiting on the lock.
+            await asyncio.to_thread(wait_until, blocked, 10, "the enqueue to wait on the lock")
+            asyncio.get_running_loop().call_later(0.6, locker.rollback)
+            result = await client.call("demo.pid", queue="pq", timeout=1.0)
+            await first
+        assert (result.ok, result.kind) == (False, "timeout"), result
+        await client.resume_queue("pq")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        wait_until(
+            lambda: conn.execute("SELECT count(*) FROM pgqueue.message").fetchone() == (0,),
+            30,
+            "both messages to be settled",
+        )
+        dead = [r[0][:15] for r in conn.execute("SELECT reason FROM pgqueue.dead_letter")]
+    assert dead == ["deadline passed"], dead

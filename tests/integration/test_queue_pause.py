@@ -309,6 +309,49 @@ def test_a_call_into_a_paused_queue_times_out_and_never_runs(
         assert worker.proc.poll() is None
 
 
+def test_a_call_keeps_its_callers_deadline_however_late_its_insert_reaches_the_server(
+    pg_dsn: str, workers: WorkerFactory
+) -> None:
+    """The message's deadline is the caller's: a call that spent 0.6 s of its 1 s waiting for
+    the pool's one connection must not run once its caller gave up, even when a worker claims
+    it 0.1 s after (the queue resumed as the call returns)."""
+    with (
+        _connect(pg_dsn) as conn,
+        Client(settings=ClientSettings(dsn=pg_dsn, pool_size=1)) as client,
+    ):
+        client.pause_queue("pq")
+        workers.start(pg_dsn, queues="pq", extra=["--poll-interval", "0.1"])
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_pool() -> None:
+            with client.connection():
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_the_pool)
+        holder.start()
+        assert held.wait(10)
+        timer = threading.Timer(0.6, release.set)
+        timer.start()
+        try:
+            result = client.call("demo.pid", queue="pq", timeout=1.0)
+        finally:
+            release.set()
+            holder.join()
+        assert (result.ok, result.kind) == (False, "timeout"), result
+        client.resume_queue("pq")
+        wait_until(
+            lambda: (
+                conn.execute("SELECT count(*) AS n FROM pgqueue.message").fetchone() == {"n": 0}
+            ),
+            30,
+            "the message to be settled",
+        )
+        dead = conn.execute("SELECT reason FROM pgqueue.dead_letter").fetchall()
+        assert [r["reason"][:15] for r in dead] == ["deadline passed"], dead
+        assert conn.execute("SELECT count(*) AS n FROM pgqueue.result").fetchone() == {"n": 1}
+
+
 # -- metrics -------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ from pgqueue.areplywaiting import AsyncReplyWaiting, Polls
 from pgqueue.cancelling import Cancellation
 from pgqueue.client import CALL_GRACE, observed, unexpected
 from pgqueue.errors import ConfigurationError, EnqueueError, PgQueueError
-from pgqueue.producing import message_params, with_cancel_on_timeout
+from pgqueue.producing import deadline_left, message_params, with_cancel_on_timeout
 from pgqueue.replies import CallResult
 from pgqueue.store import calls
 
@@ -140,10 +140,13 @@ class AsyncClient(AsyncReplyWaiting):
         await self.open()
         return await self._insert(params)
 
-    async def _insert(self, params: dict[str, Any]) -> int:
-        statement = calls.enqueue(params)  # a plain enqueue: this client has no unique_key
+    async def _insert(self, params: dict[str, Any], since: float | None = None) -> int:
+        """The message's msg_id (a plain enqueue: this client has no unique_key). Its deadline
+        counts from ``since`` (default: now), whenever the statement goes out."""
+        since = time.monotonic() if since is None else since
 
         async def insert(conn: AsyncConn) -> int:
+            statement = calls.enqueue(deadline_left(params, since))
             row = await store.aone(conn, statement)
             assert row is not None
             return int(row["msg_id"])
@@ -238,7 +241,7 @@ class AsyncClient(AsyncReplyWaiting):
         try:
             try:
                 async with asyncio.timeout_at(hard_stop):
-                    await self._insert(params)
+                    await self._insert(params, since=started)
             except TimeoutError:
                 return CallResult.failure(
                     reply_key, "enqueue_error", f"no answer from the database within {wait:g}s"

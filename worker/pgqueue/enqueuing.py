@@ -8,6 +8,7 @@ holder's.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -50,19 +51,25 @@ class Enqueuing(ClientConnections):
         return producing.message_params(self.settings, *args, **extra)
 
     def _insert(
-        self, params: dict[str, Any], until: float | None, own: psycopg.Connection[Any] | None
+        self,
+        params: dict[str, Any],
+        until: float | None,
+        own: psycopg.Connection[Any] | None,
+        since: float | None = None,
     ) -> dict[str, Any]:
-        """The message's row (msg_id; with a unique key also reply_key and created)."""
-        statement = calls.enqueue(params)
+        """The message's row (msg_id; with a unique key also reply_key and created). Its
+        deadline counts from ``since`` (default: now), whenever the statement goes out."""
+        since = time.monotonic() if since is None else since
 
         def insert(conn: Conn) -> dict[str, Any]:
-            row = store.one(conn, statement)
+            row = store.one(conn, calls.enqueue(producing.deadline_left(params, since)))
             assert row is not None
             return row
 
         try:
             if own is not None:
                 # The caller's transaction: never retried here (it may have run), never pooled.
+                statement = calls.enqueue(producing.deadline_left(params, since))
                 return producing.execute_on(own, statement)[0]
             return self._run(insert, until, "enqueue")
         except (psycopg.Error, PoolTimeout) as exc:

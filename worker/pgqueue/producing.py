@@ -16,6 +16,7 @@ settings.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,18 @@ def check_unique(unique_key: object, unique_for: object) -> tuple[str | None, fl
             f"got {unique_key!r:.80}",
         )
     return unique_key, window
+
+
+def deadline_left(params: dict[str, Any], since: float) -> dict[str, Any]:
+    """``params`` with the deadline as what is left of it now, counted from ``since`` (a
+    ``time.monotonic()`` instant: a call's start). The server adds it to its ``now()``: time
+    spent before the statement goes out (waiting for a pooled connection, a retry on a fresh
+    one) must not be added to the caller's, or a worker could start a call whose caller has
+    already given up. What is left may be negative: the message is then dead-lettered at its
+    first claim."""
+    if params["deadline"] is None:
+        return params
+    return {**params, "deadline": params["deadline"] - (time.monotonic() - since)}
 
 
 def message_params(

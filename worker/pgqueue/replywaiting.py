@@ -72,7 +72,7 @@ class ReplyWaiting(Enqueuing):
         try:
             with db.deadline(deadline + CALL_GRACE):
                 try:
-                    row = self._insert(params, deadline, None)
+                    row = self._insert(params, deadline, None, since=started)
                     reply_key = self._attached_key(row, reply_key, extra["unique_key"])
                 except PgQueueError as exc:
                     return CallResult.failure(reply_key, "enqueue_error", str(exc))
