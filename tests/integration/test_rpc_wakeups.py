@@ -157,6 +157,22 @@ def test_a_call_that_gets_no_reply_times_out_after_a_last_look(pg_dsn: str, pool
     assert "(0 polls)" not in result.error
 
 
+def _heard_all_sent_so_far(pg_dsn: str, client: Client) -> None:
+    """A barrier: a listener reads its connection's notifications in commit order, so once a
+    NOTIFY sent now has woken it, every one sent before (a warm-up call's on the shared channel,
+    read late on a busy machine) has been counted."""
+    listener = client.listener
+    assert listener is not None
+    key = f"barrier-{id(client)}"
+    waiter = listener.register(key)
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify('pgqueue_reply', %s)", (key,))
+        assert waiter.event.wait(10), "the barrier NOTIFY never reached the listener"
+    finally:
+        listener.unregister(key, waiter)
+
+
 def test_a_reply_wakes_only_the_client_that_waits_for_it(
     pg_dsn: str, workers: WorkerFactory
 ) -> None:
@@ -165,6 +181,8 @@ def test_a_reply_wakes_only_the_client_that_waits_for_it(
         for client in (caller, bystander):
             assert client.call("demo.echo", ["warm-up"], timeout=20).ok
             wait_until(lambda c=client: _listening(c), 10, "the reply listener to be in place")
+        for client in (caller, bystander):
+            _heard_all_sent_so_far(pg_dsn, client)
         assert caller.listener is not None and bystander.listener is not None
         before = bystander.listener.delivered, caller.listener.delivered
         for i in range(20):
