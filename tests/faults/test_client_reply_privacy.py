@@ -69,9 +69,11 @@ def test_a_connect_only_role_cannot_read_or_forge_a_reply(
         psycopg.connect(snoop_dsn, autocommit=True) as ear,
         psycopg.connect(snoop_dsn, autocommit=True) as mouth,
     ):
-        assert client.call("t.sleep", [0], timeout=30).ok  # the listener is in place
+        assert client.call("t.sleep", [0], timeout=30).ok  # the first call starts the listener
         listener = client.listener
-        assert listener is not None and listener.live
+        assert listener is not None
+        # Its LISTEN may come after that call's reply (which a poll can take) on a busy machine.
+        wait_until(lambda: listener.live, 10, "the reply listener to be in place")
 
         # The role cannot read the reply table, nor the secret that names private channels.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
